@@ -1,0 +1,5 @@
+import sys
+
+from graphfix.cli import main
+
+sys.exit(main())

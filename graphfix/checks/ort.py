@@ -1,0 +1,145 @@
+"""ONNX Runtime equivalence: run two models on the same seeded inputs, compare per output.
+
+Polygraphy's runners and comparator do the work; this module chooses inputs and tolerances and
+turns the comparator's result into JSON-ready figures.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import onnx
+
+from ..errors import CheckError
+from .inputs import make_feeds
+
+# (atol, rtol) per ONNX element type; integer and bool outputs must match exactly.
+TOLERANCES = {
+    onnx.TensorProto.FLOAT: (1e-4, 1e-3),
+    onnx.TensorProto.DOUBLE: (1e-8, 1e-6),
+    onnx.TensorProto.FLOAT16: (1e-2, 1e-2),
+    onnx.TensorProto.BFLOAT16: (5e-2, 5e-2),
+}
+EXACT = (0.0, 0.0)
+
+
+@dataclass
+class OutputStats:
+    name: str
+    passed: bool
+    atol: float
+    rtol: float
+    max_abs: float
+    max_rel: float
+    mean_abs: float
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in ("name", "passed", "atol", "rtol", "max_abs", "max_rel", "mean_abs")}
+
+
+@dataclass
+class EquivalenceResult:
+    passed: bool
+    outputs: List[OutputStats] = field(default_factory=list)
+    error: Optional[str] = None      # the check could not run (e.g. ORT refused a model)
+
+    def to_json(self) -> dict:
+        return {"passed": self.passed, "error": self.error, "outputs": [o.to_json() for o in self.outputs]}
+
+    def worst(self) -> str:
+        if self.error:
+            return self.error
+        bad = [o for o in self.outputs if not o.passed] or self.outputs
+        if not bad:
+            return "no outputs"
+        o = max(bad, key=lambda s: s.max_abs)
+        return f"{o.name}: max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g}"
+
+
+def _quiet_polygraphy():
+    from polygraphy.logger import G_LOGGER
+    G_LOGGER.module_severity = G_LOGGER.CRITICAL  # mismatches are reported by graphfix itself
+
+
+def output_tolerances(model: onnx.ModelProto) -> Dict[str, tuple]:
+    return {o.name: TOLERANCES.get(o.type.tensor_type.elem_type, EXACT) for o in model.graph.output}
+
+
+def run_ort(model: onnx.ModelProto, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Run a model once in ONNX Runtime (CPU, all optimizations off: we test the graph, not ORT)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds)))
+
+
+def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, seed: int = 1,
+                   iterations: int = 1, shapes: Optional[Dict[str, Sequence[int]]] = None
+                   ) -> EquivalenceResult:
+    """Both models on the same seeded inputs in ONNX Runtime; per-output error figures."""
+    _quiet_polygraphy()
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.comparator import Comparator, CompareFunc
+
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:  # pragma: no cover - onnxruntime is a core dependency
+        raise CheckError(f"onnxruntime is not importable: {exc}") from None
+
+    def runner(model, name):
+        sess = SessionFromOnnx(model.SerializeToString(), providers=["CPUExecutionProvider"],
+                               graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        return OnnxrtRunner(sess, name=name)
+
+    tolerances = output_tolerances(reference)
+    loader = make_feeds(reference, seed=seed, iterations=iterations, shapes=shapes)
+    try:
+        results = Comparator.run([runner(reference, "reference"), runner(candidate, "candidate")],
+                                 data_loader=loader)
+    except Exception as exc:
+        return EquivalenceResult(False, error=f"ONNX Runtime could not run the models: {_one_line(exc)}")
+    compare = CompareFunc.simple(atol={k: v[0] for k, v in tolerances.items()},
+                                 rtol={k: v[1] for k, v in tolerances.items()},
+                                 check_shapes=True, infinities_compare_equal=True)
+    try:
+        accuracy = Comparator.compare_accuracy(results, compare_func=compare)
+    except Exception as exc:
+        return EquivalenceResult(False, error=f"comparison failed: {_one_line(exc)}")
+    if not hasattr(accuracy, "items"):  # Polygraphy >= 0.50: a list, one result per compare func
+        accuracy = accuracy[0]
+    stats: Dict[str, OutputStats] = {}
+    for iteration in next(iter(accuracy.values())):
+        for name, res in iteration.items():
+            atol, rtol = tolerances.get(name, EXACT)
+            passed = bool(res)
+            prev = stats.get(name)
+            cur = OutputStats(name, passed, atol, rtol, res.max_absdiff or 0.0, res.max_reldiff or 0.0,
+                              res.mean_absdiff or 0.0)
+            if prev is not None:
+                cur = OutputStats(name, prev.passed and passed, atol, rtol, max(prev.max_abs, cur.max_abs),
+                                  max(prev.max_rel, cur.max_rel), max(prev.mean_abs, cur.mean_abs))
+            stats[name] = cur
+    missing = [o.name for o in reference.graph.output if o.name not in stats]
+    if missing:
+        return EquivalenceResult(False, list(stats.values()), error=f"outputs not compared: {missing}")
+    outs = [stats[o.name] for o in reference.graph.output]
+    return EquivalenceResult(all(o.passed for o in outs), outs)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:400] + ("..." if len(text) > 400 else "")
+
+
+def ort_can_load(model: onnx.ModelProto) -> bool:
+    """Whether ONNX Runtime accepts the model at all (plugin ops make it refuse)."""
+    import onnxruntime as ort
+    try:
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return True
+    except Exception:
+        return False

@@ -1,0 +1,106 @@
+"""Structural checks: the graph is well formed (input validation) and stays so (after each pass)."""
+from __future__ import annotations
+
+from typing import Dict, List, Set
+
+import onnx
+
+from ..errors import InputError
+
+
+def _subgraph_outer_refs(node: onnx.NodeProto) -> Set[str]:
+    """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing scope."""
+    refs: Set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            local = {i.name for i in g.input} | {t.name for t in g.initializer}
+            for n in g.node:
+                local.update(n.output)
+            for n in g.node:
+                refs.update(x for x in n.input if x and x not in local)
+                refs.update(r for r in _subgraph_outer_refs(n) if r not in local)
+    return refs
+
+
+def validate_input(model: onnx.ModelProto, source: str) -> None:
+    """Raise InputError for graphs that no pass can work on: dangling inputs, cycles."""
+    graph = model.graph
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    producer: Dict[str, int] = {}
+    for idx, node in enumerate(graph.node):
+        for out in node.output:
+            if out:
+                if out in producer or out in available:
+                    raise InputError(source, f"tensor '{out}' is produced twice (node "
+                                             f"'{node.name or node.op_type}')")
+                producer[out] = idx
+    for node in graph.node:
+        for name in list(node.input) + sorted(_subgraph_outer_refs(node)):
+            if name and name not in available and name not in producer:
+                raise InputError(source, f"node '{node.name or node.op_type}' reads '{name}', "
+                                         "which no node, initializer or graph input provides")
+    for out in graph.output:
+        if out.name not in available and out.name not in producer:
+            raise InputError(source, f"graph output '{out.name}' is produced by no node")
+    cycle = find_cycle(model)
+    if cycle:
+        raise InputError(source, "graph has a cycle through nodes " + " -> ".join(cycle))
+
+
+def find_cycle(model: onnx.ModelProto) -> List[str]:
+    """Node names on one cycle of the data-flow graph, or [] when it is acyclic."""
+    nodes = list(model.graph.node)
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
+    deps = [sorted({producer[x] for x in list(n.input) + sorted(_subgraph_outer_refs(n)) if x in producer})
+            for n in nodes]
+    state = [0] * len(nodes)  # 0 new, 1 on stack, 2 done
+    for start in range(len(nodes)):
+        if state[start]:
+            continue
+        stack = [(start, iter(deps[start]))]
+        path = [start]
+        state[start] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+                path.pop()
+            elif state[nxt] == 1:
+                loop = path[path.index(nxt):]
+                return [nodes[i].name or f"{nodes[i].op_type}#{i}" for i in loop]
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                stack.append((nxt, iter(deps[nxt])))
+                path.append(nxt)
+    return []
+
+
+def io_signature(model: onnx.ModelProto):
+    init = {t.name for t in model.graph.initializer}
+
+    def sig(values):
+        return [(v.name, v.type.tensor_type.elem_type) for v in values]
+    return sig(i for i in model.graph.input if i.name not in init), sig(model.graph.output)
+
+
+def check_rewrite(before: onnx.ModelProto, after: onnx.ModelProto, *, allow_io_change: bool = False) -> List[str]:
+    """Problems with a rewritten model: checker, shape inference, unique names, I/O signature."""
+    problems: List[str] = []
+    try:
+        onnx.checker.check_model(after)
+    except Exception as exc:
+        problems.append(f"onnx.checker: {' '.join(str(exc).split())[:300]}")
+    try:
+        onnx.shape_inference.infer_shapes(after, check_type=True, strict_mode=True)
+    except Exception as exc:
+        problems.append(f"shape inference: {' '.join(str(exc).split())[:300]}")
+    names = [n.name for n in after.graph.node if n.name]
+    if len(names) != len(set(names)):
+        dup = sorted({n for n in names if names.count(n) > 1})[:5]
+        problems.append(f"duplicate node names: {dup}")
+    if not allow_io_change and io_signature(before) != io_signature(after):
+        problems.append(f"graph I/O signature changed: {io_signature(before)} -> {io_signature(after)}")
+    return problems

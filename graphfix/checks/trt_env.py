@@ -1,0 +1,34 @@
+"""Whether a real TensorRT path is available here, decided without importing tensorrt in-process
+(a broken CUDA setup can abort the interpreter on import)."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import subprocess
+import sys
+from typing import Optional
+
+_PROBE = ("import tensorrt as trt; b = trt.Builder(trt.Logger(trt.Logger.ERROR)); "
+          "assert b is not None; print(trt.__version__)")
+
+
+@functools.lru_cache(maxsize=1)
+def trt_unavailable_reason() -> Optional[str]:
+    """None when tensorrt imports and a builder starts (so a GPU is usable); else why not."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return "tensorrt is not installed"
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return "tensorrt builder did not start within 120 s"
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"tensorrt builder does not start here (no GPU?): {tail[0]}"
+    return None
+
+
+def trt_version() -> Optional[str]:
+    if trt_unavailable_reason() is not None:
+        return None
+    proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120)
+    return proc.stdout.strip() or None

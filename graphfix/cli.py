@@ -1,0 +1,142 @@
+"""The `graphfix` command line: fix, passes, check, validate.
+
+Exit codes: 0 done (and checked), 1 a check failed or problems remain, 2 bad input or usage.
+Errors that graphfix raises on purpose print one line naming the file and the problem.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+from .errors import GraphfixError, InputError, OutputError, UsageError
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors exit 2 with one line, like bad input
+        self.print_usage(sys.stderr)
+        print(f"graphfix: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="graphfix", description="Make ONNX models build and run correctly on TensorRT.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    fx = sub.add_parser("fix", help="rewrite a model for TensorRT and check the rewrite")
+    fx.add_argument("input", help="ONNX model to fix")
+    fx.add_argument("-o", "--output", required=True, help="where to write the fixed model")
+    fx.add_argument("--trt", help="target TensorRT version (default: installed tensorrt, else 10.0)")
+    group = fx.add_mutually_exclusive_group()
+    group.add_argument("--passes", help="comma-separated passes to run (default: all the target needs)")
+    group.add_argument("--skip", help="comma-separated passes to leave out")
+    fx.add_argument("--check", choices=["ort", "none", "trt"], default="ort",
+                    help="ort: ONNX Runtime before/after each pass (default); trt: also build and "
+                         "compare a TensorRT engine; none: no output comparison")
+    fx.add_argument("--report", help="write the JSON report here")
+    fx.add_argument("--int32-io", action="store_true", help="allow INT64 graph inputs/outputs to become INT32")
+    fx.add_argument("--in-place", action="store_true", help="allow the output to replace the input file")
+    fx.add_argument("--shapes", help="input shapes for checks, e.g. input_ids:1x128,mask:1x128")
+    fx.add_argument("--quiet", action="store_true", help="print no summary")
+
+    ps = sub.add_parser("passes", help="list the passes (from their declarations)")
+    ps.add_argument("--json", action="store_true")
+    return p
+
+
+def parse_shapes(text: Optional[str]):
+    """'a:1x128,b:1x3x224x224' -> {'a': [1, 128], 'b': [1, 3, 224, 224]}"""
+    if not text:
+        return None
+    shapes = {}
+    for item in text.split(","):
+        name, sep, dims = item.rpartition(":")
+        if not sep or not name:
+            raise UsageError(f"bad --shapes entry '{item}' (expected name:1x128)")
+        try:
+            shapes[name] = [int(d) for d in dims.split("x")]
+        except ValueError:
+            raise UsageError(f"bad --shapes entry '{item}' (dims must be integers joined by 'x')") from None
+    return shapes
+
+
+def cmd_fix(args) -> int:
+    from .model_io import save_model
+    from .pass_api import PassContext
+    from .pipeline import fix
+
+    if os.path.exists(args.output) and os.path.exists(args.input) \
+            and os.path.samefile(args.output, args.input) and not args.in_place:
+        raise OutputError(f"{args.output}: refusing to overwrite the input model (pass --in-place to allow)")
+    context = PassContext(int32_io=args.int32_io)
+    check = "ort" if args.check == "trt" else args.check
+    model, report = fix(args.input, trt=args.trt, passes=args.passes, skip=args.skip, check=check,
+                        context=context, shapes=parse_shapes(args.shapes))
+    save_model(model, args.output, input_path=args.input, overwrite_input=args.in_place)
+    report.output["path"] = args.output
+    if args.check == "trt":
+        from .checks.trt import add_trt_check
+        add_trt_check(report, original=args.input, fixed=args.output, args=args)
+    if args.report:
+        _write_text_atomic(args.report, report.dumps() + "\n")
+    if not args.quiet:
+        print(report.summary())
+    return EXIT_OK if report.ok else EXIT_CHECK_FAILED
+
+
+def cmd_passes(args) -> int:
+    from .registry import ordered_passes
+    infos = [cls.info for cls in ordered_passes()]
+    if args.json:
+        print(json.dumps([i.to_json() for i in infos], indent=2))
+        return EXIT_OK
+    for i in infos:
+        flags = [] if i.ort_checkable else ["not ORT-checkable"]
+        if not i.default:
+            flags.append("opt-in")
+        print(f"{i.name:<16} TensorRT {i.trt}{' (' + ', '.join(flags) + ')' if flags else ''}")
+        print(f"    {i.summary}")
+        print(f"    fixes: {i.fixes}")
+    return EXIT_OK
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    import tempfile
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise OutputError(f"{path}: directory does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".graphfix-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+COMMANDS = {"fix": cmd_fix, "passes": cmd_passes}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (InputError, OutputError, UsageError) as exc:
+        print(f"graphfix: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except GraphfixError as exc:
+        print(f"graphfix: error: {exc}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    except KeyboardInterrupt:
+        print("graphfix: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

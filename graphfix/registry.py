@@ -1,0 +1,82 @@
+"""The registry of passes and the pipeline order, written by a person and validated, never re-sorted."""
+from __future__ import annotations
+
+from typing import Dict, List, Type
+
+from .errors import PipelineOrderError, UsageError
+from .pass_api import Pass
+
+# The one pipeline order. Passes whose result ONNX Runtime cannot run (plugins) go last but cleanup.
+PIPELINE_ORDER: List[str] = [
+    "normalize",
+    "fold-constants",
+    "target-opset",
+    "int64-to-int32",
+    "cast-bool",
+    "fuse-layernorm",
+    "plugins",
+    "cleanup",
+]
+
+_REGISTRY: Dict[str, Type[Pass]] = {}
+
+
+def register_pass(cls: Type[Pass]) -> Type[Pass]:
+    """Class decorator: adds a pass to the registry under ``cls.info.name``."""
+    name = cls.info.name
+    existing = _REGISTRY.get(name)
+    if existing is not None and existing is not cls:
+        raise PipelineOrderError(
+            f"pass name '{name}' registered twice ({existing.__module__} and {cls.__module__}); "
+            "is a second copy of graphfix.passes importable as a top-level 'passes'?")
+    if name not in PIPELINE_ORDER:
+        raise PipelineOrderError(f"pass '{name}' is not in registry.PIPELINE_ORDER")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _load_builtin_passes() -> None:
+    import graphfix.passes  # noqa: F401  (importing registers every built-in pass)
+
+
+def registered() -> Dict[str, Type[Pass]]:
+    _load_builtin_passes()
+    return dict(_REGISTRY)
+
+
+def ordered_passes() -> List[Type[Pass]]:
+    """Registered passes in pipeline order (order validated first)."""
+    reg = registered()
+    validate_order(PIPELINE_ORDER, reg)
+    return [reg[name] for name in PIPELINE_ORDER if name in reg]
+
+
+def get_pass(name: str) -> Type[Pass]:
+    reg = registered()
+    if name not in reg:
+        raise UsageError(f"unknown pass '{name}' (known: {', '.join(n for n in PIPELINE_ORDER if n in reg)})")
+    return reg[name]
+
+
+def validate_order(order: List[str], reg: Dict[str, Type[Pass]]) -> None:
+    """Raise PipelineOrderError if `order` breaks any pass's `after`/`before` constraints."""
+    position = {name: i for i, name in enumerate(order)}
+    for name in order:
+        cls = reg.get(name)
+        if cls is None:
+            continue
+        info = cls.info
+        for earlier in info.after:
+            if earlier in position and position[earlier] > position[name]:
+                raise PipelineOrderError(f"'{name}' must run after '{earlier}'")
+        for later in info.before:
+            if later in position and position[later] < position[name]:
+                raise PipelineOrderError(f"'{name}' must run before '{later}'")
+    checkables = [n for n in order if n in reg and n != "cleanup"]
+    seen_unchecked = None
+    for name in checkables:
+        if not reg[name].info.ort_checkable:
+            seen_unchecked = name
+        elif seen_unchecked is not None:
+            raise PipelineOrderError(
+                f"'{name}' is ONNX-Runtime-checkable but runs after '{seen_unchecked}', which is not")

@@ -80,3 +80,23 @@ def sorted_nodes(nodes: Iterable[gs.Node]) -> List[gs.Node]:
 
 def tensor_map(graph: gs.Graph) -> Dict[str, gs.Tensor]:
     return graph.tensors()
+
+
+def is_topologically_sorted(graph: gs.Graph) -> bool:
+    """Whether every node comes after the producers of its inputs (outer-scope names aside)."""
+    produced = set()
+    producers = {id(t) for n in graph.nodes for t in n.outputs}
+    for node in graph.nodes:
+        for t in node.inputs:
+            if id(t) in producers and id(t) not in produced:
+                return False
+        produced.update(id(t) for t in node.outputs)
+    return True
+
+
+def toposort_if_needed(graph: gs.Graph) -> bool:
+    """Sort only a graph that is not already in a valid order (gs reorders sorted graphs too)."""
+    if is_topologically_sorted(graph):
+        return False
+    graph.toposort()
+    return True

@@ -70,6 +70,9 @@ class PassContext:
     int32_io: bool = False                   # allow changing INT64 graph inputs/outputs to INT32
     fold_size_limit: int = 64 * 1024 * 1024  # bytes: folded tensors larger than this stay computed
     options: Dict[str, Any] = field(default_factory=dict)  # pass-specific extras
+    # The ModelProto the graph was imported from (read-only): model-level facts a gs.Graph drops,
+    # such as ir_version and initializers that no node uses. Set by the pipeline before each pass.
+    model: Optional[Any] = None
 
 
 class Pass:

@@ -109,6 +109,7 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
     rec = PassReport(info.name, UNCHANGED)
     try:
         graph = to_graph(model)
+        ctx.model = model
         result = cls(ctx).run(graph)
         rec.counts, rec.warnings = dict(sorted(result.counts.items())), list(result.warnings)
         rec.changes = [c.to_json() for c in result.changes]

@@ -16,7 +16,7 @@ from graphfix.target import TrtVersion
 
 def apply_pass(name: str, model: onnx.ModelProto, trt: str = "8.6", **context) -> Tuple[onnx.ModelProto, PassResult]:
     """Run one registered pass on a copy of `model`; returns the new model and the pass result."""
-    ctx = PassContext(target=TrtVersion.parse(trt), **context)
+    ctx = PassContext(target=TrtVersion.parse(trt), model=model, **context)
     graph = to_graph(model)
     result = get_pass(name)(ctx).run(graph)
     return to_model(graph, model), result

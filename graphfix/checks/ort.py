@@ -83,18 +83,22 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
     """Both models on the same seeded inputs in ONNX Runtime; per-output error figures."""
     _quiet_polygraphy()
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-    from polygraphy.comparator import Comparator, CompareFunc
+    from polygraphy import comparator as pg_comparator
+    from polygraphy.comparator import Comparator
 
     try:
         import onnxruntime as ort
     except ImportError as exc:  # pragma: no cover - onnxruntime is a core dependency
         raise CheckError(f"onnxruntime is not importable: {exc}") from None
 
+    ort.set_default_logger_severity(3)  # ORT's own warnings (unused initializers) are noise here
+
     def runner(model, name):
         sess = SessionFromOnnx(model.SerializeToString(), providers=["CPUExecutionProvider"],
                                graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         return OnnxrtRunner(sess, name=name)
 
+    reference, candidate = with_unique_node_names(reference), with_unique_node_names(candidate)
     tolerances = output_tolerances(reference)
     loader = make_feeds(reference, seed=seed, iterations=iterations, shapes=shapes)
     try:
@@ -102,7 +106,9 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
                                  data_loader=loader)
     except Exception as exc:
         return EquivalenceResult(False, error=f"ONNX Runtime could not run the models: {_one_line(exc)}")
-    compare = CompareFunc.simple(atol={k: v[0] for k, v in tolerances.items()},
+    # SimpleCompareFunc replaced CompareFunc.simple (deprecated) in newer Polygraphy releases
+    simple = getattr(pg_comparator, "SimpleCompareFunc", None) or pg_comparator.CompareFunc.simple
+    compare = simple(atol={k: v[0] for k, v in tolerances.items()},
                                  rtol={k: v[1] for k, v in tolerances.items()},
                                  check_shapes=True, infinities_compare_equal=True)
     try:
@@ -128,6 +134,19 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
         return EquivalenceResult(False, list(stats.values()), error=f"outputs not compared: {missing}")
     outs = [stats[o.name] for o in reference.graph.output]
     return EquivalenceResult(all(o.passed for o in outs), outs)
+
+
+def with_unique_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose node names are unique: ONNX Runtime refuses repeated names, which do not
+    change what a model computes, so the check must not fail on them."""
+    names = [n.name for n in model.graph.node]
+    if len(set(names)) == len(names):
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for i, node in enumerate(copy.graph.node):
+        node.name = f"gf.check.{i}"
+    return copy
 
 
 def _one_line(exc: BaseException) -> str:

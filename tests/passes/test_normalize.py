@@ -1,0 +1,47 @@
+import onnx
+
+from graphfix.fixtures import build
+from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops
+
+
+def test_normalize_sorts_names_and_removes_dead_parts():
+    model = build("messy_graph")
+    fixed, result = apply_pass("normalize", model)
+    actions = sorted({c.action for c in result.changes})
+    assert actions == ["remove-initializer", "remove-node", "set-ir-version", "toposort"]
+    assert ops(fixed) == ["Relu", "Add"]                       # sorted, dead Neg/Abs gone
+    assert len({n.name for n in fixed.graph.node}) == 2 and all(n.name for n in fixed.graph.node)
+    assert [t.name for t in fixed.graph.initializer] == ["w"]  # 'unused' dropped
+    assert fixed.ir_version == 10
+    assert result.counts["dead_nodes"] == 2
+    onnx.checker.check_model(fixed, full_check=True)
+    assert_equivalent(model, fixed)
+
+
+def test_normalize_names_unnamed_and_duplicate_nodes():
+    model = build("messy_graph")
+    for node in model.graph.node:
+        node.name = "same"
+    fixed, result = apply_pass("normalize", model)
+    names = [n.name for n in fixed.graph.node]
+    assert len(set(names)) == len(names)
+    assert any(c.action == "rename-node" for c in result.changes)
+
+
+def test_normalize_keeps_unused_graph_inputs_and_warns():
+    model = build("messy_graph")
+    model.graph.input.append(onnx.helper.make_tensor_value_info("extra", onnx.TensorProto.FLOAT, [1]))
+    fixed, result = apply_pass("normalize", model)
+    assert "extra" in [i.name for i in fixed.graph.input]
+    assert any("extra" in w for w in result.warnings)
+
+
+def test_normalize_is_idempotent():
+    assert_idempotent("normalize", build("messy_graph"))
+    assert_idempotent("normalize", build("example_encoder_block"))
+
+
+def test_normalize_leaves_a_clean_sorted_graph_alone():
+    model = build("example_encoder_block")
+    _, result = apply_pass("normalize", model)
+    assert not result.modified

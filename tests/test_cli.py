@@ -1,0 +1,100 @@
+import json
+import os
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+from graphfix.cli import main
+from graphfix.fixtures import build
+
+
+def write(tmp_path, name, fixture="example_encoder_block"):
+    path = tmp_path / name
+    onnx.save(build(fixture), str(path))
+    return str(path)
+
+
+def test_fix_writes_output_and_report(tmp_path, capsys):
+    src = write(tmp_path, "in.onnx", "messy_graph")
+    out, rep = str(tmp_path / "out.onnx"), str(tmp_path / "report.json")
+    assert main(["fix", src, "-o", out, "--trt", "8.6", "--report", rep]) == 0
+    doc = json.load(open(rep))
+    assert doc["schema"] == "graphfix.report/1" and doc["ok"] is True
+    assert doc["input"]["path"] == src and doc["output"]["path"] == out
+    assert onnx.load(out).graph.node
+    text = capsys.readouterr().out
+    assert "normalize" in text and "ok:" in text
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "no such file"),
+    (b"garbage\x00\xff", "not an ONNX model"),
+    ("truncated", "not an ONNX model"),
+    ("cycle", "cycle"),
+    ("dangling", "reads 'ghost'"),
+])
+def test_bad_input_exits_2_with_one_line_naming_the_file(tmp_path, capsys, content, problem):
+    path = tmp_path / "bad.onnx"
+    if content == "truncated":
+        data = build("example_encoder_block").SerializeToString()
+        path.write_bytes(data[: len(data) - 40])
+    elif content in ("cycle", "dangling"):
+        from test_pipeline import _cyclic_model, _dangling_model
+        onnx.save(_cyclic_model() if content == "cycle" else _dangling_model(), str(path))
+    elif content is not None:
+        path.write_bytes(content)
+    out = tmp_path / "out.onnx"
+    assert main(["fix", str(path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and problem in err[0], err
+    assert "Traceback" not in err[0]
+    assert not out.exists()
+
+
+def test_refuses_to_overwrite_input_without_in_place(tmp_path, capsys):
+    src = write(tmp_path, "m.onnx", "messy_graph")
+    before = open(src, "rb").read()
+    assert main(["fix", src, "-o", src]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert open(src, "rb").read() == before
+    assert main(["fix", src, "-o", src, "--in-place", "--trt", "8.6"]) == 0
+    assert open(src, "rb").read() != before
+    assert sorted(os.listdir(tmp_path)) == ["m.onnx"]
+
+
+def test_unknown_pass_and_bad_usage_exit_2(tmp_path, capsys):
+    src = write(tmp_path, "m.onnx")
+    assert main(["fix", src, "-o", str(tmp_path / "o.onnx"), "--passes", "nope"]) == 2
+    assert "unknown pass 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fix", src])   # -o missing
+    assert exit_info.value.code == 2
+
+
+def test_failed_check_exits_1(tmp_path, monkeypatch):
+    from test_pipeline import _BreakRelu
+    from graphfix import registry
+    monkeypatch.setattr(registry, "PIPELINE_ORDER", ["normalize", "test-breaker"] + registry.PIPELINE_ORDER[1:])
+    registry.registered()
+    monkeypatch.setitem(registry._REGISTRY, "test-breaker", _BreakRelu)
+    src = write(tmp_path, "m.onnx", "identity_chain")
+    assert main(["fix", src, "-o", str(tmp_path / "o.onnx"), "--trt", "8.6", "--quiet"]) == 1
+
+
+def test_passes_lists_every_registered_pass(capsys):
+    from graphfix.registry import ordered_passes
+    assert main(["passes", "--json"]) == 0
+    listed = [p["name"] for p in json.loads(capsys.readouterr().out)]
+    assert listed == [c.info.name for c in ordered_passes()]
+    assert main(["passes"]) == 0
+    assert "fixes:" in capsys.readouterr().out
+
+
+def test_python_dash_m_graphfix_runs(tmp_path):
+    src = write(tmp_path, "m.onnx", "identity_chain")
+    proc = subprocess.run([sys.executable, "-m", "graphfix", "fix", src, "-o", str(tmp_path / "o.onnx"),
+                           "--trt", "8.6"], capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "cleanup" in proc.stdout

@@ -1,0 +1,145 @@
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+
+import graphfix
+from graphfix import registry
+from graphfix.errors import InputError, PipelineOrderError, UsageError
+from graphfix.fixtures import build
+from graphfix.pass_api import Pass, PassInfo, PassResult
+from graphfix.target import TrtRange
+
+
+class _BreakRelu(Pass):
+    """Deliberately wrong: turns Relu into Abs (changes results), to prove rollback works."""
+    info = PassInfo(name="test-breaker", summary="breaks the model", fixes="nothing")
+
+    def run(self, graph):
+        result = PassResult()
+        for node in graph.nodes:
+            if node.op == "Relu":
+                node.op = "Abs"
+                result.change("break", node.name)
+        return result
+
+
+class _Raises(Pass):
+    info = PassInfo(name="test-raiser", summary="raises", fixes="nothing")
+
+    def run(self, graph):
+        raise RuntimeError("boom")
+
+
+@pytest.fixture
+def extra_passes(monkeypatch):
+    order = list(registry.PIPELINE_ORDER)
+    order[1:1] = ["test-breaker", "test-raiser"]   # right after normalize
+    monkeypatch.setattr(registry, "PIPELINE_ORDER", order)
+    reg = registry.registered()
+    monkeypatch.setitem(registry._REGISTRY, "test-breaker", _BreakRelu)
+    monkeypatch.setitem(registry._REGISTRY, "test-raiser", _Raises)
+    return reg
+
+
+def test_a_pass_whose_check_fails_is_rolled_back_and_the_run_goes_on(extra_passes):
+    model = build("identity_chain")
+    fixed, report = graphfix.fix(model, trt="8.6")
+    by_name = {p.name: p for p in report.passes}
+    assert by_name["test-breaker"].status == "rolled-back"
+    assert "ONNX Runtime outputs differ" in by_name["test-breaker"].error
+    assert by_name["test-breaker"].check["passed"] is False
+    assert "Relu" in [n.op_type for n in fixed.graph.node] and "Abs" not in [n.op_type for n in fixed.graph.node]
+    assert by_name["test-raiser"].status == "failed"
+    assert "boom" in by_name["test-raiser"].error and "normalize" in by_name["test-raiser"].error
+    assert by_name["cleanup"].status == "applied"       # later passes still ran
+    assert not report.ok
+
+
+def test_without_checks_a_breaking_pass_is_not_caught(extra_passes):
+    # the check is what catches it: with check="none" the wrong rewrite goes through
+    fixed, report = graphfix.fix(build("identity_chain"), trt="8.6", passes="test-breaker", check="none")
+    assert "Abs" in [n.op_type for n in fixed.graph.node]
+
+
+def test_order_validation_rejects_violated_constraints():
+    class Late(Pass):
+        info = PassInfo(name="late", summary="", fixes="", after=("cleanup",))
+    with pytest.raises(PipelineOrderError, match="'late' must run after 'cleanup'"):
+        registry.validate_order(["late", "cleanup"], {"late": Late, "cleanup": registry.get_pass("cleanup")})
+
+
+def test_order_validation_rejects_checkable_after_uncheckable():
+    class Plugin(Pass):
+        info = PassInfo(name="p", summary="", fixes="", ort_checkable=False)
+
+    class Checkable(Pass):
+        info = PassInfo(name="c", summary="", fixes="")
+    with pytest.raises(PipelineOrderError, match="runs after 'p'"):
+        registry.validate_order(["p", "c"], {"p": Plugin, "c": Checkable})
+
+
+def test_the_written_order_is_valid():
+    registry.validate_order(registry.PIPELINE_ORDER, registry.registered())
+
+
+def test_unknown_pass_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown pass 'nope'"):
+        graphfix.fix(build("identity_chain"), passes="nope")
+
+
+def test_skip_and_version_gating_are_reported(monkeypatch):
+    class Old(Pass):
+        info = PassInfo(name="test-old", summary="", fixes="", trt=TrtRange(below="9.0"))
+
+        def run(self, graph):
+            return PassResult()
+    order = list(registry.PIPELINE_ORDER) + ["test-old"]
+    monkeypatch.setattr(registry, "PIPELINE_ORDER", order)
+    registry.registered()
+    monkeypatch.setitem(registry._REGISTRY, "test-old", Old)
+    _, report = graphfix.fix(build("identity_chain"), trt="10.3", skip="cleanup")
+    by_name = {p.name: p for p in report.passes}
+    assert by_name["cleanup"].status == "skipped" and "on request" in by_name["cleanup"].error
+    assert by_name["test-old"].status == "skipped" and "does not need it" in by_name["test-old"].error
+    _, report = graphfix.fix(build("identity_chain"), trt="8.6", passes="test-old")
+    assert [p.name for p in report.passes] == ["test-old"] and report.passes[0].status == "unchanged"
+
+
+def _cyclic_model():
+    nodes = [onnx.helper.make_node("Add", ["x", "b"], ["a"], name="n1"),
+             onnx.helper.make_node("Relu", ["a"], ["b"], name="n2")]
+    graph = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("x", 1, [2])],
+                                   [onnx.helper.make_tensor_value_info("b", 1, [2])])
+    return onnx.helper.make_model(graph)
+
+
+def _dangling_model():
+    nodes = [onnx.helper.make_node("Add", ["x", "ghost"], ["y"], name="adder")]
+    graph = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("x", 1, [2])],
+                                   [onnx.helper.make_tensor_value_info("y", 1, [2])])
+    return onnx.helper.make_model(graph)
+
+
+def test_cycles_and_dangling_inputs_are_input_errors():
+    with pytest.raises(InputError, match="cycle through nodes n1 -> n2|cycle through nodes n2 -> n1"):
+        graphfix.fix(_cyclic_model())
+    with pytest.raises(InputError, match="node 'adder' reads 'ghost'"):
+        graphfix.fix(_dangling_model())
+
+
+def test_output_is_deterministic_and_report_is_json():
+    import json
+    a, ra = graphfix.fix(build("messy_graph"), trt="8.6")
+    b, rb = graphfix.fix(build("messy_graph").SerializeToString(), trt="8.6")
+    assert a.SerializeToString() == b.SerializeToString()
+    doc = json.loads(ra.dumps())
+    assert doc["schema"] == "graphfix.report/1"
+    assert {"ok", "changed", "target", "input", "output", "passes", "checks", "seconds"} <= set(doc)
+    assert doc["target"] == {"version": "8.6", "source": "flag"}
+    assert doc["checks"][0]["kind"] == "ort" and doc["checks"][0]["passed"] is True
+
+
+def test_gs_graph_input_is_accepted():
+    graph = gs.import_onnx(build("identity_chain"))
+    fixed, report = graphfix.fix(graph, trt="8.6")
+    assert report.ok and len(fixed.graph.node) == 3

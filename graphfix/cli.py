@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--shapes", help="input shapes for checks, e.g. input_ids:1x128,mask:1x128")
     fx.add_argument("--quiet", action="store_true", help="print no summary")
 
+    ck = sub.add_parser("check", help="list the nodes a TensorRT version will reject or mishandle (no GPU needed)")
+    ck.add_argument("model", help="ONNX model to check")
+    ck.add_argument("--trt", help="target TensorRT version (default: installed tensorrt, else 10.0)")
+    ck.add_argument("--json", action="store_true", help="print the findings as JSON (schema: graphfix.diagnose)")
+    ck.add_argument("--no-real-parser", action="store_true",
+                    help="do not run TensorRT's own parser even where TensorRT and a GPU are present")
+
     ps = sub.add_parser("passes", help="list the passes (from their declarations)")
     ps.add_argument("--json", action="store_true")
     return p
@@ -88,6 +95,13 @@ def cmd_fix(args) -> int:
     return EXIT_OK if report.ok else EXIT_CHECK_FAILED
 
 
+def cmd_check(args) -> int:
+    from .diagnose import check_model
+    result = check_model(args.model, trt=args.trt, real_parser=not args.no_real_parser)
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.table())
+    return result.exit_code
+
+
 def cmd_passes(args) -> int:
     from .registry import ordered_passes
     infos = [cls.info for cls in ordered_passes()]
@@ -121,6 +135,7 @@ def _write_text_atomic(path: str, text: str) -> None:
 
 
 COMMANDS = {"fix": cmd_fix, "passes": cmd_passes}
+COMMANDS["check"] = cmd_check
 
 
 def main(argv: Optional[List[str]] = None) -> int:

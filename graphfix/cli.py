@@ -42,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--in-place", action="store_true", help="allow the output to replace the input file")
     fx.add_argument("--shapes", help="input shapes for checks, e.g. input_ids:1x128,mask:1x128")
     fx.add_argument("--quiet", action="store_true", help="print no summary")
+    fx.add_argument("--until-parses", action="store_true",
+                    help="drive the passes by TensorRT's parser: parse, run the passes its errors call for, "
+                         "parse again, until it parses or nothing changes (needs TensorRT)")
+    from .checks.trt import add_trt_arguments
+    add_trt_arguments(fx, shapes=False)
+
+    vd = sub.add_parser("validate", help="build FIXED with TensorRT and compare it with ONNX Runtime on ORIGINAL")
+    vd.add_argument("original", help="the model as it was (run in ONNX Runtime)")
+    vd.add_argument("fixed", help="the model to build and run with TensorRT")
+    add_trt_arguments(vd)
+    vd.add_argument("--json", action="store_true", help="print the result as JSON")
 
     ck = sub.add_parser("check", help="list the nodes a TensorRT version will reject or mishandle (no GPU needed)")
     ck.add_argument("model", help="ONNX model to check")
@@ -81,8 +92,14 @@ def cmd_fix(args) -> int:
         raise OutputError(f"{args.output}: refusing to overwrite the input model (pass --in-place to allow)")
     context = PassContext(int32_io=args.int32_io)
     check = "ort" if args.check == "trt" else args.check
-    model, report = fix(args.input, trt=args.trt, passes=args.passes, skip=args.skip, check=check,
-                        context=context, shapes=parse_shapes(args.shapes))
+    if args.until_parses:
+        from .fix_loop import fix_until_parses
+        model, report = fix_until_parses(args.input, trt=args.trt, passes=args.passes, skip=args.skip,
+                                         check=check, context=context, shapes=parse_shapes(args.shapes),
+                                         plugins=args.plugins, timeout=args.trt_timeout)
+    else:
+        model, report = fix(args.input, trt=args.trt, passes=args.passes, skip=args.skip, check=check,
+                            context=context, shapes=parse_shapes(args.shapes))
     save_model(model, args.output, input_path=args.input, overwrite_input=args.in_place)
     report.output["path"] = args.output
     if args.check == "trt":
@@ -134,7 +151,12 @@ def _write_text_atomic(path: str, text: str) -> None:
         raise
 
 
-COMMANDS = {"fix": cmd_fix, "passes": cmd_passes}
+def cmd_validate(args) -> int:
+    from .checks.trt import validate_command
+    return validate_command(args)
+
+
+COMMANDS = {"fix": cmd_fix, "passes": cmd_passes, "validate": cmd_validate}
 COMMANDS["check"] = cmd_check
 
 

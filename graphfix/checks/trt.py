@@ -1,0 +1,437 @@
+"""The TensorRT check: parse, build and run the fixed model, compare with ONNX Runtime on the original.
+
+TensorRT runs in a child process (``python -m graphfix.checks.trt_worker``): TensorRT 8.6 can
+segfault or abort on a bad graph, and a crash must be reported as a failed check, not end graphfix.
+The parent makes the seeded inputs (graphfix.checks.inputs), runs the ORIGINAL model in ONNX
+Runtime, hands the inputs to the child, prints progress while the child works, and compares the
+engine's outputs with Polygraphy's comparator.
+
+Defaults, all documented in the README:
+- precision FP32 (TF32 off); ``fp16``/``tf32`` enable those builder flags;
+- tolerances per output: FP32 engine atol = rtol = 1e-3; TF32 or FP16 engine 1e-2; integer and bool
+  outputs exact; an element fails only when it is outside both atol and rtol (Polygraphy's rule);
+- optimization profile for each input with dynamic dims: ``--shapes name:1x128`` fixes min = opt =
+  max; else opt = the concrete shape graphfix's ORT checks use (leading dynamic axis 1, other
+  dynamic axes 4, one value per dim symbol), min = 1 and max = 2 x opt on each dynamic axis, each
+  overridable with ``--min-shapes/--opt-shapes/--max-shapes``; the engine is run at opt;
+- builder optimization level 0 (a validation build needs accuracy, not speed) where TensorRT has
+  it (8.6+); tactic sources: only TensorRT's own (EDGE_MASK_CONVOLUTIONS, JIT_CONVOLUTIONS), no
+  cuBLAS/cuBLASLt/cuDNN; a timing cache reused across runs, by default
+  ``~/.cache/graphfix/trt-<version>.timing-cache`` (``$XDG_CACHE_HOME`` respected).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import UsageError
+from .trt_child import STAGE_WORDS, ChildRun, _size, run_worker
+from .trt_env import trt_unavailable_reason
+from .trt_errors import attribute_message, map_parser_errors
+from .trt_profile import derive_profile, dims_text as _x, output_tolerances, precision_name
+
+REFERENCE_IR_VERSION = 10  # accepted by every ONNX Runtime graphfix supports (see DESIGN.md)
+
+
+# ----------------------------------------------------------------------------------------- results
+
+@dataclass
+class ParseOutcome:
+    parsed: bool
+    crashed: bool
+    errors: List[Dict[str, Optional[str]]] = field(default_factory=list)  # {"node", "op", "message"}
+    warnings: List[str] = field(default_factory=list)
+    trt_version: Optional[str] = None
+    detail: Optional[str] = None   # why no parse result: crash, timeout, TensorRT not importable
+
+    def to_json(self) -> dict:
+        return {"parsed": self.parsed, "crashed": self.crashed, "errors": self.errors,
+                "warnings": self.warnings, "trt_version": self.trt_version, "detail": self.detail}
+
+
+@dataclass
+class TrtCheckResult:
+    model: str
+    precision: str
+    parsed: bool = False
+    built: bool = False
+    ran: bool = False
+    crashed: bool = False
+    timed_out: bool = False
+    passed: bool = False
+    signal: Optional[str] = None
+    stage: Optional[str] = None            # the last stage the child reached
+    trt_version: Optional[str] = None
+    errors: List[Dict[str, Optional[str]]] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
+    outputs: List[Any] = field(default_factory=list)   # ort.OutputStats
+    build_seconds: Optional[float] = None
+    engine_bytes: Optional[int] = None
+    timing_cache: Optional[str] = None
+    optimization_level: Optional[int] = None
+    profile: Dict[str, Dict[str, List[int]]] = field(default_factory=dict)
+    shapes: Dict[str, List[int]] = field(default_factory=dict)
+    plugins: List[str] = field(default_factory=list)
+    seconds: float = 0.0
+    log_tail: List[str] = field(default_factory=list)
+
+    @property
+    def detail(self) -> str:
+        if self.crashed:
+            return f"TensorRT crashed ({self.signal}) while {STAGE_WORDS.get(self.stage, self.stage)}"
+        if self.errors and not self.ran:
+            if self.timed_out:
+                return self.errors[-1]["message"]
+            return f"{STAGE_WORDS.get(self.stage, self.stage or 'starting TensorRT')} failed: {_describe(self.errors[0])}"
+        if not self.outputs:
+            return _describe(self.errors[0]) if self.errors else "no outputs compared"
+        bad = [o for o in self.outputs if not o.passed]
+        worst = max(bad or self.outputs, key=lambda o: _sortable(o.max_abs))
+        head = f"{self.precision}: {len(bad)} of {len(self.outputs)} output(s) out of tolerance" if bad \
+            else f"{self.precision}: {len(self.outputs)} output(s) within tolerance"
+        return (f"{head}; worst {worst.name}: max abs {worst.max_abs:.3g}, max rel {worst.max_rel:.3g} "
+                f"(atol {worst.atol:g}, rtol {worst.rtol:g})")
+
+    def to_json(self) -> dict:
+        out = {k: getattr(self, k) for k in (
+            "passed", "parsed", "built", "ran", "crashed", "timed_out", "signal", "stage", "model",
+            "precision", "trt_version", "errors", "warnings", "build_seconds", "engine_bytes",
+            "timing_cache", "optimization_level", "profile", "shapes", "plugins")}
+        out["outputs"] = [{k: _finite(v) for k, v in o.to_json().items()} for o in self.outputs]
+        out["seconds"] = round(self.seconds, 3)
+        out["detail"] = self.detail
+        if not self.passed:
+            out["log_tail"] = self.log_tail
+        return out
+
+    def summary(self) -> str:
+        lines = [f"graphfix validate: {self.model} on TensorRT {self.trt_version or '?'} ({self.precision})"]
+        for name, dims in sorted(self.profile.items()):
+            lines.append(f"  profile {name}: min {_x(dims['min'])}, opt {_x(dims['opt'])}, max {_x(dims['max'])}")
+        lines.append(f"  parse   {'ok' if self.parsed else 'FAILED'}")
+        if self.parsed:
+            size = f", engine {_size(self.engine_bytes)}" if self.engine_bytes else ""
+            took = f" in {self.build_seconds:.1f}s" if self.build_seconds is not None else ""
+            lines.append(f"  build   {'ok' if self.built else 'FAILED'}{took}{size}")
+        if self.built:
+            lines.append(f"  run     {'ok' if self.ran else 'FAILED'}")
+        for e in self.errors[:10]:
+            lines.append(f"    error: {_describe(e)}")
+        if len(self.errors) > 10:
+            lines.append(f"    ... {len(self.errors) - 10} more error(s) in the JSON output")
+        for o in self.outputs:
+            lines.append(f"  output {o.name}: max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g}, "
+                         f"mean abs {o.mean_abs:.3g} (atol {o.atol:g}, rtol {o.rtol:g}) "
+                         f"{'ok' if o.passed else 'OUT OF TOLERANCE'}")
+        if self.crashed or self.timed_out:
+            lines.append("  last TensorRT log lines:")
+            lines.extend(f"    {line}" for line in self.log_tail[-8:])
+        lines.append(f"  {'PASSED' if self.passed else 'FAILED'}: {self.detail}  [{self.seconds:.1f}s]")
+        return "\n".join(lines)
+
+
+def _describe(error: Dict[str, Optional[str]]) -> str:
+    where = error.get("node") or ""
+    if error.get("op"):
+        where = f"{where} ({error['op']})" if where else f"({error['op']})"
+    return f"{where}: {error['message']}" if where else str(error["message"])
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # "nan", "inf": keeps the report valid JSON
+    return value
+
+
+def _sortable(value) -> float:
+    return float("inf") if isinstance(value, float) and math.isnan(value) else float(value)
+
+
+# ------------------------------------------------------------------------------------- parse
+
+def parse_in_subprocess(model_path: str, plugins: Sequence[str] = (), *, timeout: Optional[float] = None,
+                        progress: bool = False) -> ParseOutcome:
+    """Parse a model with TensorRT's ONNX parser in a child process; errors named by ONNX node."""
+    import onnx
+    try:
+        model = onnx.load(model_path, load_external_data=False)  # node names and types are enough
+    except Exception:
+        model = None
+    with tempfile.TemporaryDirectory(prefix="graphfix-trt-") as workdir:
+        child = run_worker({"mode": "parse", "model": os.path.abspath(model_path),
+                            "plugins": [os.path.abspath(p) for p in plugins]},
+                           workdir, timeout=timeout, progress=progress)
+    start = child.last("start") or {}
+    parsed = child.last("parsed")
+    outcome = ParseOutcome(parsed=bool(parsed and parsed["ok"]), crashed=child.crashed,
+                           trt_version=start.get("trt_version"))
+    if parsed:
+        outcome.errors = map_parser_errors(parsed["errors"], model)
+        outcome.warnings = list(parsed.get("warnings") or [])
+    failure = child.failure()
+    if failure:
+        outcome.parsed = outcome.parsed and not child.crashed
+        outcome.errors.append(failure)
+        outcome.detail = failure["message"]
+    outcome.warnings.extend(child.warnings())
+    return outcome
+
+
+# ----------------------------------------------------------------------------- build and compare
+
+def build_and_compare(original_model_path: str, fixed_model_path: str, *, fp16: bool = False, tf32: bool = False,
+                      shapes=None, min_shapes=None, opt_shapes=None, max_shapes=None,
+                      timing_cache: Optional[str] = None, plugins: Sequence[str] = (), seed: int = 1,
+                      timeout: Optional[float] = None, progress: bool = True, optimization_level: Optional[int] = 0,
+                      workspace: Optional[int] = None, engine_path: Optional[str] = None) -> TrtCheckResult:
+    """Build the FIXED model with TensorRT, run it, compare with ONNX Runtime on the ORIGINAL model.
+
+    Both runs get the same seeded inputs (graphfix.checks.inputs.make_feeds) at the profile's opt
+    shapes. Raises InputError/UsageError for unusable models or shapes; everything TensorRT does
+    wrong, crashes included, ends up in the result.
+    """
+    import numpy as np
+    from ..model_io import load_model
+    from .inputs import graph_inputs, make_feeds
+    from .ort import _quiet_polygraphy
+
+    started = time.perf_counter()
+    original = load_model(original_model_path).model
+    fixed = load_model(fixed_model_path).model
+    precision = precision_name(fp16, tf32)
+    profile, run_shapes = derive_profile(fixed, shapes, min_shapes, opt_shapes, max_shapes)
+    result = TrtCheckResult(model=os.fspath(fixed_model_path), precision=precision, profile=profile,
+                            shapes=run_shapes, plugins=[os.fspath(p) for p in plugins])
+    original_inputs = [i.name for i in graph_inputs(original)]
+    extra = [n for n in run_shapes if n not in original_inputs]
+    if extra:
+        result.errors.append({"node": None, "op": None,
+                              "message": f"the fixed model has inputs the original lacks: {extra}"})
+        result.seconds = time.perf_counter() - started
+        return result
+
+    _quiet_polygraphy()
+    feeds = list(make_feeds(original, seed=seed, shapes={n: run_shapes[n] for n in original_inputs
+                                                         if n in run_shapes}))
+    reference, problem, note = reference_outputs(original, feeds)
+    if problem:
+        result.errors.append({"node": None, "op": None, "message": problem})
+    if note:
+        result.warnings.append(note)
+
+    with tempfile.TemporaryDirectory(prefix="graphfix-trt-") as workdir:
+        feed_specs = []
+        for i, feed in enumerate(feeds):
+            names = sorted(feed)
+            np.savez(os.path.join(workdir, f"feeds_{i}.npz"), *[np.asarray(feed[n]) for n in names])
+            feed_specs.append({"file": f"feeds_{i}.npz", "names": names})
+        request = {"mode": "build", "model": os.path.abspath(fixed_model_path),
+                   "plugins": [os.path.abspath(p) for p in plugins], "fp16": fp16, "tf32": tf32,
+                   "profile": profile, "timing_cache": os.path.abspath(timing_cache) if timing_cache else None,
+                   "optimization_level": optimization_level, "workspace": workspace,
+                   "engine_path": os.path.abspath(engine_path) if engine_path else None, "feeds": feed_specs}
+        child = run_worker(request, workdir, timeout=timeout, progress=progress, label=precision)
+        candidate = _fold_events(result, child, fixed)
+        if candidate is not None and reference is not None:
+            result.outputs, problems = compare_outputs(reference, candidate, output_tolerances(original, precision))
+            result.errors.extend({"node": None, "op": None, "message": p} for p in problems)
+    result.passed = bool(result.ran and result.outputs and all(o.passed for o in result.outputs)
+                         and reference is not None and not result.crashed)
+    if not result.passed:
+        result.log_tail = child.log_tail
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def reference_outputs(original, feeds) -> Tuple[Optional[List[Dict[str, Any]]], Optional[str], Optional[str]]:
+    """ONNX Runtime's outputs for the original model: (outputs, problem, note).
+
+    Two properties of a file that do not change what it computes can make ONNX Runtime refuse it:
+    repeated node names and an IR version newer than it knows. Then a copy without them is run,
+    and the note says so.
+    """
+    import onnx
+    from .ort import run_ort
+
+    try:
+        return [run_ort(original, feed) for feed in feeds], None, None
+    except Exception as exc:
+        first = " ".join(str(exc).split())[:300]
+    copy = onnx.ModelProto()
+    copy.CopyFrom(original)
+    changed = []
+    names = [n.name for n in copy.graph.node]
+    if len(set(names)) != len(names):
+        for i, node in enumerate(copy.graph.node):
+            node.name = f"gf.check.{i}"
+        changed.append("node names made unique")
+    if copy.ir_version > REFERENCE_IR_VERSION:
+        copy.ir_version = REFERENCE_IR_VERSION
+        changed.append(f"IR version stamped {REFERENCE_IR_VERSION}")
+    if changed:
+        try:
+            outputs = [run_ort(copy, feed) for feed in feeds]
+            return outputs, None, f"reference: ONNX Runtime refused the original as is ({first}); ran it with " \
+                                  + ", ".join(changed)
+        except Exception:
+            pass
+    return None, f"ONNX Runtime could not run the original model: {first}", None
+
+
+def _fold_events(result: TrtCheckResult, child: ChildRun, fixed) -> Optional[List[Dict[str, Any]]]:
+    """Copy what the child reported into `result`; return the engine's outputs when it ran."""
+    import numpy as np
+    start = child.last("start") or {}
+    result.trt_version = start.get("trt_version")
+    result.stage, result.crashed, result.timed_out = child.stage, child.crashed, child.timed_out
+    result.signal = child.signal_name if child.crashed else None
+    parsed = child.last("parsed")
+    if parsed:
+        result.parsed = bool(parsed["ok"])
+        result.errors.extend(map_parser_errors(parsed["errors"], fixed))
+        result.warnings.extend(parsed.get("warnings") or [])
+    built = child.last("built")
+    if built:
+        result.built = bool(built["ok"])
+        result.build_seconds = round(float(built["seconds"]), 3)
+        result.engine_bytes = int(built["engine_bytes"]) or None
+        result.timing_cache = built.get("timing_cache")
+        result.optimization_level = built.get("optimization_level")
+        if not built["ok"]:
+            messages = list(built.get("errors") or []) or [built.get("failure") or "engine build failed"]
+            result.errors.extend(attribute_message(m, fixed) for m in messages)
+    failure = child.failure()
+    if failure:
+        result.errors.append(failure)
+    result.warnings.extend(child.warnings())
+    ran = child.last("ran")
+    if not ran or failure:
+        return None
+    result.ran = True
+    outputs = []
+    for spec in ran["iterations"]:
+        stored = np.load(os.path.join(child.workdir, spec["file"]))
+        outputs.append({name: stored[f"arr_{k}"] for k, name in enumerate(spec["names"])})
+    return outputs
+
+
+def compare_outputs(reference: List[Dict[str, Any]], candidate: List[Dict[str, Any]],
+                    tolerances: Dict[str, Tuple[float, float]]) -> Tuple[List[Any], List[str]]:
+    """Per-output stats (ort.OutputStats) of TensorRT vs ONNX Runtime, over all iterations, with
+    Polygraphy's comparator; plus problems that stop a comparison (missing output, shape mismatch)."""
+    from polygraphy import comparator as pg_comparator
+    from polygraphy.comparator import Comparator, CompareFunc, RunResults
+    from .ort import OutputStats
+
+    problems: List[str] = []
+    names = list(tolerances)
+    comparable = []
+    for name in names:
+        ref_shapes = [tuple(it[name].shape) for it in reference if name in it]
+        got = [it.get(name) for it in candidate]
+        if any(g is None for g in got):
+            problems.append(f"output '{name}': TensorRT did not produce it")
+        elif [tuple(g.shape) for g in got] != ref_shapes:
+            problems.append(f"output '{name}': shape {[tuple(g.shape) for g in got][0]} from TensorRT, "
+                            f"{ref_shapes[0]} from ONNX Runtime")
+        else:
+            comparable.append(name)
+    stats: Dict[str, Any] = {}
+    if comparable:
+        results = RunResults()
+        results.add([{n: it[n] for n in comparable} for it in reference], runner_name="onnxruntime-original")
+        results.add([{n: it[n] for n in comparable} for it in candidate], runner_name="tensorrt-fixed")
+        simple = getattr(pg_comparator, "SimpleCompareFunc", None) or CompareFunc.simple
+        compare = simple(atol={n: tolerances[n][0] for n in comparable},
+                                     rtol={n: tolerances[n][1] for n in comparable},
+                                     check_shapes=True, infinities_compare_equal=True)
+        accuracy = Comparator.compare_accuracy(results, compare_func=compare)
+        if not hasattr(accuracy, "items"):  # Polygraphy >= 0.50: a list, one result per compare func
+            accuracy = accuracy[0]
+        for iteration in next(iter(accuracy.values())):
+            for name, res in iteration.items():
+                atol, rtol = tolerances[name]
+                cur = OutputStats(name, bool(res), atol, rtol, float(res.max_absdiff or 0.0),
+                                  float(res.max_reldiff or 0.0), float(res.mean_absdiff or 0.0))
+                prev = stats.get(name)
+                if prev is not None:
+                    cur = OutputStats(name, prev.passed and cur.passed, atol, rtol,
+                                      max(prev.max_abs, cur.max_abs), max(prev.max_rel, cur.max_rel),
+                                      max(prev.mean_abs, cur.mean_abs))
+                stats[name] = cur
+    outs = []
+    for name in names:
+        if name in stats:
+            outs.append(stats[name])
+        else:
+            atol, rtol = tolerances[name]
+            outs.append(OutputStats(name, False, atol, rtol, float("nan"), float("nan"), float("nan")))
+            if name in comparable:
+                problems.append(f"output '{name}': not compared")
+    return outs, problems
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+def add_trt_arguments(parser, *, shapes: bool = True) -> None:
+    """The TensorRT flags shared by `graphfix validate` and `graphfix fix --check trt`."""
+    g = parser.add_argument_group("TensorRT")
+    g.add_argument("--fp16", action="store_true", help="build with FP16 enabled (tolerance 1e-2)")
+    g.add_argument("--tf32", action="store_true", help="build with TF32 enabled (tolerance 1e-2)")
+    if shapes:
+        g.add_argument("--shapes", help="fixed input shapes (min = opt = max), e.g. input_ids:1x128,mask:1x128")
+    g.add_argument("--min-shapes", help="profile min shapes, e.g. input_ids:1x1 (default: 1 per dynamic axis)")
+    g.add_argument("--opt-shapes", help="profile opt shapes, also the shapes the engine is run at")
+    g.add_argument("--max-shapes", help="profile max shapes (default: 2 x opt per dynamic axis)")
+    g.add_argument("--timing-cache", metavar="FILE",
+                   help="TensorRT timing cache to reuse and update (default ~/.cache/graphfix/trt-VERSION.timing-cache)")
+    g.add_argument("--plugins", metavar="LIB.so", nargs="+", action="extend", default=[],
+                   help="plugin libraries to load before parsing")
+    g.add_argument("--trt-timeout", type=float, metavar="SECONDS",
+                   help="give up on TensorRT after this long (default: no limit)")
+
+
+def options_from_args(args) -> Dict[str, Any]:
+    from ..cli import parse_shapes
+    for lib in getattr(args, "plugins", None) or []:
+        if not os.path.isfile(lib):
+            raise UsageError(f"--plugins: {lib}: no such file")
+    return {"fp16": bool(getattr(args, "fp16", False)), "tf32": bool(getattr(args, "tf32", False)),
+            "shapes": parse_shapes(getattr(args, "shapes", None)),
+            "min_shapes": parse_shapes(getattr(args, "min_shapes", None)),
+            "opt_shapes": parse_shapes(getattr(args, "opt_shapes", None)),
+            "max_shapes": parse_shapes(getattr(args, "max_shapes", None)),
+            "timing_cache": getattr(args, "timing_cache", None),
+            "plugins": list(getattr(args, "plugins", None) or []),
+            "timeout": getattr(args, "trt_timeout", None)}
+
+
+def add_trt_check(report, original: str, fixed: str, args) -> Optional[TrtCheckResult]:
+    """`graphfix fix --check trt`: append {"kind": "trt", "passed": ...} to report.checks."""
+    reason = trt_unavailable_reason()
+    if reason is not None:
+        report.checks.append({"kind": "trt", "passed": False, "error": reason,
+                              "detail": f"TensorRT check could not run: {reason}"})
+        return None
+    result = build_and_compare(original, fixed, **options_from_args(args))
+    report.checks.append({"kind": "trt", **result.to_json()})
+    return result
+
+
+def validate_command(args) -> int:
+    """`graphfix validate ORIGINAL FIXED`: 0 passed, 1 failed, 2 bad input or no TensorRT here."""
+    options = options_from_args(args)
+    reason = trt_unavailable_reason()
+    if reason is not None:
+        raise UsageError(f"TensorRT is not available here: {reason}")
+    result = build_and_compare(args.original, args.fixed, **options)
+    if getattr(args, "json", False):
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(result.summary())
+    return 0 if result.passed else 1

@@ -1,0 +1,300 @@
+"""The TensorRT child process: parse, build and run one model, reporting as it goes.
+
+Run as ``python -m graphfix.checks.trt_worker REQUEST.json`` by graphfix.checks.trt, never imported
+by graphfix itself: TensorRT can abort or segfault on bad graphs (8.6 does), and that must end this
+process, not the caller. Everything the parent needs is appended, one JSON object per line, to the
+events file named in the request, flushed line by line, so a crash loses nothing already reported:
+
+    {"event": "stage", "stage": "import" | "plugins" | "parse" | "build" | "run"}
+    {"event": "start", "trt_version": "8.6.0"}
+    {"event": "parsed", "ok": bool, "errors": [raw parser error], "warnings": [str]}
+    {"event": "built", "ok": bool, "seconds": float, "engine_bytes": int, "errors": [str], ...}
+    {"event": "ran", "iterations": [{"file": npz, "names": [output names]}], "seconds": float}
+    {"event": "error", "stage": str, "message": str}   # a Python exception, reported, exit 1
+    {"event": "done"}                                  # last line, success or not
+
+Raw parser errors are mapped to ONNX nodes by the parent, which has the model.
+Works with the TensorRT 8.6 and 10.x Python APIs; Polygraphy's loaders and runner bridge the two.
+Only the standard library, numpy, tensorrt and polygraphy are imported here.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any, Dict, List, Optional
+
+# Tactic sources graphfix enables: TensorRT's own convolution kernels only. cuBLAS, cuBLASLt and
+# cuDNN stay off (validation rigs may ship them as stubs, and TensorRT's own kernels suffice).
+TACTIC_SOURCES = ("EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS")
+MAX_MESSAGES = 50
+_ALIVE: List[Any] = []
+
+
+class Events:
+    """Append-only JSON-lines reporter; every line is flushed and fsynced before going on."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.stage = "start"
+
+    def emit(self, event: str, **fields: Any) -> None:
+        record = {"event": event, "t": time.time(), **fields}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def enter(self, stage: str) -> None:
+        self.stage = stage
+        self.emit("stage", stage=stage)
+
+
+def _make_logger(trt):
+    """A TensorRT logger that records warnings and errors and echoes them to stderr."""
+
+    class RecordingLogger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.records: List[tuple] = []
+
+        def log(self, severity, msg):  # noexcept on the C++ side: never raise here
+            try:
+                if severity in (trt.Logger.INTERNAL_ERROR, trt.Logger.ERROR):
+                    level = "E"
+                elif severity == trt.Logger.WARNING:
+                    level = "W"
+                else:
+                    return
+                self.records.append((level, str(msg)))
+                sys.stderr.write(f"[TRT] [{level}] {msg}\n")
+                sys.stderr.flush()
+            except Exception:
+                pass
+
+        def mark(self) -> int:
+            return len(self.records)
+
+        def since(self, mark: int, level: str) -> List[str]:
+            seen, out = set(), []
+            for lvl, msg in self.records[mark:]:
+                if lvl == level and msg not in seen:
+                    seen.add(msg)
+                    out.append(msg)
+            return out[:MAX_MESSAGES]
+
+    logger = RecordingLogger()
+    # Polygraphy's loaders and runner use its process-wide logger; make that ours, so TensorRT sees
+    # one logger for builder, parser and runtime, and every message is recorded.
+    import importlib
+    importlib.import_module("polygraphy.backend.trt.util").TRT_LOGGER = logger
+    return logger
+
+
+def _call(obj, method: str):
+    """obj.method() where this TensorRT has it (ParserError grew node_name() in 10.x), else None."""
+    fn = getattr(obj, method, None)
+    if fn is None:
+        return None
+    try:
+        return fn()
+    except Exception:
+        return None
+
+
+def raw_parser_errors(parser) -> List[Dict[str, Any]]:
+    errors = []
+    for i in range(parser.num_errors):
+        err = parser.get_error(i)
+        code = _call(err, "code")
+        index = _call(err, "node")
+        errors.append({
+            "index": index if isinstance(index, int) and index >= 0 else None,
+            "node_name": _call(err, "node_name") or None,   # TensorRT >= 10
+            "node_operator": _call(err, "node_operator") or None,
+            "code": getattr(code, "name", None) or (str(code).rsplit(".", 1)[-1] if code is not None else None),
+            "desc": _call(err, "desc") or str(err),
+            "text": str(err),
+        })
+    return errors
+
+
+def load_plugins(trt, logger, libraries: List[str]) -> None:
+    for lib in libraries:
+        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)  # plugins register their creators on load
+    trt.init_libnvinfer_plugins(logger, "")       # TensorRT's own plugins (ROIAlign_TRT, ...)
+
+
+def parse(trt, logger, model_path: str):
+    from polygraphy.backend.trt import CreateNetwork
+
+    builder, network = CreateNetwork()()           # explicit batch on 8.6, default on 10.x
+    parser = trt.OnnxParser(network, logger)
+    mark = logger.mark()
+    ok = bool(parser.parse_from_file(os.path.abspath(model_path)))  # keeps external data working
+    errors = raw_parser_errors(parser)
+    return builder, network, parser, {"ok": ok and not errors, "errors": errors,
+                                      "warnings": logger.since(mark, "W")}
+
+
+def default_timing_cache(trt) -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "graphfix", f"trt-{trt.__version__}.timing-cache")
+
+
+def _usable_timing_cache(builder, path: str) -> None:
+    """Set aside a cache file this TensorRT cannot read, rather than fail the build on it."""
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path, "rb") as f:
+            cache = builder.create_builder_config().create_timing_cache(f.read())
+        ok = cache is not None
+    except Exception:
+        ok = False
+    if not ok:
+        os.replace(path, path + ".unreadable")
+
+
+def tactic_sources(trt) -> List[Any]:
+    return [getattr(trt.TacticSource, name) for name in TACTIC_SOURCES if hasattr(trt.TacticSource, name)]
+
+
+def build(trt, logger, builder, network, parser, req: Dict[str, Any], events: Events) -> Optional[bytes]:
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, Profile
+
+    inputs = {network.get_input(i).name for i in range(network.num_inputs)}
+    profiles = None
+    wanted = {k: v for k, v in sorted((req.get("profile") or {}).items()) if k in inputs}
+    if wanted:
+        profile = Profile()
+        for name, dims in wanted.items():
+            profile.add(name, min=dims["min"], opt=dims["opt"], max=dims["max"])
+        profiles = [profile]
+    cache = req.get("timing_cache") or default_timing_cache(trt)
+    os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
+    _usable_timing_cache(builder, cache)
+    kwargs: Dict[str, Any] = dict(fp16=bool(req.get("fp16")), tf32=bool(req.get("tf32")), profiles=profiles,
+                                  tactic_sources=tactic_sources(trt), load_timing_cache=cache)
+    level = req.get("optimization_level")
+    if level is not None and hasattr(trt.IBuilderConfig, "builder_optimization_level"):  # >= 8.6
+        kwargs["builder_optimization_level"] = int(level)
+    if req.get("workspace"):
+        kwargs["memory_pool_limits"] = {trt.MemoryPoolType.WORKSPACE: int(req["workspace"])}
+    mark = logger.mark()
+    started = time.perf_counter()
+    engine_bytes, failure = None, None
+    try:
+        engine_bytes = EngineBytesFromNetwork((builder, network, parser), config=CreateConfig(**kwargs),
+                                              save_timing_cache=cache)()
+    except Exception as exc:  # Polygraphy raises on a failed build; TensorRT's reasons are in the log
+        failure = " ".join(str(exc).split())[:500]
+    seconds = time.perf_counter() - started
+    size = len(engine_bytes) if engine_bytes else 0
+    events.emit("built", ok=bool(engine_bytes), seconds=seconds, engine_bytes=size,
+                errors=logger.since(mark, "E"), failure=failure, timing_cache=cache,
+                optimization_level=kwargs.get("builder_optimization_level"),
+                tactic_sources=[s for s in TACTIC_SOURCES if hasattr(trt.TacticSource, s)],
+                profile=wanted)
+    return bytes(engine_bytes) if engine_bytes else None
+
+
+def _numpy_dtype(dtype):
+    import numpy as np
+    try:
+        return np.dtype(dtype)
+    except TypeError:  # a Polygraphy DataType
+        from polygraphy.datatype import DataType
+        return DataType.to_dtype(DataType.from_dtype(dtype), "numpy")
+
+
+def run(engine_bytes: bytes, req: Dict[str, Any], events: Events) -> None:
+    import numpy as np
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    workdir = req["workdir"]
+    started = time.perf_counter()
+    iterations = []
+    with TrtRunner(EngineFromBytes(engine_bytes)) as runner:
+        meta = runner.get_input_metadata()
+        for i, spec in enumerate(req["feeds"]):
+            stored = np.load(os.path.join(workdir, spec["file"]))
+            arrays = {name: stored[f"arr_{k}"] for k, name in enumerate(spec["names"])}
+            missing = [name for name in meta.keys() if name not in arrays]
+            if missing:
+                raise RuntimeError(f"engine inputs {missing} have no data (the original model has no such input)")
+            # TensorRT 8.6 turns INT64 inputs into INT32 ones: feed each input in the engine's dtype.
+            feed = {name: np.ascontiguousarray(arrays[name].astype(_numpy_dtype(meta[name].dtype), copy=False))
+                    for name in meta.keys()}
+            outputs = runner.infer(feed)
+            names = list(outputs.keys())
+            out_file = f"trt_outputs_{i}.npz"
+            np.savez(os.path.join(workdir, out_file), *[np.array(outputs[n], copy=True) for n in names])
+            iterations.append({"file": out_file, "names": names})
+    events.emit("ran", iterations=iterations, seconds=time.perf_counter() - started)
+
+
+def work(req: Dict[str, Any], events: Events) -> List[Any]:
+    """Do the request; return the TensorRT objects, which must outlive the final "done" event."""
+    alive: List[Any] = []
+    events.enter("import")
+    import tensorrt as trt
+    events.emit("start", trt_version=trt.__version__, python=sys.version.split()[0])
+    logger = _make_logger(trt)
+    from polygraphy.logger import G_LOGGER
+    G_LOGGER.module_severity = G_LOGGER.ERROR  # Polygraphy's own chatter stays out of the log tail
+
+    events.enter("plugins")
+    load_plugins(trt, logger, list(req.get("plugins") or []))
+
+    events.enter("parse")
+    builder, network, parser, parsed = parse(trt, logger, req["model"])
+    alive.extend([logger, builder, network, parser])
+    events.emit("parsed", **parsed)
+    if req["mode"] == "parse" or not parsed["ok"]:
+        return alive
+
+    events.enter("build")
+    engine_bytes = build(trt, logger, builder, network, parser, req, events)
+    if engine_bytes is None:
+        return alive
+    if req.get("engine_path"):
+        with open(req["engine_path"], "wb") as f:
+            f.write(engine_bytes)
+
+    events.enter("run")
+    run(engine_bytes, req, events)
+    return alive
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m graphfix.checks.trt_worker REQUEST.json", file=sys.stderr)
+        return 2
+    with open(argv[0]) as f:
+        req = json.load(f)
+    events = Events(req["events"])
+    code = 0
+    try:
+        _ALIVE.extend(work(req, events))  # kept alive until the process exits
+    except BaseException as exc:  # reported as data; the parent decides what it means
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f"{tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else "?"
+        events.emit("error", stage=events.stage, kind=type(exc).__name__,
+                    message=" ".join(str(exc).split())[:800], where=where)
+        traceback.print_exc()
+        code = 1
+    events.emit("done")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: TensorRT 8.6 objects can crash in their destructors at exit, and
+    # everything worth keeping has been written.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

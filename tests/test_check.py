@@ -1,0 +1,208 @@
+"""`graphfix check`: findings on small models per TensorRT version, exit codes, JSON schema, real parser."""
+from __future__ import annotations
+
+import json
+import os
+
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper
+
+from graphfix import cli
+from graphfix.diagnose import SCHEMA, check_model
+from graphfix.fixtures import build
+from graphfix.fixtures._make import make_model, vi
+
+
+def _problems(result):
+    """(rule, severity, fix_pass) of every error / wrong-result finding."""
+    return sorted((f.rule, f.severity, f.fix_pass or "") for f in result.findings
+                  if f.severity != "warning")
+
+
+def _warnings(result):
+    return sorted((f.rule, f.fix_pass or "") for f in result.findings if f.severity == "warning")
+
+
+# fixture -> {version: expected problems}; an empty list means clean.
+EXPECTED = {
+    "check_clean_conv": {"8.6": [], "10.0": [], "11.0": []},
+    "check_reduce_axes_input": {"8.6": [("input_absent", "wrong-result", "target-opset")], "10.0": []},
+    "check_reduce_axes_runtime": {"8.6": [("const_input", "error", "")], "10.0": [("const_input", "error", "")]},
+    "check_reduce_axes_foldable": {"8.6": [("const_input", "error", "fold-constants")],
+                                   "10.0": [("const_input", "error", "fold-constants")]},
+    "check_scatter_reduction": {"8.6": [("attr_in", "wrong-result", "")], "10.0": []},
+    "check_bool_equal": {"8.6": [("dtype", "error", "cast-bool")] * 2, "10.0": []},
+    "check_int64_weights": {"8.6": [("int64-out-of-range", "wrong-result", "int64-to-int32")], "10.0": []},
+    "check_unsupported_op": {"8.6": [("unsupported-op", "error", "")], "10.0": [("unsupported-op", "error", "")],
+                             "11.0": [("unsupported-op", "error", "")]},
+    "check_gridsample_opset20": {"8.6": [("attr_in", "wrong-result", "target-opset")],
+                                 "10.13": [("attr_in", "wrong-result", "")]},
+    "check_einsum_ellipsis": {"8.6": [("einsum_features", "wrong-result", "")],
+                              "10.11": [("einsum_features", "wrong-result", "")], "10.12": []},
+    "check_layernorm_decomposed": {"8.6": [], "10.0": []},
+    "check_nms": {"8.6": [("always", "error", "plugins")], "10.0": []},
+    "check_roialign": {"8.6": [("always", "error", "plugins")], "10.0": []},
+}
+
+
+@pytest.mark.parametrize("name, version", [(n, v) for n, per in EXPECTED.items() for v in per])
+def test_findings_per_version(name, version):
+    result = check_model(build(name), trt=version)
+    assert _problems(result) == sorted(EXPECTED[name][version])
+    assert result.clean == (not EXPECTED[name][version])
+
+
+def test_warnings_carry_their_fix():
+    ln = check_model(build("check_layernorm_decomposed"), trt="8.6")
+    assert ("layernorm-pattern", "fuse-layernorm") in _warnings(ln)
+    int64 = check_model(build("check_int64_weights"), trt="8.6")
+    assert {("int64-weights", "int64-to-int32"), ("int64-io", "int64-to-int32")} <= set(_warnings(int64))
+    high = check_model(build("check_reduce_axes_input"), trt="8.6")
+    assert ("max-opset", "target-opset") in _warnings(high)
+    assert ("max-opset", "target-opset") not in _warnings(check_model(build("check_reduce_axes_input"), trt="10.0"))
+
+
+def test_node_names_and_sources_are_reported():
+    result = check_model(build("check_scatter_reduction"), trt="8.6")
+    finding = next(f for f in result.findings if f.severity == "wrong-result")
+    assert (finding.node, finding.op) == ("scatter", "ScatterElements")
+    assert "reduction" in finding.reason and finding.source
+
+
+def test_unnamed_nodes_get_a_stable_display_name():
+    model = make_model([helper.make_node("Det", ["x"], ["y"])], [vi("x", T.FLOAT, [2, 2])], [vi("y", T.FLOAT, [])])
+    finding = check_model(model, trt="10.0").findings[0]
+    assert finding.node == "<Det#0>"
+
+
+def test_dtypes_trt_does_not_have():
+    model = make_model([helper.make_node("Cast", ["x"], ["y"], to=T.INT16)], [vi("x", T.FLOAT, [3])],
+                       [vi("y", T.INT16, [3])])
+    rules = {f.rule for f in check_model(model, trt="10.0").findings if f.severity == "error"}
+    assert {"cast_to_supported", "unsupported-dtype"} <= rules
+
+
+def test_uint8_only_through_a_cast():
+    through_cast = make_model([helper.make_node("Cast", ["x"], ["y"], to=T.FLOAT)], [vi("x", T.UINT8, [3])],
+                              [vi("y", T.FLOAT, [3])])
+    assert check_model(through_cast, trt="8.6").clean
+    into_relu = make_model([helper.make_node("Identity", ["x"], ["y"])], [vi("x", T.UINT8, [3])],
+                           [vi("y", T.UINT8, [3])])
+    assert "io-only-dtype" in {f.rule for f in check_model(into_relu, trt="8.6").findings}
+
+
+def test_subgraph_nodes_are_checked():
+    """Nodes inside an If branch are checked too, named under their owner."""
+    branch = helper.make_graph([helper.make_node("Det", ["x"], ["b"], name="inner_det")], "then", [],
+                               [vi("b", T.FLOAT, [2])])
+    other = helper.make_graph([helper.make_node("ReduceSum", ["x"], ["c"], name="inner_sum", axes=[1],
+                                                keepdims=0)], "else", [], [vi("c", T.FLOAT, [2])])
+    model = make_model([helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=branch,
+                                         else_branch=other)],
+                       [vi("cond", T.BOOL, []), vi("x", T.FLOAT, [2, 2, 2])], [vi("y", T.FLOAT, [2])], opset=11)
+    det = [f for f in check_model(model, trt="10.0").findings if f.op == "Det"]
+    assert det and det[0].node.startswith("branch/") and det[0].node.endswith("inner_det")
+
+
+# --- command line -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def saved(tmp_path):
+    def save(name):
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(build(name), str(path))
+        return str(path)
+    return save
+
+
+def test_cli_exit_codes(saved, tmp_path, capsys):
+    assert cli.main(["check", saved("check_clean_conv"), "--trt", "8.6", "--no-real-parser"]) == 0
+    assert cli.main(["check", saved("check_scatter_reduction"), "--trt", "8.6", "--no-real-parser"]) == 1
+    assert cli.main(["check", saved("check_scatter_reduction"), "--trt", "10.0", "--no-real-parser"]) == 0
+    assert cli.main(["check", str(tmp_path / "missing.onnx"), "--trt", "8.6"]) == 2
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a protobuf at all \xff\xfe")
+    assert cli.main(["check", str(junk), "--trt", "8.6"]) == 2
+    assert cli.main(["check", saved("check_clean_conv"), "--trt", "banana"]) == 2
+    capsys.readouterr()
+
+
+def test_cli_table(saved, capsys):
+    assert cli.main(["check", saved("check_reduce_axes_input"), "--trt", "8.6", "--no-real-parser"]) == 1
+    out = capsys.readouterr().out
+    assert "wrong-result" in out and "ReduceMean" in out and "target-opset" in out
+    assert "problems remain" in out
+    assert cli.main(["check", saved("check_unsupported_op"), "--trt", "8.6", "--no-real-parser"]) == 1
+    assert "no automatic fix" in capsys.readouterr().out
+
+
+def test_cli_json_schema(saved, capsys):
+    assert cli.main(["check", saved("check_nms"), "--trt", "8.6", "--json", "--no-real-parser"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema"] == SCHEMA
+    assert set(doc) == {"schema", "model", "target", "profile", "clean", "counts", "findings", "real_parser"}
+    assert doc["target"] == {"version": "8.6", "source": "flag"}
+    assert doc["profile"]["line"] == "8.6" and doc["clean"] is False
+    assert doc["real_parser"] is None
+    assert sum(doc["counts"].values()) == len(doc["findings"])
+    for f in doc["findings"]:
+        assert set(f) == {"node", "op", "severity", "reason", "fix_pass", "source", "rule"}
+        assert f["severity"] in ("error", "wrong-result", "warning")
+        assert f["fix_pass"] is None or isinstance(f["fix_pass"], str)
+        assert isinstance(f["reason"], str) and isinstance(f["source"], str)
+    nms = [f for f in doc["findings"] if f["op"] == "NonMaxSuppression"]
+    assert nms and nms[0]["fix_pass"] == "plugins" and nms[0]["node"] == "nms"
+
+
+# --- the real parser, beside the prediction -------------------------------------------------------------
+
+def test_real_parser_absent_is_reported(saved, monkeypatch, capsys):
+    import graphfix.checks.trt_env as trt_env
+    monkeypatch.setattr(trt_env, "trt_unavailable_reason", lambda: "tensorrt is not installed")
+    assert cli.main(["check", saved("check_clean_conv"), "--trt", "8.6", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["real_parser"] == {"available": False, "reason": "tensorrt is not installed"}
+
+
+def test_real_parser_function_missing(saved, monkeypatch, capsys):
+    import graphfix.checks.trt as trt_check
+    import graphfix.checks.trt_env as trt_env
+    monkeypatch.setattr(trt_env, "trt_unavailable_reason", lambda: None)
+    monkeypatch.delattr(trt_check, "parse_in_subprocess", raising=False)
+    assert cli.main(["check", saved("check_clean_conv"), "--trt", "8.6"]) == 0
+    assert "real parser unavailable" in capsys.readouterr().out
+
+
+def test_real_parser_errors_beside_the_table(saved, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    import graphfix.checks.trt as trt_check
+    import graphfix.checks.trt_env as trt_env
+    calls = []
+
+    def fake_parse(path, plugins=()):
+        calls.append(path)
+        return SimpleNamespace(parsed=False, crashed=False,
+                               errors=[{"node": "det", "op": "Det", "message": "No importer registered for op: Det"}])
+
+    monkeypatch.setattr(trt_env, "trt_unavailable_reason", lambda: None)
+    monkeypatch.setattr(trt_check, "parse_in_subprocess", fake_parse, raising=False)
+    path = saved("check_unsupported_op")
+    assert cli.main(["check", path, "--trt", "8.6"]) == 1
+    out = capsys.readouterr().out
+    assert calls == [path]
+    assert "real TensorRT parser: failed" in out and "No importer registered for op: Det (predicted)" in out
+    assert cli.main(["check", path, "--trt", "8.6", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["real_parser"]["available"] is True and doc["real_parser"]["errors"][0]["op"] == "Det"
+
+
+def test_fixture_files_round_trip(saved):
+    """A model on disk gives the same findings as the in-memory one (external path handling)."""
+    path = saved("check_gridsample_opset20")
+    on_disk = check_model(path, trt="8.6")
+    in_memory = check_model(build("check_gridsample_opset20"), trt="8.6")
+    assert [f.to_json() for f in on_disk.findings] == [f.to_json() for f in in_memory.findings]
+    assert os.path.basename(on_disk.model) == "check_gridsample_opset20.onnx"

@@ -1,0 +1,245 @@
+"""`graphfix fix --until-parses`: let TensorRT's parser choose the passes.
+
+Each round parses the current model with TensorRT (in a child process, graphfix.checks.trt), maps
+every parser error to the passes that fix it (RULES below), runs those passes with
+graphfix.pipeline.fix, and parses again. It stops when the model parses, when the parser crashes,
+when no pass maps to the remaining errors, when the mapped passes change nothing, when the errors
+are the same after a change, or after MAX_ROUNDS rounds. The report keeps every round.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from .errors import UsageError
+from .report import Report, model_summary
+
+MAX_ROUNDS = 5
+
+# Ops TensorRT's parser only takes as plugins (the plugins pass substitutes them).
+PLUGIN_OPS = ("RoiAlign", "NonMaxSuppression")
+_OP_IN_TEXT = (re.compile(r"No importer registered for op: (\w+)"),
+               re.compile(r"could not find plugin:? (\w+)", re.IGNORECASE))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Errors whose message matches `pattern` (case-insensitive) are fixed by `pass_name`."""
+    pass_name: str
+    pattern: str
+    why: str
+
+    def matches(self, message: str) -> bool:
+        return re.search(self.pattern, message, re.IGNORECASE) is not None
+
+
+# Written from the parsers' own messages. Plugin ops are decided first and exclusively (an op
+# without an importer that needs a plugin is not an opset problem).
+RULES: Tuple[Rule, ...] = (
+    Rule("int64-to-int32", r"\bINT64\b",
+         "TensorRT 8.6 has no INT64 (\"generated with INT64 weights\", mixed INT32/INT64 inputs)"),
+    Rule("cast-bool", r"requires bool I/O|\bBOOL\b",
+         "a TensorRT region (Myelin) cannot take or give BOOL tensors"),
+    Rule("target-opset", r"No importer registered for op|\bopset\b",
+         "the op is in a form (opset) this TensorRT's parser does not import"),
+    Rule("fold-constants", r"must be an initializer|must be (?:a )?constant|is_weights\(\)|must be static",
+         "the parser needs this input as a constant; folding computes it"),
+)
+PLUGIN_RULE = Rule("plugins", r"Plugin not found|could not find plugin|getPluginCreator",
+                   "the op needs a TensorRT plugin")
+# Warnings are only read for 8.6's INT64 notice, which comes before the errors it causes.
+WARNING_RULES: Tuple[Rule, ...] = (RULES[0],)
+
+
+def _op_of(error: Dict[str, Optional[str]]) -> Optional[str]:
+    if error.get("op"):
+        return error["op"]
+    for pattern in _OP_IN_TEXT:
+        m = pattern.search(error.get("message") or "")
+        if m:
+            return m.group(1)
+    return None
+
+
+def _is_standard_op(op: Optional[str]) -> bool:
+    import onnx
+    try:
+        return op is not None and onnx.defs.has(op)
+    except Exception:
+        return False
+
+
+def passes_for_error(error: Dict[str, Optional[str]]) -> List[str]:
+    """The passes that fix one parser error ({"node", "op", "message"}), in table order."""
+    message, op = error.get("message") or "", _op_of(error)
+    if op in PLUGIN_OPS or PLUGIN_RULE.matches(message):
+        return [PLUGIN_RULE.pass_name]
+    found = []
+    for rule in RULES:
+        if not rule.matches(message):
+            continue
+        if rule.pass_name == "target-opset" and op is not None and not _is_standard_op(op):
+            continue  # a custom op without an importer: no opset change helps
+        found.append(rule.pass_name)
+    return found
+
+
+@dataclass
+class Plan:
+    passes: List[str] = field(default_factory=list)              # pipeline order
+    reasons: Dict[str, List[str]] = field(default_factory=dict)  # pass -> messages that call for it
+    unmapped: List[Dict[str, Optional[str]]] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"passes": self.passes, "reasons": self.reasons, "unmapped": self.unmapped}
+
+
+def plan_passes(errors: Sequence[Dict[str, Optional[str]]], warnings: Sequence[str] = ()) -> Plan:
+    from .registry import PIPELINE_ORDER
+    plan = Plan()
+    for error in errors:
+        names = passes_for_error(error)
+        if not names:
+            plan.unmapped.append(dict(error))
+        for name in names:
+            plan.reasons.setdefault(name, []).append(_short(error))
+    for warning in warnings:
+        for rule in WARNING_RULES:
+            if rule.matches(warning):
+                plan.reasons.setdefault(rule.pass_name, []).append(f"warning: {warning}"[:300])
+    plan.passes = [p for p in PIPELINE_ORDER if p in plan.reasons]
+    return plan
+
+
+def _short(error: Dict[str, Optional[str]]) -> str:
+    where = error.get("node") or error.get("op")
+    text = f"{where}: {error.get('message')}" if where else str(error.get("message"))
+    return text[:300]
+
+
+@dataclass
+class LoopReport(Report):
+    """A pipeline report with the parser rounds; ok only when the final model parses."""
+    rounds: List[dict] = field(default_factory=list)
+    parses: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return Report.ok.fget(self) and self.parses
+
+    def to_json(self) -> dict:
+        out = super().to_json()
+        out["parses"] = self.parses
+        out["rounds"] = self.rounds
+        return out
+
+    def summary(self) -> str:
+        lines = super().summary().splitlines()
+        extra = []
+        for rnd in self.rounds:
+            parse = rnd["parse"]
+            head = "parses" if parse["parsed"] and not parse["errors"] else \
+                ("parser CRASHED" if parse["crashed"] else f"{len(parse['errors'])} parser error(s)")
+            ran = ", ".join(f"{p['name']} {p['status']}" for p in rnd.get("passes", []))
+            extra.append(f"  round {rnd['round']}: {head}" + (f" -> {ran}" if ran else "")
+                         + (f"; stop: {rnd['stop']}" if rnd.get("stop") else ""))
+            for e in parse["errors"][:3]:
+                extra.append(f"      {_short(e)}")
+        return "\n".join(lines[:-1] + extra + lines[-1:])
+
+
+def trt_parser(plugins: Sequence[str] = (), timeout: Optional[float] = None) -> Callable:
+    """parse(model) -> ParseOutcome, by TensorRT in a child process."""
+    from .checks.trt import parse_in_subprocess
+    from .model_io import save_model
+
+    def parse(model):
+        with tempfile.TemporaryDirectory(prefix="graphfix-loop-") as workdir:
+            path = os.path.join(workdir, "model.onnx")
+            save_model(model, path)
+            return parse_in_subprocess(path, plugins, timeout=timeout, progress=True)
+    return parse
+
+
+def _allowed(passes, skip) -> List[str]:
+    from .pipeline import _split
+    from .registry import PIPELINE_ORDER, registered
+    reg = registered()
+    wanted, skipped = _split(passes), set(_split(skip) or [])
+    for name in (wanted or []) + sorted(skipped):
+        if name not in reg:
+            raise UsageError(f"unknown pass '{name}' (known: {', '.join(n for n in PIPELINE_ORDER if n in reg)})")
+    return [n for n in PIPELINE_ORDER if n in reg and n not in skipped and (wanted is None or n in wanted)]
+
+
+def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort", *, context=None,
+                     shapes=None, seed: int = 1, plugins: Sequence[str] = (), timeout: Optional[float] = None,
+                     max_rounds: int = MAX_ROUNDS, parse: Optional[Callable] = None,
+                     fix_fn: Optional[Callable] = None) -> Tuple["object", LoopReport]:
+    """Parse, run the passes the parser's errors call for, parse again; return (model, LoopReport).
+
+    ``passes``/``skip`` limit which passes the loop may choose. ``parse`` (model -> ParseOutcome)
+    and ``fix_fn`` (graphfix.pipeline.fix's signature) are for tests; by default TensorRT parses.
+    """
+    from .checks.trt_env import trt_unavailable_reason
+    from .model_io import load_model
+    from .pass_api import PassContext
+    from .pipeline import _whole_model_check, fix as pipeline_fix
+    from .target import resolve_target
+
+    started = time.perf_counter()
+    allowed = _allowed(passes, skip)
+    if parse is None:
+        reason = trt_unavailable_reason()
+        if reason is not None:
+            raise UsageError(f"--until-parses needs TensorRT: {reason}")
+        parse = trt_parser(plugins, timeout)
+    fix_fn = fix_fn or pipeline_fix
+    loaded = load_model(model)
+    target = resolve_target(trt)
+    context = context or PassContext()
+    report = LoopReport(input=model_summary(loaded.model, loaded.path), target=target.to_json())
+    original = current = loaded.model
+    previous: Optional[List[str]] = None
+    for n in range(max_rounds + 1):
+        outcome = parse(current)
+        rnd: dict = {"round": n, "parse": outcome.to_json()}
+        report.rounds.append(rnd)
+        if outcome.parsed and not outcome.errors:
+            report.parses = True
+            rnd["stop"] = "parses"
+            break
+        if outcome.crashed:
+            rnd["stop"] = "the parser crashed"
+            break
+        signature = sorted(f"{e.get('node')}|{e.get('message')}" for e in outcome.errors)
+        if signature == previous:
+            rnd["stop"] = "no progress: the same parser errors after the passes"
+            break
+        if n == max_rounds:
+            rnd["stop"] = f"round limit ({max_rounds}) reached"
+            break
+        plan = plan_passes(outcome.errors, outcome.warnings)
+        chosen = [p for p in plan.passes if p in allowed]
+        rnd["plan"] = {**plan.to_json(), "not_allowed_or_unavailable": [p for p in plan.passes if p not in allowed]}
+        if not chosen:
+            rnd["stop"] = "no pass maps to the parser's errors"
+            break
+        fixed, round_report = fix_fn(current, trt=str(target.version), passes=chosen, check=check,
+                                     context=context, shapes=shapes, seed=seed)
+        rnd["passes"] = [{"name": p.name, "status": p.status, "changes": len(p.changes), "error": p.error}
+                         for p in round_report.passes]
+        report.passes.extend(round_report.passes)
+        if not round_report.changed:
+            rnd["stop"] = "no progress: the passes changed nothing"
+            break
+        current, previous = fixed, signature
+    if current is not original and check != "none":
+        report.checks.append(_whole_model_check(original, current, shapes, seed))
+    report.output = model_summary(current)
+    report.seconds = time.perf_counter() - started
+    return current, report

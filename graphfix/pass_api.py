@@ -48,6 +48,9 @@ class PassResult:
     changes: List[Change] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
     counts: Dict[str, int] = field(default_factory=dict)
+    # (atol, rtol) for floating outputs in this pass's ONNX Runtime check, when its rewrite is exact
+    # only up to a known error (dequantization); None keeps the per-dtype defaults.
+    tolerance: Optional[Tuple[float, float]] = None
 
     def change(self, action: str, target: str, details: Optional[Dict[str, JsonValue]] = None) -> None:
         self.changes.append(Change(action, str(target), dict(details or {})))

@@ -84,7 +84,7 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
         report.passes.append(rec)
     _sort_records(report)
     if check in ("ort", "trt") and report.changed:
-        report.checks.append(_whole_model_check(original, current, shapes, seed))
+        report.checks.append(_whole_model_check(original, current, shapes, seed, _declared_tolerance(report)))
     report.output = model_summary(current)
     report.seconds = time.perf_counter() - started
     return current, report
@@ -125,11 +125,13 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
         rec.seconds = time.perf_counter() - t0
         return rec, model
     problems = check_rewrite(model, new_model, allow_io_change=ctx.int32_io) if info.ort_checkable \
-        else _light_problems(model, new_model, ctx)
+        else _light_problems(model, new_model, ctx, rec.changes)
     if not problems and info.ort_checkable and check in ("ort", "trt"):
         from .checks.ort import compare_models
-        eq = compare_models(model, new_model, seed=seed, shapes=shapes)
+        eq = compare_models(model, new_model, seed=seed, shapes=shapes, tolerance=result.tolerance)
         rec.check = {"kind": "ort", **eq.to_json()}
+        if result.tolerance is not None:
+            rec.check["tolerance"] = list(result.tolerance)
         if not eq.passed:
             problems.append(f"ONNX Runtime outputs differ from before the pass: {eq.worst()}")
     rec.seconds = time.perf_counter() - t0
@@ -141,21 +143,30 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
     return rec, new_model
 
 
-def _light_problems(before, after, ctx: PassContext) -> List[str]:
-    """For passes ONNX's checker cannot judge (plugin ops): unique names and the I/O signature."""
+def _light_problems(before, after, ctx: PassContext, changes=()) -> List[str]:
+    """For passes ONNX's checker cannot judge (plugin ops): unique names and the I/O signature
+    (which may change only where the pass recorded a "change-outputs" change, e.g. NMS -> EfficientNMS)."""
     from .checks.structural import io_signature
     names = [n.name for n in after.graph.node if n.name]
     problems = []
     if len(names) != len(set(names)):
         problems.append("duplicate node names")
-    if not ctx.int32_io and io_signature(before) != io_signature(after):
+    declared = any(c.get("action") == "change-outputs" for c in changes)
+    if not ctx.int32_io and not declared and io_signature(before) != io_signature(after):
         problems.append("graph I/O signature changed")
     return problems
 
 
-def _whole_model_check(original, final, shapes, seed) -> dict:
+def _declared_tolerance(report: Report):
+    """The loosest (atol, rtol) an applied pass declared for its own check (dequantization), if any."""
+    declared = [p.check["tolerance"] for p in report.passes
+                if p.status == APPLIED and p.check and p.check.get("tolerance")]
+    return (max(t[0] for t in declared), max(t[1] for t in declared)) if declared else None
+
+
+def _whole_model_check(original, final, shapes, seed, tolerance=None) -> dict:
     from .checks.ort import compare_models
-    eq = compare_models(original, final, seed=seed, shapes=shapes)
+    eq = compare_models(original, final, seed=seed, shapes=shapes, tolerance=tolerance)
     if eq.error and "could not run" in eq.error and not _ort_runnable(final):
         return {"kind": "ort", **eq.to_json(), "passed": None, "skipped": True,
                 "detail": "output holds ops ONNX Runtime cannot run (plugins); "

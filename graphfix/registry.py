@@ -10,6 +10,8 @@ from .pass_api import Pass
 PIPELINE_ORDER: List[str] = [
     "normalize",
     "fold-constants",
+    "decompose-contrib",
+    "decompose-quantized",
     "target-opset",
     "int64-to-int32",
     "cast-bool",

@@ -6,7 +6,7 @@ turns the comparator's result into JSON-ready figures.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -78,9 +78,11 @@ def run_ort(model: onnx.ModelProto, feeds: Dict[str, np.ndarray]) -> Dict[str, n
 
 
 def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, seed: int = 1,
-                   iterations: int = 1, shapes: Optional[Dict[str, Sequence[int]]] = None
-                   ) -> EquivalenceResult:
-    """Both models on the same seeded inputs in ONNX Runtime; per-output error figures."""
+                   iterations: int = 1, shapes: Optional[Dict[str, Sequence[int]]] = None,
+                   tolerance: Optional[Tuple[float, float]] = None) -> EquivalenceResult:
+    """Both models on the same seeded inputs in ONNX Runtime; per-output error figures.
+
+    ``tolerance``: (atol, rtol) for floating outputs instead of the per-dtype defaults."""
     _quiet_polygraphy()
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
     from polygraphy import comparator as pg_comparator
@@ -100,6 +102,8 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
 
     reference, candidate = with_unique_node_names(reference), with_unique_node_names(candidate)
     tolerances = output_tolerances(reference)
+    if tolerance is not None:
+        tolerances = {k: (v if v == EXACT else tuple(tolerance)) for k, v in tolerances.items()}
     loader = make_feeds(reference, seed=seed, iterations=iterations, shapes=shapes)
     try:
         results = Comparator.run([runner(reference, "reference"), runner(candidate, "candidate")],

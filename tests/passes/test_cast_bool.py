@@ -1,0 +1,169 @@
+"""cast-bool: bool chains through Myelin-unsafe ops run as INT32, one Cast in and one Cast back."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Tuple
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+
+from graphfix import fix
+from graphfix.fixtures import build
+from graphfix.profiles import load_profile
+from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops
+
+PASS = "cast-bool"
+BOOL_FIXTURES = ["bool_mask_data_movement", "bool_equal", "gpt2_causal_mask", "bert_attention_mask",
+                 "bool_constant_shared", "example_encoder_block"]
+
+
+def elem_types(model: onnx.ModelProto) -> Dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            types[node.output[0]] = node.attribute[0].t.data_type
+    return types
+
+
+def casts(model: onnx.ModelProto) -> List[Tuple[str, str, int]]:
+    """(input, output, to) of every Cast the pass added."""
+    return [(n.input[0], n.output[0], n.attribute[0].i) for n in model.graph.node
+            if n.op_type == "Cast" and n.name.startswith("gf.")]
+
+
+def readers(model: onnx.ModelProto, tensor: str) -> List[str]:
+    return [n.name for n in model.graph.node if tensor in n.input]
+
+
+def bool_reads(model: onnx.ModelProto, op_types) -> List[str]:
+    """'node:tensor' for each bool tensor read by one of `op_types` (what TensorRT refuses)."""
+    types = elem_types(model)
+    return [f"{n.name}:{i}" for n in model.graph.node if n.op_type in op_types
+            for i in n.input if i and types.get(i) == TensorProto.BOOL]
+
+
+def readers_of_reshape(model: onnx.ModelProto) -> List[str]:
+    return list(next(n for n in model.graph.node if n.op_type == "Reshape").input)
+
+
+MYELIN_UNSAFE = load_profile("8.6").myelin_bool_unsafe_ops
+
+
+def test_mask_through_six_data_movement_ops_needs_three_casts():
+    model = build("bool_mask_data_movement")
+    assert len(bool_reads(model, MYELIN_UNSAFE)) == 7
+    fixed, result = apply_pass(PASS, model)
+    assert bool_reads(fixed, MYELIN_UNSAFE) == []
+    added = casts(fixed)
+    assert len(added) == 3 and result.counts == {"chains": 1, "tensors-retyped": 7, "casts-inserted": 3,
+                                                  "constants-copied": 0}
+    (entry,) = [c for c in added if c[2] == TensorProto.INT32]
+    assert entry[0] == "mask"                                          # one Cast in, at the start
+    back = {c[1]: c[0] for c in added if c[2] == TensorProto.BOOL}
+    assert "mask_t" in back                                            # the output keeps its name ...
+    assert back["mask_t"] in readers_of_reshape(fixed)                 # ... the chain goes on in INT32
+    (cond,) = [out for out, src in back.items() if src == "m6"]        # Where's condition
+    assert readers(fixed, cond) == ["where"]
+    out = {v.name: v.type.tensor_type.elem_type for v in fixed.graph.output}
+    assert out["mask_t"] == TensorProto.BOOL                           # ... and its type
+    pad = next(t for t in fixed.graph.initializer if t.name == "pad_rows")
+    assert pad.data_type == TensorProto.INT32                          # constant retyped, no Cast
+    onnx.checker.check_model(fixed, full_check=True)
+    assert_equivalent(model, fixed)
+
+
+def test_bool_equal_is_cast_on_8_6_only():
+    model = build("bool_equal")
+    fixed, result = apply_pass(PASS, model, trt="8.6")
+    assert bool_reads(fixed, ["Equal"]) == []
+    added = casts(fixed)
+    assert sorted(c[0] for c in added) == ["p", "q"] and all(c[2] == TensorProto.INT32 for c in added)
+    assert "p" in next(n.input for n in fixed.graph.node if n.name == "where_p")  # still reads bool p
+    onnx.checker.check_model(fixed, full_check=True)
+    assert_equivalent(model, fixed)
+    fixed10, result10 = apply_pass(PASS, model, trt="10.3")                 # 10.x: Equal takes bool
+    assert not result10.modified and ops(fixed10) == ops(model)
+
+
+def test_gpt2_causal_mask_buffer_is_retyped_not_cast():
+    model = build("gpt2_causal_mask")
+    fixed, result = apply_pass(PASS, model)
+    bias = next(t for t in fixed.graph.initializer if t.name == "bias")
+    assert bias.data_type == TensorProto.INT32
+    added = casts(fixed)
+    assert added == [("causal", added[0][1], TensorProto.BOOL)]        # only the Cast back
+    assert readers(fixed, added[0][1]) == ["where"]
+    assert bool_reads(fixed, MYELIN_UNSAFE) == []
+    onnx.checker.check_model(fixed, full_check=True)
+    assert_equivalent(model, fixed)
+
+
+def test_bert_attention_mask_chain_gets_one_cast_in_and_one_back():
+    model = build("bert_attention_mask")
+    fixed, result = apply_pass(PASS, model)
+    added = casts(fixed)
+    assert sorted((c[0], c[2]) for c in added) == [("m3", TensorProto.BOOL), ("mb", TensorProto.INT32)]
+    assert len(added) == 2                                             # not a pair per node (6)
+    back = next(c for c in added if c[2] == TensorProto.BOOL)
+    assert readers(fixed, back[1]) == ["not"]
+    assert bool_reads(fixed, MYELIN_UNSAFE) == []
+    onnx.checker.check_model(fixed, full_check=True)
+    assert_equivalent(model, fixed)
+
+
+def test_shared_bool_constant_gets_a_bool_copy_for_its_bool_reader():
+    model = build("bool_constant_shared")
+    fixed, result = apply_pass(PASS, model)
+    types = elem_types(fixed)
+    assert types["keep"] == TensorProto.INT32
+    where_keep = next(n for n in fixed.graph.node if n.name == "where_keep")
+    assert types[where_keep.input[0]] == TensorProto.BOOL and where_keep.input[0] != "keep"
+    assert result.counts["constants-copied"] == 1 and result.counts["casts-inserted"] == 1
+    onnx.checker.check_model(fixed, full_check=True)
+    assert_equivalent(model, fixed)
+
+
+@pytest.mark.parametrize("name", BOOL_FIXTURES)
+@pytest.mark.parametrize("trt", ["8.6", "10.3"])
+def test_idempotent(name, trt):
+    assert_idempotent(PASS, build(name), trt=trt)
+
+
+@pytest.mark.parametrize("name", BOOL_FIXTURES)
+def test_equivalent_on_10(name):
+    model = build(name)
+    fixed, _ = apply_pass(PASS, model, trt="10.3")
+    onnx.checker.check_model(fixed, full_check=True)
+    assert_equivalent(model, fixed)
+
+
+def test_ops_come_from_the_profile(monkeypatch):
+    import graphfix.passes.cast_bool as cast_bool
+    real = load_profile("8.6")
+    only_slice = dataclasses.replace(real, myelin_bool_unsafe_ops=frozenset({"Slice"}),
+                                     bool_rejecting_ops=frozenset())
+    monkeypatch.setattr(cast_bool, "load_profile", lambda version: only_slice)
+    model = build("bool_mask_data_movement")
+    fixed, result = apply_pass(PASS, model)
+    assert result.counts["chains"] == 1
+    assert bool_reads(fixed, ["Slice"]) == []
+    assert bool_reads(fixed, ["Unsqueeze"]) != []                      # not listed: left bool
+    assert_equivalent(model, fixed)
+    nothing = dataclasses.replace(real, myelin_bool_unsafe_ops=frozenset(), bool_rejecting_ops=frozenset())
+    monkeypatch.setattr(cast_bool, "load_profile", lambda version: nothing)
+    _, result = apply_pass(PASS, model)
+    assert not result.modified
+
+
+def test_pipeline_runs_int64_then_bool_on_the_example():
+    model = build("example_encoder_block")
+    fixed, report = fix(model, trt="8.6", passes=["int64-to-int32", "cast-bool"])
+    status = {p.name: p.status for p in report.passes}
+    assert status == {"int64-to-int32": "applied", "cast-bool": "applied"}, report.summary()
+    assert report.ok, report.summary()
+    assert bool_reads(fixed, MYELIN_UNSAFE) == []

@@ -112,8 +112,20 @@ class Builder:
     def wants_function(self, rule: "Rule") -> bool:
         """--plugin-as-function applies to rules whose plugin computes what the subgraph computes,
         on TensorRT >= 10.7 (which prefers a registered plugin over a same-named local function)."""
-        return (bool(self.ctx.options.get("plugin_as_function")) and rule.function_ok
-                and self.ctx.target >= FUNCTION_MIN_TRT)
+        if not self.ctx.options.get("plugin_as_function"):
+            return False
+        why = None
+        if not rule.function_ok:
+            why = "its plugin does not compute what the replaced subgraph computes"
+        elif self.ctx.target < FUNCTION_MIN_TRT:
+            why = (f"TensorRT {self.ctx.target} does not prefer plugins over local functions "
+                   f"(needs >= {FUNCTION_MIN_TRT})")
+        if why:
+            note = f"{rule.name}: plugin emitted as a plain node, not a local function: {why}"
+            if note not in self.warnings:
+                self.warnings.append(note)
+            return False
+        return True
 
     # -- tensors and nodes ----------------------------------------------------------------------
     def const(self, values, hint: str = "const", dtype=None) -> gs.Constant:

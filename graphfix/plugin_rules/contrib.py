@@ -24,8 +24,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..target import TrtRange
-from .build import FunctionBody, remove_nodes
-from .patterns import const, optional_input, optional_output, static_dims, used
+from .build import remove_nodes
+from .patterns import const, dtype_of, optional_input, optional_output, static_dims, used
 from .registry import register_rule
 from .rule import DECOMPOSE, Match, NearMiss, PluginSpec, Rule
 
@@ -40,7 +40,7 @@ GELU_PLUGIN = PluginSpec("CustomGeluPluginDynamic", "1", ships=TrtRange(below="1
 
 # -- building blocks ----------------------------------------------------------------------------
 def _dtype(tensor) -> np.dtype:
-    return np.dtype(tensor.dtype) if tensor is not None and tensor.dtype is not None else np.dtype(np.float32)
+    return dtype_of(tensor) or np.dtype(np.float32)
 
 
 def _c(build, value, dtype, hint="c"):
@@ -95,13 +95,14 @@ class _ContribDecompose(Rule):
     anchor_domain = MS
     plugin_rule: Optional[str] = None   # name of the plugin rule that takes over when asked
 
-    def wanted(self, ctx):
-        if self.plugin_rule and ctx.options.get(CONTRIB_PLUGINS):
-            from .registry import get_rule
-            plugin_wanted, _ = get_rule(self.plugin_rule).wanted(ctx)
-            if plugin_wanted:
-                return False, None          # the plugins pass handles it
-        return super().wanted(ctx)
+    def plugin_takes(self, graph, node, ctx) -> bool:
+        """With contrib_plugins asked: whether the plugin rule will replace this node (then the
+        plugins pass does it); a plugin near miss leaves the node to this decomposition."""
+        if not (self.plugin_rule and ctx.options.get(CONTRIB_PLUGINS)):
+            return False
+        from .registry import get_rule
+        plugin = get_rule(self.plugin_rule)
+        return plugin.wanted(ctx)[0] and isinstance(plugin.match(graph, node, ctx), Match)
 
 
 # -- decompositions -----------------------------------------------------------------------------
@@ -134,6 +135,8 @@ class FastGeluDecompose(_ContribDecompose):
     plugin_rule = "fast-gelu-plugin"
 
     def match(self, graph, node, ctx):
+        if self.plugin_takes(graph, node, ctx):
+            return None
         return Match(anchor=node.name, nodes=[node], inputs=list(node.inputs), outputs=[node.outputs[0]])
 
     def rewrite(self, graph, match, build):
@@ -156,6 +159,8 @@ class SkipLayerNormDecompose(_ContribDecompose):
     plugin_rule = "skip-layer-norm-plugin"
 
     def match(self, graph, node, ctx):
+        if self.plugin_takes(graph, node, ctx):
+            return None
         for i in (1, 2):
             out = optional_output(node, i)
             if out is not None and used(graph, out):
@@ -171,11 +176,11 @@ class SkipLayerNormDecompose(_ContribDecompose):
         eps = float(node.attrs.get("epsilon", 1e-12))
         dtype = _dtype(x)
         remove_nodes(graph, [node])
-        s = build.op("Add", x, skip, dtype=dtype)
+        keep_sum = [total] if total is not None and used(graph, total) else None   # output 3: the sum
         if bias is not None:
-            s = build.op("Add", s, bias, dtype=dtype)
-        if total is not None and used(graph, total):
-            build.node("Identity", [s], outputs=[total])
+            s = build.node("Add", [build.op("Add", x, skip, dtype=dtype), bias], outputs=keep_sum, dtype=dtype)[0]
+        else:
+            s = build.node("Add", [x, skip], outputs=keep_sum, dtype=dtype)[0]
         layer_norm(build, graph, s, gamma, beta, eps, out, dtype)
         return {"bias": bias is not None, "layer_norm": "op" if int(graph.opset) >= 17 else "primitives"}
 
@@ -207,12 +212,13 @@ class EmbedLayerNormDecompose(_ContribDecompose):
                            build.const(np.array([2], np.int64), "two"), dtype=np.int64)
             pos = build.op("Slice", pos_table, build.const(np.array([0], np.int64), "zero"), seq,
                            build.const(np.array([0], np.int64), "axis0"), dtype=dtype)
-        total = build.op("Add", total, pos, dtype=dtype)
+        keep_sum = [emb_sum] if emb_sum is not None and used(graph, emb_sum) else None
         if seg is not None and seg_table is not None:
-            total = build.op("Add", total, build.op("Gather", seg_table, seg, attrs={"axis": 0}, dtype=dtype),
-                             dtype=dtype)
-        if emb_sum is not None and used(graph, emb_sum):
-            build.node("Identity", [total], outputs=[emb_sum])
+            total = build.op("Add", total, pos, dtype=dtype)
+            seg_rows = build.op("Gather", seg_table, seg, attrs={"axis": 0}, dtype=dtype)
+            total = build.node("Add", [total, seg_rows], outputs=keep_sum, dtype=dtype)[0]
+        else:
+            total = build.node("Add", [total, pos], outputs=keep_sum, dtype=dtype)[0]
         layer_norm(build, graph, total, gamma, beta, eps, out, dtype)
         if mask_index is not None and used(graph, mask_index):
             self._mask_index(build, graph, ids, mask, mask_index)
@@ -227,7 +233,7 @@ class EmbedLayerNormDecompose(_ContribDecompose):
             build.node("ConstantOfShape", [batch], outputs=[mask_index],
                        attrs={"value": gs.Constant("zero_i32", np.array([0], np.int32))})
             return
-        ones = build.op("Cast", build.op("Equal", mask, build.const(np.array(1, dtype=np.dtype(mask.dtype or np.int32)), "one"),
+        ones = build.op("Cast", build.op("Equal", mask, build.const(np.array(1, dtype=dtype_of(mask) or np.int32), "one"),
                                          dtype=np.bool_),
                         attrs={"to": onnx.TensorProto.INT32}, dtype=np.int32)
         build.node("ReduceSum", [ones, build.const(np.array([1], np.int64), "axes")], outputs=[mask_index],
@@ -284,16 +290,20 @@ class SkipLayerNormToPlugin(Rule):
 
     def rewrite(self, graph, match, build):
         x, skip = match.inputs
-        out = match.outputs[0]
-        axes = build.const(np.array([3, 4], np.int64), "axes")
-        shape5 = list(x.shape) + [1, 1] if x.shape is not None else None
-        match.inputs = [build.op("Unsqueeze", x, axes, dtype=x.dtype, shape=shape5),
-                        build.op("Unsqueeze", skip, axes, dtype=x.dtype, shape=shape5)]
-        y5 = build.var("skipln5d", dtype=out.dtype, shape=shape5)
+        dims = static_dims(x)
+        shape5 = dims + [1, 1] if dims is not None else None
+        dt = _dtype(x)
+        if int(graph.opset) >= 13:      # axes: an input from opset 13, an attribute before
+            axes_in, axes_attr = [build.const(np.array([3, 4], np.int64), "axes")], {}
+        else:
+            axes_in, axes_attr = [], {"axes": [3, 4]}
+        match.inputs = [build.node("Unsqueeze", [t] + axes_in, attrs=axes_attr, dtype=dt, shape=shape5)[0]
+                        for t in (x, skip)]
+        y5 = build.var("skipln5d", dtype=dt, shape=shape5)
         node_out = match.outputs
         match.outputs = [y5]
         build.replace_with_plugin(self, match)
-        build.node("Squeeze", [y5, axes], outputs=node_out)
+        build.node("Squeeze", [y5] + axes_in, outputs=node_out, attrs=axes_attr)
         return {"layout": "Unsqueeze to [B,S,E,1,1] -> plugin -> Squeeze"}
 
 

@@ -1,12 +1,14 @@
 """Apply a set of rules to a graph: select by target/options, match at each anchor, rewrite, record."""
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, List, Sequence
 
 import onnx_graphsurgeon as gs
 
 from ..graph_utils import NameMaker, toposort_if_needed
 from .build import Builder, FieldError
+from .patterns import inferred_shapes
 from .rule import NearMiss, Rule
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,6 +32,12 @@ def anchors(graph: gs.Graph, rule: Rule) -> List[gs.Node]:
 def apply_rules(graph: gs.Graph, rules: Sequence[Rule], ctx: "PassContext", result: "PassResult",
                 prefix: str, action: str) -> bool:
     """Run each wanted rule at each of its anchors, in graph order; returns whether anything changed."""
+    wanted_rules = [r for r in rules if r.wanted(ctx)[0] and anchors(graph, r)]
+    with inferred_shapes(graph) if wanted_rules else contextlib.nullcontext():
+        return _apply(graph, rules, ctx, result, prefix, action)
+
+
+def _apply(graph, rules, ctx, result, prefix, action) -> bool:
     build = Builder(graph, NameMaker(graph, prefix), ctx)
     changed = False
     for rule in rules:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..target import TrtRange
-from .patterns import const, only_consumer, producer, static_dims
+from .patterns import const, dtype_of, only_consumer, producer, static_dims
 from .registry import register_rule
 from .rule import Match, NearMiss, PluginSpec, Rule
 
@@ -68,8 +68,8 @@ class GroupNormToPlugin(Rule):
         dims = static_dims(x)
         if dims is None or len(dims) != 4:
             return NearMiss(node.name, f"input rank is {len(dims) if dims else 'unknown'}; the plugin takes NCHW")
-        if x.dtype is not None and np.dtype(x.dtype) != np.float32:
-            return NearMiss(node.name, f"input is {np.dtype(x.dtype)}; GroupNormalizationPlugin is FP32 only")
+        if dtype_of(x) not in (None, np.float32):
+            return NearMiss(node.name, f"input is {dtype_of(x)}; GroupNormalizationPlugin is FP32 only")
         back = only_consumer(node.outputs[0])
         if back is None or back.op != "Reshape" or not self._restores_shape(back, x):
             return NearMiss(node.name, "InstanceNormalization output is not reshaped back to the input's shape")

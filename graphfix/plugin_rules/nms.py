@@ -30,7 +30,7 @@ import onnx_graphsurgeon as gs
 
 from ..target import TrtRange
 from .build import prune_dead
-from .patterns import const, const_scalar, is_graph_output, optional_input, producer, static_dims
+from .patterns import const, const_scalar, dtype_of, is_graph_output, optional_input, producer, static_dims
 from .registry import register_rule
 from .rule import Match, NearMiss, PluginSpec, Rule
 
@@ -103,7 +103,7 @@ class NmsToEfficientNms(Rule):
             details["score_threshold"] = "none in the model: 0.0 (EfficientNMS drops negative scores)"
         return Match(anchor=node.name, nodes=nodes, inputs=[boxes, scores], fields=fields, details=details,
                      data={"scores_bnc": scores_bnc, "removed_outputs": removed, "batch": bdims[0] or "batch",
-                           "dtype": boxes.dtype or np.float32})
+                           "dtype": dtype_of(boxes) or np.dtype(np.float32)})
 
     @staticmethod
     def _head(graph, nms):

@@ -1,12 +1,39 @@
 """Small questions rules ask about a gs.Graph: who consumes a tensor, is it a constant, of what value."""
 from __future__ import annotations
 
-from typing import List, Optional
+import contextlib
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..graph_utils import constant_value
+
+# name -> (numpy dtype or None, shape or None) from ONNX shape inference, for tensors the graph
+# carries no shape for (intermediate tensors of exported models usually have no value_info)
+_INFERRED: Dict[str, Tuple[object, Optional[list]]] = {}
+
+
+@contextlib.contextmanager
+def inferred_shapes(graph: gs.Graph):
+    """Within the block, static_dims()/dtype_of() fall back to ONNX shape inference of `graph`."""
+    import onnx
+    _INFERRED.clear()
+    try:
+        model = gs.export_onnx(graph, do_type_check=False)
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+            t = v.type.tensor_type
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else None
+            shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim] \
+                if t.HasField("shape") else None
+            _INFERRED[v.name] = (dtype, shape)
+    except Exception:   # inference is a help, not a requirement: rules then see unknown shapes
+        pass
+    try:
+        yield
+    finally:
+        _INFERRED.clear()
 
 
 def consumers(tensor) -> List[gs.Node]:
@@ -61,8 +88,21 @@ def used(graph: gs.Graph, tensor) -> bool:
     return tensor is not None and (bool(tensor.outputs) or is_graph_output(graph, tensor))
 
 
-def static_dims(tensor) -> Optional[List[int]]:
+def static_dims(tensor) -> Optional[List[Optional[int]]]:
+    """Dims of a tensor (None for a dynamic dim), from the graph or shape inference; None if rank unknown."""
     shape = getattr(tensor, "shape", None)
+    if shape is None and tensor is not None:
+        shape = _INFERRED.get(tensor.name, (None, None))[1]
     if shape is None:
         return None
     return [d if isinstance(d, int) and d >= 0 else None for d in shape]
+
+
+def dtype_of(tensor):
+    """Numpy dtype of a tensor from the graph or shape inference; None when unknown."""
+    if tensor is None:
+        return None
+    if getattr(tensor, "dtype", None) is not None:
+        return np.dtype(tensor.dtype)
+    dt = _INFERRED.get(tensor.name, (None, None))[0]
+    return np.dtype(dt) if dt is not None else None

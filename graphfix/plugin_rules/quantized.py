@@ -28,7 +28,6 @@ from typing import Optional
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 
 from .build import remove_nodes
 from .patterns import const, only_consumer, optional_input, producer, used

@@ -21,7 +21,7 @@ import onnx_graphsurgeon as gs
 
 from ..target import TrtRange
 from .build import FunctionBody
-from .patterns import static_dims
+from .patterns import dtype_of, static_dims
 from .registry import register_rule
 from .rule import Match, NearMiss, PluginSpec, Rule
 
@@ -46,8 +46,8 @@ class RoiAlignToPlugin(Rule):
         dims = static_dims(rois)
         if dims is not None and (len(dims) != 2 or dims[1] not in (4, None)):
             return NearMiss(node.name, f"rois has shape {rois.shape}, ROIAlign_TRT takes [num_rois, 4]")
-        if x.dtype is not None and np.dtype(x.dtype) not in (np.float32, np.float16):
-            return NearMiss(node.name, f"X is {np.dtype(x.dtype)}; ROIAlign_TRT takes float32/float16")
+        if dtype_of(x) not in (None, np.float32, np.float16):
+            return NearMiss(node.name, f"X is {dtype_of(x)}; ROIAlign_TRT takes float32/float16")
         opset = int(graph.opset)
         ctm = node.attrs.get("coordinate_transformation_mode", "half_pixel") if opset >= 16 else "output_half_pixel"
         ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
@@ -71,7 +71,7 @@ class RoiAlignToPlugin(Rule):
         }
         return Match(anchor=node.name, nodes=[node], inputs=[x, rois, idx], outputs=[node.outputs[0]],
                      fields=fields, details={"coordinate_transformation_mode": ctm, "mode": mode},
-                     data={"attrs": dict(node.attrs), "index_dtype": idx.dtype})
+                     data={"attrs": dict(node.attrs)})
 
     def rewrite(self, graph, match, build):
         idx = match.inputs[2]

@@ -1,0 +1,41 @@
+"""`graphfix fix` options of plugin substitution and decomposition, and the PassContext options they set."""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+
+def add_plugin_arguments(parser) -> None:
+    g = parser.add_argument_group("plugins and decompositions")
+    g.add_argument("--nms-plugin", action="store_true",
+                   help="replace NonMaxSuppression and its post-processing head by EfficientNMS_TRT on any "
+                        "target (default: only where TensorRT cannot run NMS, < 9.0); the graph outputs "
+                        "become num_detections, detection_boxes, detection_scores, detection_classes")
+    g.add_argument("--plugin-rules", action="append", default=[], metavar="FILE",
+                   help="Python file that registers rewrite rules with graphfix.plugin_rules.register_rule "
+                        "(repeatable; see docs/plugins.md)")
+    g.add_argument("--plugin-as-function", action="store_true",
+                   help="TensorRT >= 10.7: emit each plugin as an ONNX local function whose body is the "
+                        "original subgraph (TensorRT picks the plugin, ONNX Runtime runs the body)")
+    g.add_argument("--contrib-plugins", action="store_true",
+                   help="ONNX Runtime contrib ops with a TensorRT plugin (SkipLayerNormalization, FastGelu) "
+                        "become that plugin instead of standard ONNX ops")
+    g.add_argument("--dequantize", choices=["float", "exact"], default="float",
+                   help="integer/dynamic-quantized ops: float activations (default) or keep the dynamic "
+                        "activation quantization as float ops (same results as ONNX Runtime)")
+
+
+def plugin_options(args) -> Dict[str, Any]:
+    """Load the user's rule files and return the PassContext.options the flags ask for."""
+    from .registry import load_rule_file
+    for path in getattr(args, "plugin_rules", None) or []:
+        load_rule_file(path)
+    options: Dict[str, Any] = {}
+    if getattr(args, "nms_plugin", False):
+        options["nms"] = True
+    if getattr(args, "plugin_as_function", False):
+        options["plugin_as_function"] = True
+    if getattr(args, "contrib_plugins", False):
+        options["contrib_plugins"] = True
+    if getattr(args, "dequantize", "float") != "float":
+        options["dequantize"] = args.dequantize
+    return options

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--in-place", action="store_true", help="allow the output to replace the input file")
     fx.add_argument("--shapes", help="input shapes for checks, e.g. input_ids:1x128,mask:1x128")
     fx.add_argument("--quiet", action="store_true", help="print no summary")
+    from .plugin_rules.cli_args import add_plugin_arguments
+    add_plugin_arguments(fx)
     fx.add_argument("--until-parses", action="store_true",
                     help="drive the passes by TensorRT's parser: parse, run the passes its errors call for, "
                          "parse again, until it parses or nothing changes (needs TensorRT)")
@@ -90,7 +92,8 @@ def cmd_fix(args) -> int:
     if os.path.exists(args.output) and os.path.exists(args.input) \
             and os.path.samefile(args.output, args.input) and not args.in_place:
         raise OutputError(f"{args.output}: refusing to overwrite the input model (pass --in-place to allow)")
-    context = PassContext(int32_io=args.int32_io)
+    from .plugin_rules.cli_args import plugin_options
+    context = PassContext(int32_io=args.int32_io, options=plugin_options(args))
     check = "ort" if args.check == "trt" else args.check
     if args.until_parses:
         from .fix_loop import fix_until_parses

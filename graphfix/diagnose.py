@@ -378,10 +378,60 @@ def _shape_slice(ctx, ref, r):
     return None if (start_n, end_n) == (0, rank) else f"start = {start}, end = {end}, rank {rank}"
 
 
+@rule("reduce_axes_ignored")
+def _reduce_axes_ignored(ctx, ref, r):
+    """An axes input that an importer ignores matters unless it names every axis anyway."""
+    node = ref.node
+    axes = _input(node, 1)
+    if axes is None:
+        return None
+    rank = ctx.facts.rank(node.input[0])
+    value = ctx.facts.value(axes) if ctx.facts.is_weights(axes) else None
+    if value is not None and rank is not None:
+        named = sorted({int(a) % rank for a in value.reshape(-1)}) if rank else []
+        if value.size and named == list(range(rank)):
+            return None
+        if not value.size and _attr(node, "noop_with_empty_axes", 0) == 0:
+            return None
+    return f"axes input '{axes}'"
+
+
+@rule("float_shape_input")
+def _float_shape_input(ctx, ref, r):
+    """Inputs whose values become an output shape must not be FLOAT values known only at run time."""
+    for index in r["inputs"]:
+        name = _input(ref.node, index)
+        if name is None or name in ctx.facts.foldable:
+            continue
+        if ctx.facts.dtype(name) in ("FLOAT", "FLOAT16", "DOUBLE", "BFLOAT16"):
+            return f"'{name}' is a run-time {ctx.facts.dtype(name)} tensor"
+    return None
+
+
+@rule("loop_scan_without_trip_count")
+def _loop_scan_without_trip_count(ctx, ref, r):
+    node = ref.node
+    carried = max(len(node.input) - 2, 0)
+    scans = [o for o in node.output[carried:] if o]
+    if not scans:
+        return None
+    trip = _input(node, 0)
+    if trip is not None:
+        value = ctx.facts.value(trip) if ctx.facts.is_weights(trip) else None
+        if value is None or int(value.reshape(-1)[0]) < np.iinfo(np.int32).max:
+            return None
+    return f"{len(scans)} scan output(s), no trip count"
+
+
 @rule("input_absent")
 def _input_absent(ctx, ref, r):
     name = _input(ref.node, r["input"])
     return f"input {r['input']} ('{name}') is set" if name else None
+
+
+@rule("input_required")
+def _input_required(ctx, ref, r):
+    return None if _input(ref.node, r["input"]) else f"input {r['input']} is missing"
 
 
 @rule("const_input")
@@ -708,6 +758,9 @@ class _Checker:
         consumers = f.consumers.get(name, [])
         if producer is not None and producer.node.op_type == "QuantizeLinear":
             return True
+        if name in f.weights:  # quantized weights and zero points are read by Q/DQ nodes
+            return bool(consumers) and all(c.node.op_type in ("QuantizeLinear", "DequantizeLinear")
+                                           for c in consumers)
         return bool(consumers) and all(c.node.op_type == "DequantizeLinear" and c.node.input[0] == name
                                        for c in consumers)
 

@@ -28,7 +28,7 @@ def _warnings(result):
 # fixture -> {version: expected problems}; an empty list means clean.
 EXPECTED = {
     "check_clean_conv": {"8.6": [], "10.0": [], "11.0": []},
-    "check_reduce_axes_input": {"8.6": [("input_absent", "wrong-result", "target-opset")], "10.0": []},
+    "check_reduce_axes_input": {"8.6": [("reduce_axes_ignored", "wrong-result", "target-opset")], "10.0": []},
     "check_reduce_axes_runtime": {"8.6": [("const_input", "error", "")], "10.0": [("const_input", "error", "")]},
     "check_reduce_axes_foldable": {"8.6": [("const_input", "error", "fold-constants")],
                                    "10.0": [("const_input", "error", "fold-constants")]},
@@ -104,6 +104,57 @@ def test_subgraph_nodes_are_checked():
                        [vi("cond", T.BOOL, []), vi("x", T.FLOAT, [2, 2, 2])], [vi("y", T.FLOAT, [2])], opset=11)
     det = [f for f in check_model(model, trt="10.0").findings if f.op == "Det"]
     assert det and det[0].node.startswith("branch/") and det[0].node.endswith("inner_det")
+
+
+def _rules(model, trt):
+    return {f.rule for f in check_model(model, trt=trt).findings if f.severity != "warning"}
+
+
+def test_ignored_axes_input_matters_only_when_not_all_axes():
+    import numpy as np
+    from graphfix.fixtures._make import const
+
+    def reduce(axes):
+        return make_model([helper.make_node("ReduceMax", ["x", "axes"], ["y"], keepdims=1)],
+                          [vi("x", T.FLOAT, [2, 3])], [vi("y", T.FLOAT, None)],
+                          [const("axes", axes, np.int64)], opset=18)
+    assert "reduce_axes_ignored" in _rules(reduce([1]), "8.6")
+    assert "reduce_axes_ignored" not in _rules(reduce([0, -1]), "8.6")   # all axes: same result
+
+
+def test_runtime_float_scales_cannot_become_a_shape():
+    model = make_model([helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="nearest")],
+                       [vi("x", T.FLOAT, [1, 1, 2, 2]), vi("scales", T.FLOAT, [4])], [vi("y", T.FLOAT, None)])
+    for version in ("8.6", "10.0"):
+        assert "float_shape_input" in _rules(model, version)
+
+
+def test_loop_scan_outputs_need_a_trip_count():
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", ["x"], ["scan"])],
+        "body", [vi("i", T.INT64, []), vi("cond_in", T.BOOL, [])],
+        [vi("cond_out", T.BOOL, []), vi("scan", T.FLOAT, [2])])
+    model = make_model([helper.make_node("Loop", ["", "cond"], ["ys"], name="loop", body=body)],
+                       [vi("cond", T.BOOL, []), vi("x", T.FLOAT, [2])], [vi("ys", T.FLOAT, None)], opset=13)
+    found = [f for f in check_model(model, trt="8.6").findings if f.rule == "loop_scan_without_trip_count"]
+    assert found and found[0].severity == "wrong-result"
+    found = [f for f in check_model(model, trt="10.0").findings if f.rule == "loop_scan_without_trip_count"]
+    assert found and found[0].severity == "error"
+
+
+def test_qdq_needs_a_zero_point_on_8_6():
+    import numpy as np
+    from graphfix.fixtures._make import const
+    model = make_model([helper.make_node("QuantizeLinear", ["x", "s"], ["q"]),
+                        helper.make_node("DequantizeLinear", ["q", "s"], ["y"])],
+                       [vi("x", T.FLOAT, [4])], [vi("y", T.FLOAT, [4])], [const("s", 0.1, np.float32)])
+    assert "input_required" in _rules(model, "8.6")
+    assert "io-only-dtype" in _rules(model, "10.0")   # no zero point: ONNX makes the result UINT8
+    with_zp = make_model([helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"]),
+                          helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"])],
+                         [vi("x", T.FLOAT, [4])], [vi("y", T.FLOAT, [4])],
+                         [const("s", 0.1, np.float32), const("zp", 0, np.int8)])
+    assert check_model(with_zp, trt="8.6").clean and check_model(with_zp, trt="10.0").clean
 
 
 # --- command line -----------------------------------------------------------------------------------

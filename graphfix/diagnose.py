@@ -641,6 +641,7 @@ class _Checker:
         self.ctx = _Ctx(self.facts, profile)
         self.findings: List[Finding] = []
         self._seen: Set[Tuple] = set()
+        self._doc = profile.sources[0] if profile.sources else ""   # the line's operators.md
 
     def add(self, node: Optional[str], op: Optional[str], severity: str, reason: str,
             fix: Optional[str], source: str, rule_name: str) -> None:
@@ -671,13 +672,13 @@ class _Checker:
                      "target-opset", p.sources[0] if p.sources else "", "max-opset")
         if 0 < f.opset < 7:
             self.add(None, None, "warning", f"model opset {f.opset} is below 7, which TensorRT does not "
-                     "guarantee to import", "target-opset", "", "min-opset")
+                     "guarantee to import", "target-opset", self._doc, "min-opset")
         if not p.int64_native:
             self._int64_narrowing()
         doubles = sorted(n for n in set(f.graph_inputs) | set(f.graph_outputs) if f.dtype(n) == "DOUBLE")
         if doubles and "DOUBLE" in p.narrowed_dtypes:
             self.add(None, None, "warning", f"DOUBLE inputs/outputs ({', '.join(doubles)}) are computed in FP32 "
-                     "and bound as FLOAT", None, "", "double-narrowed")
+                     "and bound as FLOAT", None, self._doc, "double-narrowed")
 
     def _int64_narrowing(self) -> None:
         f = self.facts
@@ -730,16 +731,16 @@ class _Checker:
                 if self._io_only_ok(name):
                     continue
                 self.add(*where, "error", f"{label} is {dt}: TensorRT {p.version} supports {dt} only for network "
-                         "inputs/outputs that go straight through a Cast", None, "", "io-only-dtype")
+                         "inputs/outputs that go straight through a Cast", None, self._doc, "io-only-dtype")
                 continue
             if eff in p.quantized_only_dtypes:
                 if self._quantized_ok(name):
                     continue
                 self.add(*where, "error", f"{label} is {dt}: TensorRT {p.version} supports {dt} only as the "
-                         "output of QuantizeLinear / input of DequantizeLinear", None, "", "quantized-only-dtype")
+                         "output of QuantizeLinear / input of DequantizeLinear", None, self._doc, "quantized-only-dtype")
                 continue
             self.add(*where, "error", f"{label} is {dt}, a type TensorRT {p.version} does not have", None,
-                     "", "unsupported-dtype")
+                     self._doc, "unsupported-dtype")
 
     def _io_only_ok(self, name: str) -> bool:
         f = self.facts
@@ -806,7 +807,7 @@ class _Checker:
             bools = [i for i in node.input[:1] if i and self.facts.dtype(i) == "BOOL"]
             if bools:
                 self.add(ref.display, op, "warning", f"bool data through {op}: Myelin-fused regions may reject "
-                         "bool I/O at build time", "cast-bool", "", "myelin-bool")
+                         "bool I/O at build time", "cast-bool", self._doc, "myelin-bool")
 
     def _input_types(self, ref: NodeRef, entry: dict) -> None:
         types = entry.get("types")
@@ -845,10 +846,10 @@ class _Checker:
             return
         if node.op_type in KNOWN_TRT_PLUGINS:
             self.add(ref.display, node.op_type, "warning", f"imported as the TensorRT plugin {node.op_type}; "
-                     "ONNX Runtime cannot run it", None, "", "plugin-node")
+                     "ONNX Runtime cannot run it", None, self._doc, "plugin-node")
             return
         self.add(ref.display, node.op_type, "error", f"custom-domain op {node.domain}::{node.op_type}: the parser "
-                 f"looks for a TensorRT plugin named {node.op_type} and none is known", None, "", "custom-op")
+                 f"looks for a TensorRT plugin named {node.op_type} and none is known", None, self._doc, "custom-op")
 
     def _local_function(self, ref: NodeRef) -> None:
         if self.profile.local_functions:

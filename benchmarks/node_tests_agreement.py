@@ -401,6 +401,9 @@ def summarize(models: Dict[str, dict]) -> dict:
             "confusion": {f"{a}&{b}": matrix[(a, b)] for a in ("clean", "flagged") for b in ("trt_ok", "trt_fail")},
             "clean_but_trt_failed": sorted(n for n, m in real.items() if m["check_clean"] and not trt_ok(m)),
             "flagged_but_trt_ok": sorted(n for n, m in real.items() if not m["check_clean"] and trt_ok(m)),
+            # rules behind false alarms: the first place to correct the profile
+            "rules_on_trt_ok_models": dict(Counter(p for m in real.values() if not m["check_clean"] and trt_ok(m)
+                                                   for p in m.get("check_problems", [])).most_common()),
         })
     return summary
 
@@ -501,6 +504,9 @@ def main(argv=None) -> int:
               f"matched, {summary['trt_crashed']} crashed, {summary['trt_timed_out']} timed out")
         print(f"agreement: {summary['agree']}/{summary['trt_runs']} = {100 * summary['agreement']:.1f} %  "
               f"{summary['confusion']}")
+        if summary["rules_on_trt_ok_models"]:
+            print("rules that flagged models TensorRT handled: " +
+                  ", ".join(f"{r} {n}" for r, n in summary["rules_on_trt_ok_models"].items()))
         for key in ("clean_but_trt_failed", "flagged_but_trt_ok"):
             if summary[key]:
                 shown = summary[key][:40]

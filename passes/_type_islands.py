@@ -361,6 +361,7 @@ class Retyper:
     ``io_new``; any other source keeps the old type and gets one Cast to the new one. Each read then
     takes the version it needs (bound reads: new; boundaries: old), and the missing version is made
     once per tensor: a constant copy for constants, else one Cast. Graph outputs keep their names.
+    Call ``finish()`` after the last island: it places the new Casts in the node list.
     """
 
     def __init__(self, graph: gs.Graph, analysis: TypeVarAnalysis, namer: NameMaker, result: PassResult,
@@ -370,6 +371,7 @@ class Retyper:
         self.old, self.new = old, new
         self.io_new, self.retarget_cast, self.either_ok = io_new, retarget_cast, either_ok
         self._originals: Dict[str, np.ndarray] = {}
+        self._pending: List[Tuple[int, gs.Node]] = []   # (index of the source's producer, Cast)
 
     def retype(self, island: Island, convert: Callable[[str, np.ndarray], np.ndarray]) -> RetypeStats:
         stats = RetypeStats()
@@ -453,10 +455,22 @@ class Retyper:
     def _insert_cast(self, source: gs.Tensor, elem: int) -> gs.Tensor:
         out = gs.Variable(self.namer(type_name(elem).lower()), dtype=np_dtype(elem), shape=source.shape)
         node = gs.Node("Cast", name=self.namer("cast"), attrs={"to": int(elem)}, inputs=[source], outputs=[out])
-        producer = source.inputs[0] if source.inputs else None
-        index = 0
-        if producer is not None:
-            index = next(k for k, n in enumerate(self.graph.nodes) if n is producer) + 1
-        self.graph.nodes.insert(index, node)
+        # Placed right after the source's producer (graph inputs, constants: first) by finish().
+        where = self.analysis.producer.get(source.name)
+        self._pending.append((where[0] if where else -1, node))
         self.result.change("insert-cast", node.name, {"input": source.name, "to": type_name(elem)})
         return out
+
+    def finish(self) -> None:
+        """Put the inserted Casts into the node list, each right after its input's producer."""
+        if not self._pending:
+            return
+        after: Dict[int, List[gs.Node]] = {}
+        for index, node in self._pending:
+            after.setdefault(index, []).append(node)
+        nodes = list(after.get(-1, []))
+        for index, node in enumerate(self.analysis.nodes):
+            nodes.append(node)
+            nodes.extend(after.get(index, []))
+        self.graph.nodes = nodes
+        self._pending = []

@@ -52,7 +52,7 @@ class CastBool(Pass):
         result = PassResult()
         profile = load_profile(self.context.target)
         affected = set(profile.myelin_bool_unsafe_ops) | set(profile.bool_rejecting_ops)
-        if not affected:
+        if not affected or not any(node.op in affected for node in graph.nodes):
             return result
         types = infer_elem_types(graph)
         members = _chain_members(graph, affected, types)   # node indices
@@ -81,6 +81,7 @@ class CastBool(Pass):
             result.count("tensors-retyped", stats.tensors)
             result.count("casts-inserted", len(stats.casts))
             result.count("constants-copied", len(stats.copies))
+        retyper.finish()
         return result
 
 

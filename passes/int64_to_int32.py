@@ -93,6 +93,7 @@ class Int64ToInt32(Pass):
             if clamps is None:
                 continue
             self._narrow(island, clamps, retyper, result)
+        retyper.finish()
         return result
 
     # -- decisions ---------------------------------------------------------------------------------

@@ -167,3 +167,21 @@ def test_pipeline_runs_int64_then_bool_on_the_example():
     assert status == {"int64-to-int32": "applied", "cast-bool": "applied"}, report.summary()
     assert report.ok, report.summary()
     assert bool_reads(fixed, MYELIN_UNSAFE) == []
+
+
+# -- on real TensorRT (the rig): `pytest tests/passes/test_cast_bool.py -m trt` -----------------------
+@pytest.mark.trt
+@pytest.mark.parametrize("name", BOOL_FIXTURES)
+def test_trt_builds_and_matches_onnx_runtime(name, tmp_path):
+    """After int64-to-int32 (where the target needs it) and cast-bool the model builds and matches ORT."""
+    from graphfix.checks.trt import build_and_compare
+    from graphfix.checks.trt_env import trt_version
+    model = build(name)
+    fixed, report = fix(model, trt=trt_version(), passes=["int64-to-int32", "cast-bool"], check="ort")
+    assert report.ok, report.summary()
+    raw_path, fixed_path = str(tmp_path / "raw.onnx"), str(tmp_path / "fixed.onnx")
+    onnx.save(model, raw_path)
+    onnx.save(fixed, fixed_path)
+    compared = build_and_compare(raw_path, fixed_path, timeout=600, progress=False)
+    assert compared.passed, compared.detail
+    assert not any("requires bool I/O" in w for w in compared.warnings + compared.log_tail)

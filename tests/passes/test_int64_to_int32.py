@@ -263,3 +263,35 @@ def test_pipeline_runs_it_for_8_6_and_skips_it_for_10():
     _, report10 = fix(model, trt="10.3", passes=[PASS])
     (rec10,) = [p for p in report10.passes if p.name == PASS]
     assert rec10.status == "skipped"
+
+
+# -- on real TensorRT (the rig): `pytest tests/passes/test_int64_to_int32.py -m trt` ------------------
+TRT_INT64_FIXTURES = ["int64_slice_sentinels", "int64_shape_reshape", "int64_expand_constantofshape",
+                      "int64_out_of_range", "int64_token_ids", "int64_if_outer_scope", "example_encoder_block"]
+
+
+@pytest.mark.trt
+@pytest.mark.parametrize("name", TRT_INT64_FIXTURES)
+def test_trt_parses_and_matches_onnx_runtime(name, tmp_path):
+    """The narrowed model parses with no clamping (but where the pass warned), builds and matches ORT."""
+    from graphfix.checks.trt import build_and_compare, parse_in_subprocess
+    from graphfix.checks.trt_env import trt_version
+    version = trt_version()
+    model = build(name)
+    fixed, result = apply_pass(PASS, model, trt=version)
+    raw_path, fixed_path = str(tmp_path / "raw.onnx"), str(tmp_path / "fixed.onnx")
+    onnx.save(model, raw_path)
+    onnx.save(fixed, fixed_path)
+    parse = parse_in_subprocess(fixed_path, timeout=300)
+    assert parse.parsed, parse.errors
+    clamped = [w for w in parse.warnings if "clamped" in w]
+    if not result.modified:        # TensorRT >= 9: the pass leaves the model alone
+        return
+    if name == "int64_out_of_range":
+        assert result.warnings and clamped, parse.warnings   # the kept island: warned by both
+        return
+    assert clamped == [], clamped
+    if name == "int64_slice_sentinels":                      # every INT64 weight was narrowed
+        assert not any("INT64" in w for w in parse.warnings), parse.warnings
+    compared = build_and_compare(raw_path, fixed_path, timeout=600, progress=False)
+    assert compared.passed, compared.detail

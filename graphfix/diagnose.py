@@ -799,8 +799,6 @@ class _Checker:
                 name = _input(node, r["input"])
                 if name not in self.facts.foldable:
                     fix = None
-            if r.get("fix_if") == "input_static" and not self.facts.static(node.input[0]):
-                fix = None
             reason = r["reason"] + (f" ({detail})" if detail else "")
             self.add(ref.display, op, r["severity"], reason, fix, r.get("source", ""), r["check"])
         if p.myelin_bool_unsafe_ops and op in p.myelin_bool_unsafe_ops:

@@ -20,6 +20,8 @@ is skipped, or one is added). Semantic differences, reported in the change detai
 - ONNX caps boxes per class (max_output_boxes_per_class); EfficientNMS caps boxes per image. The cap
   is the head's TopK K when it has one, else max_output_boxes_per_class * classes.
 - EfficientNMS needs score_threshold >= 0 and iou_threshold > 0; output boxes are always corners.
+- Ties: ONNX keeps score > threshold and suppresses IoU > threshold; EfficientNMS keeps score >=
+  threshold and suppresses IoU >= threshold (efficientNMSInference.cu).
 """
 from __future__ import annotations
 
@@ -100,7 +102,7 @@ class NmsToEfficientNms(Rule):
         if box_coding:
             details["note"] = "detection_boxes are corners (x1, y1, x2, y2); the input boxes were center-size"
         if score_t is None:
-            details["score_threshold"] = "none in the model: 0.0 (EfficientNMS drops negative scores)"
+            details["score_threshold"] = "none in the model: 0.0 (EfficientNMS then keeps every score, as ONNX does)"
         return Match(anchor=node.name, nodes=nodes, inputs=[boxes, scores], fields=fields, details=details,
                      data={"scores_bnc": scores_bnc, "removed_outputs": removed, "batch": bdims[0] or "batch",
                            "dtype": dtype_of(boxes) or np.dtype(np.float32)})

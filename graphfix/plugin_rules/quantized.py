@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 
 from .build import remove_nodes
-from .patterns import const, only_consumer, optional_input, producer, used
+from .patterns import const, is_graph_output, only_consumer, optional_input, producer, used
 from .registry import register_rule
 from .rule import DECOMPOSE, Match, NearMiss, Rule
 
@@ -305,7 +305,7 @@ class DynamicQuantizeLinearLeftover(_QuantDecompose):
     def match(self, graph, node, ctx) -> Optional[NearMiss]:
         readers = sorted({c.op for t in node.outputs for c in t.outputs})
         others = [op for op in readers if op not in self.handled + ("Mul",)]
-        if others or any(used(graph, t) and not t.outputs for t in node.outputs):
+        if others or any(is_graph_output(graph, t) for t in node.outputs):
             return NearMiss(node.name, f"its outputs feed {', '.join(others) or 'graph outputs'}; only "
                                        "MatMulInteger/ConvInteger chains are rewritten to float")
         return None

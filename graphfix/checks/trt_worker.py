@@ -188,8 +188,10 @@ def build(trt, logger, builder, network, parser, req: Dict[str, Any], events: Ev
     started = time.perf_counter()
     engine_bytes, failure = None, None
     try:
-        engine_bytes = EngineBytesFromNetwork((builder, network, parser), config=CreateConfig(**kwargs),
-                                              save_timing_cache=cache)()
+        serialized = EngineBytesFromNetwork((builder, network, parser), config=CreateConfig(**kwargs),
+                                            save_timing_cache=cache)()
+        # trt.IHostMemory on 8.6/10.x: copy it out through the buffer protocol
+        engine_bytes = bytes(memoryview(serialized)) if serialized is not None else None
     except Exception as exc:  # Polygraphy raises on a failed build; TensorRT's reasons are in the log
         failure = " ".join(str(exc).split())[:500]
     seconds = time.perf_counter() - started
@@ -199,7 +201,7 @@ def build(trt, logger, builder, network, parser, req: Dict[str, Any], events: Ev
                 optimization_level=kwargs.get("builder_optimization_level"),
                 tactic_sources=[s for s in TACTIC_SOURCES if hasattr(trt.TacticSource, s)],
                 profile=wanted)
-    return bytes(engine_bytes) if engine_bytes else None
+    return engine_bytes or None
 
 
 def _numpy_dtype(dtype):

@@ -241,9 +241,9 @@ BindPredicate = Callable[[int, gs.Node, SlotType], bool]   # (node index, node, 
 class TypeVarAnalysis:
     """Who reads and writes each tensor, and which tensors a retyping must move together.
 
-    ``binds(node_index, node, slot_type)`` decides which type variables join tensors: a variable binds when the
-    retyping may pass through it (its allowed types include both the old and the new type, and the
-    pass wants the node involved). Everything else is a boundary.
+    ``binds(node_index, node, slot_type)`` decides which type variables join tensors: a variable
+    binds when the retyping may pass through it (its allowed types include both the old and the new
+    type, and the pass wants the node involved). Everything else is a boundary.
     """
 
     def __init__(self, graph: gs.Graph, binds: BindPredicate):
@@ -256,7 +256,6 @@ class TypeVarAnalysis:
         self._bound_out: Dict[Tuple[int, int], str] = {}  # (node index, position) -> type variable
         self._bound_in_vars: Dict[int, set] = {}          # node index -> variables bound by inputs
         self._uf = _UnionFind()
-        self._has_var: Dict[str, bool] = {}
         for i, node in enumerate(self.nodes):
             self._add_node(i, node, binds)
         self.graph_inputs = {t.name for t in graph.inputs}
@@ -318,15 +317,14 @@ class TypeVarAnalysis:
                     members[root].append(key[1])
                 else:
                     bound[root] = True
-        out = []
-        for root in groups:
-            tensors = sorted(members[root]) or sorted(n for n in names if self._uf.find(("t", n)) == root)
-            out.append(Island(tensors, bound[root]))
-        return sorted(out, key=lambda isl: isl.anchor)
+        return sorted((Island(sorted(members[root]), bound[root]) for root in groups),
+                      key=lambda island: island.anchor)
 
 
 def _outer_reads(node: gs.Node, outer_names: set) -> Iterator[Tuple[gs.Node, int, gs.Tensor]]:
-    """(inner node, position, tensor) for every read of an outer-scope tensor inside node's bodies."""
+    """(inner node, position, tensor) for every read of an outer-scope tensor inside node's bodies.
+
+    (ONNX's checker refuses bodies that return an outer-scope tensor directly, so reads are all.)"""
     for value in node.attrs.values():
         graphs = value if isinstance(value, (list, tuple)) else [value]
         for sub in graphs:

@@ -6,11 +6,15 @@ FP32 and FP16 engines and run on the same seeded inputs as ONNX Runtime on the r
 largest error per output is recorded. TensorRT runs in child processes, so a crash is a result.
 
     python benchmarks/rig_fixtures.py OUT_DIR [--trt 8.6] [--fixtures a,b] [--precisions fp32,fp16]
-                                      [--timeout 600] [--timing-cache FILE] [--until-parses]
+                                      [--jobs 6] [--shard K/N] [--resume] [--timeout 600]
+                                      [--timing-cache FILE] [--until-parses]
 
 Writes OUT_DIR/<fixture>/{raw.onnx, fixed.onnx, fix-report.json}, OUT_DIR/<fixture>.json (all
-figures for that fixture), OUT_DIR/summary.json (environment and one row per fixture), and prints
-a table. Exit code 0 when it ran (whatever TensorRT said), 2 when TensorRT is not usable here.
+figures for that fixture), OUT_DIR/summary.json (environment and one row per fixture found in
+OUT_DIR), and prints a table. ``--jobs`` runs fixtures side by side (TensorRT children share the
+GPU; timings then overlap), ``--shard``/``--resume`` split a long run over several commands.
+When graphfix changes nothing, the raw figures are the fixed ones (built once).
+Exit code 0 when it ran (whatever TensorRT said), 2 when TensorRT is not usable here.
 """
 from __future__ import annotations
 
@@ -73,7 +77,7 @@ def cell(result: Optional[Dict[str, Any]]) -> str:
 
 def one_fixture(name: str, make, args, out_dir: str) -> Dict[str, Any]:
     import graphfix
-    from graphfix.checks.trt import build_and_compare, parse_in_subprocess
+    from graphfix.checks.trt import build_and_compare
     from graphfix.model_io import save_model
 
     here = os.path.join(out_dir, name)
@@ -95,17 +99,19 @@ def one_fixture(name: str, make, args, out_dir: str) -> Dict[str, Any]:
     except Exception as exc:  # a fixture graphfix refuses is a finding, not the end of the run
         row["fix"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         fixed_path = None
-    variants = {"raw": raw_path, "fixed": fixed_path}
-    for label, path in variants.items():
+    same = fixed_path is not None and open(raw_path, "rb").read() == open(fixed_path, "rb").read()
+    row["fixed_is_raw"] = same
+    for label, path in (("fixed", fixed_path), ("raw", raw_path)):
         if path is None:
             continue
-        outcome = parse_in_subprocess(path, args.plugins, timeout=args.timeout)
-        row[f"{label}_parse"] = outcome.to_json()
         for precision in args.precisions:
-            print(f"[{name}] {label} {precision}", file=sys.stderr, flush=True)
+            if label == "raw" and same:
+                row[f"raw_{precision}"] = row[f"fixed_{precision}"]
+                continue
             result = build_and_compare(raw_path, path, timeout=args.timeout, timing_cache=args.timing_cache,
-                                       plugins=args.plugins, progress=True, **PRECISIONS[precision])
+                                       plugins=args.plugins, progress=args.jobs == 1, **PRECISIONS[precision])
             row[f"{label}_{precision}"] = result.to_json()
+            print(f"[{name}] {label} {precision}: {cell(row[f'{label}_{precision}'])}", file=sys.stderr, flush=True)
     if args.until_parses:
         from graphfix.fix_loop import fix_until_parses
         try:
@@ -120,11 +126,12 @@ def one_fixture(name: str, make, args, out_dir: str) -> Dict[str, Any]:
 def summary_row(row: Dict[str, Any], precisions: List[str]) -> Dict[str, Any]:
     out: Dict[str, Any] = {"fixture": row["fixture"], "fix_ok": row.get("fix", {}).get("ok"),
                            "applied": row.get("fix", {}).get("applied")}
+    out["fixed_is_raw"] = row.get("fixed_is_raw")
     for label in ("raw", "fixed"):
-        parse = row.get(f"{label}_parse")
-        out[f"{label}_parses"] = parse["parsed"] if parse else None
-        out[f"{label}_parse_errors"] = [f"{e.get('node')} ({e.get('op')}): {e['message']}"[:200]
-                                        for e in (parse or {}).get("errors", [])][:5]
+        first = row.get(f"{label}_{precisions[0]}") if precisions else None
+        out[f"{label}_parses"] = first["parsed"] if first else None
+        out[f"{label}_errors"] = [f"{e.get('node')} ({e.get('op')}): {e['message']}"[:200]
+                                  for e in (first or {}).get("errors", [])][:5]
         for p in precisions:
             r = row.get(f"{label}_{p}")
             out[f"{label}_{p}"] = None if r is None else {
@@ -137,15 +144,11 @@ def summary_row(row: Dict[str, Any], precisions: List[str]) -> Dict[str, Any]:
 
 
 def print_table(rows: List[Dict[str, Any]], precisions: List[str]) -> None:
-    heads = ["fixture", "raw parse"] + [f"raw {p}" for p in precisions] + ["fixed parse"] + \
-        [f"fixed {p}" for p in precisions]
+    heads = ["fixture", "changed"] + [f"raw {p}" for p in precisions] + [f"fixed {p}" for p in precisions]
     table = [heads]
     for row in rows:
-        line = [row["fixture"]]
+        line = [row["fixture"], "no" if row.get("fixed_is_raw") else "yes"]
         for label in ("raw", "fixed"):
-            parse = row.get(f"{label}_parse")
-            line.append("-" if parse is None else ("ok" if parse["parsed"] else
-                                                   ("CRASH" if parse["crashed"] else f"{len(parse['errors'])} err")))
             line.extend(cell(row.get(f"{label}_{p}")) for p in precisions)
         table.append(line)
     widths = [max(len(str(r[i])) for r in table) for i in range(len(heads))]
@@ -163,6 +166,9 @@ def main(argv=None) -> int:
     parser.add_argument("--timing-cache", help="timing cache file (default: graphfix's, under ~/.cache/graphfix)")
     parser.add_argument("--plugins", nargs="*", default=[], help="plugin libraries to load")
     parser.add_argument("--until-parses", action="store_true", help="also run the parser-driven fix loop on raw")
+    parser.add_argument("--jobs", type=int, default=6, help="fixtures run side by side (default 6)")
+    parser.add_argument("--shard", default="1/1", help="K/N: run the K-th of N slices of the fixture list")
+    parser.add_argument("--resume", action="store_true", help="skip fixtures whose OUT_DIR/<name>.json exists")
     args = parser.parse_args(argv)
     args.precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     unknown = [p for p in args.precisions if p not in PRECISIONS]
@@ -180,20 +186,40 @@ def main(argv=None) -> int:
     missing = [n for n in names if n not in fixtures]
     if missing:
         parser.error(f"unknown fixture(s) {missing}; known: {', '.join(fixtures)}")
+    try:
+        k, n = (int(x) for x in args.shard.split("/"))
+        assert 1 <= k <= n
+    except (ValueError, AssertionError):
+        parser.error(f"--shard {args.shard}: expected K/N with 1 <= K <= N")
+    names = names[k - 1::n]
     os.makedirs(args.out_dir, exist_ok=True)
+    if args.resume:
+        names = [m for m in names if not os.path.exists(os.path.join(args.out_dir, f"{m}.json"))]
     env = environment()
     print(json.dumps(env), file=sys.stderr)
-    rows, started = [], time.perf_counter()
-    for name in names:
+    started = time.perf_counter()
+
+    def run_one(name: str) -> None:
         try:
             row = one_fixture(name, fixtures[name], args, args.out_dir)
         except Exception as exc:
             row = {"fixture": name, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
         with open(os.path.join(args.out_dir, f"{name}.json"), "w") as f:
             json.dump(row, f, indent=2)
-        rows.append(row)
+
+    from concurrent.futures import ThreadPoolExecutor
+    from graphfix.registry import registered
+    registered()  # import every pass once, before threads use the registry
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        list(pool.map(run_one, names))
+    rows = []
+    for name in fixtures:  # every fixture with results in OUT_DIR, from this run or earlier shards
+        path = os.path.join(args.out_dir, f"{name}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                rows.append(json.load(f))
     summary = {"environment": env, "trt_target": args.trt, "precisions": args.precisions,
-               "seconds": round(time.perf_counter() - started, 1),
+               "seconds_this_run": round(time.perf_counter() - started, 1),
                "fixtures": [summary_row(r, args.precisions) if "error" not in r else
                             {"fixture": r["fixture"], "error": r["error"]} for r in rows]}
     with open(os.path.join(args.out_dir, "summary.json"), "w") as f:

@@ -224,14 +224,15 @@ def test_cli_until_parses_needs_tensorrt(monkeypatch, tmp_path, capsys):
 
 @pytest.mark.trt
 def test_trt_until_parses_on_fixtures(tmp_path):
-    """On the rig: every fixture, parser-driven, ends parsing or says why it stopped."""
-    from graphfix.fixtures import all_fixtures
+    """On the rig: the rig fixtures, parser-driven, end parsing or say why they stopped."""
+    from graphfix.fixtures import all_fixtures, trt_basic
     from graphfix.target import installed_trt_version
     stops = ("parses", "the parser crashed", "no progress: the passes changed nothing",
              "no progress: the same parser errors after the passes", "no pass maps to the parser's errors",
              f"round limit ({fix_loop.MAX_ROUNDS}) reached")
-    for name, make in all_fixtures().items():
-        model, report = fix_until_parses(make(), trt=installed_trt_version() or "8.6")
+    fixtures = all_fixtures()
+    for name in trt_basic.trt_test_fixtures():
+        model, report = fix_until_parses(fixtures[name](), trt=installed_trt_version() or "8.6")
         last = report.rounds[-1]
         assert last["stop"] in stops, (name, last)
         assert report.parses == (last["stop"] == "parses"), (name, report.summary())

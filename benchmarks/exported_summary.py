@@ -22,7 +22,7 @@ EXPORTED_DIR = os.path.join(REPO, "fixtures", "exported")
 
 # pass name -> (column title, count keys to read in order); no key found: the number of changes
 HEADLINES = {
-    "fuse-layernorm": ("LN fused", ("layernorms-fused", "fused", "layernorm-fused", "layernorms")),
+    "fuse-layernorm": ("LN fused", ("layernorms_fused", "layernorms-fused")),
     "int64-to-int32": ("INT64 narrowed", ("tensors-narrowed",)),
     "cast-bool": ("bool casts", ("casts-inserted",)),
     "target-opset": ("opset changes", ()),

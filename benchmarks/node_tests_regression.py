@@ -365,6 +365,7 @@ def summarize(results: Dict[str, Dict[str, Any]], trt: str, seconds: float) -> D
         for p, status in r.get("passes", {}).items():
             per_pass.setdefault(p, {}).setdefault(status, 0)
             per_pass[p][status] += 1
+    pass_sets = sorted({",".join(r.get("passes", {})) for r in recs if r.get("passes")})
     fix_times = sorted(((r["seconds"].get("fix", 0.0), r["name"]) for r in recs), reverse=True)
     return {
         "trt": trt,
@@ -380,6 +381,8 @@ def summarize(results: Dict[str, Dict[str, Any]], trt: str, seconds: float) -> D
         "pass_problems": sorted(({"model": r["name"], **p} for r in recs for p in r.get("pass_problems", [])),
                                 key=lambda d: (d["pass"], d["model"])),
         "pass_statuses": {p: dict(sorted(s.items())) for p, s in sorted(per_pass.items())},
+        # more than one: the registered passes changed while the run went on (rerun it)
+        "pass_sets": pass_sets,
         "seconds": {"wall": round(seconds, 1),
                     "fix_total": round(sum(t for t, _ in fix_times), 2),
                     "fix_median": round(statistics.median([t for t, _ in fix_times]), 4) if fix_times else 0,
@@ -400,6 +403,8 @@ def print_summary(s: Dict[str, Any], out=sys.stdout) -> None:
         w(f"  {p['status']:<11} {p['pass']:<15} {p['model']}: {(p['error'] or '')[:200]}\n")
     for name, statuses in s["pass_statuses"].items():
         w(f"  pass {name:<15} " + ", ".join(f"{k} {v}" for k, v in statuses.items()) + "\n")
+    if len(s["pass_sets"]) > 1:
+        w(f"  WARNING: the registered passes changed during the run ({len(s['pass_sets'])} sets); rerun it\n")
     t = s["seconds"]
     w(f"  time: {t['wall']}s wall, graphfix {t['fix_total']}s total, median {t['fix_median']}s; slowest: "
       + ", ".join(f"{d['model']} {d['seconds']:.2f}s" for d in t["fix_slowest"]) + "\n")

@@ -8,6 +8,7 @@ that runs ONNX Runtime, one that segfaults, one that hangs), progress output and
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
 
@@ -296,6 +297,102 @@ def test_real_worker_reports_missing_tensorrt(mlp_path):
     outcome = parse_in_subprocess(mlp_path)
     assert not outcome.parsed and not outcome.crashed
     assert outcome.detail.startswith("TensorRT is not importable")
+
+
+FAKE_TENSORRT = """# A stand-in for the tensorrt module: just enough for graphfix's worker to parse.
+__version__ = "8.6.0"
+
+
+class ILogger:
+    def __init__(self):
+        pass
+
+
+class Logger(ILogger):
+    INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
+
+
+class NetworkDefinitionCreationFlag:
+    EXPLICIT_BATCH = 0
+
+
+class _Network:
+    num_inputs = 0
+
+
+class Builder:
+    def __init__(self, logger):
+        self.logger = logger
+
+    def create_network(self, flags=0):
+        return _Network()
+
+
+class _Code:
+    name = "UNSUPPORTED_NODE"
+
+
+class _Error:
+    def __init__(self, index, desc):
+        self.index, self.text = index, desc
+
+    def code(self):
+        return _Code()
+
+    def desc(self):
+        return self.text
+
+    def node(self):
+        return self.index
+
+    def __str__(self):
+        return f"In node {self.index} (importFallbackPluginImporter): UNSUPPORTED_NODE: {self.text}"
+
+
+class OnnxParser:
+    def __init__(self, network, logger):
+        self.logger, self.errors = logger, []
+
+    def parse_from_file(self, path):
+        import onnx
+        model = onnx.load(path)
+        self.logger.log(Logger.WARNING, "Your ONNX model has been generated with INT64 weights, while TensorRT "
+                                        "does not natively support INT64. Attempting to cast down to INT32.")
+        for i, node in enumerate(model.graph.node):
+            if node.domain not in ("", "ai.onnx"):
+                self.errors.append(_Error(i, 'Assertion failed: creator && "Plugin not found"'))
+        return not self.errors
+
+    @property
+    def num_errors(self):
+        return len(self.errors)
+
+    def get_error(self, i):
+        return self.errors[i]
+
+
+def init_libnvinfer_plugins(logger, namespace):
+    return True
+"""
+
+
+def test_real_worker_parses_through_polygraphy_with_a_stand_in_tensorrt(tmp_path, monkeypatch):
+    """The real worker and Polygraphy's CreateNetwork, with a tiny fake `tensorrt` on PYTHONPATH:
+    the logger hook records the parser's warning, errors come back named by ONNX node."""
+    package = tmp_path / "fake" / "tensorrt"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(FAKE_TENSORRT)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "fake"), os.environ.get("PYTHONPATH", "")]))
+    custom = make_model([helper.make_node("Relu", ["x"], ["a"], name="relu"),
+                         helper.make_node("Mystery", ["a"], ["y"], name="mystery_node", domain="gf.test")],
+                        [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, [2])], extra_opsets=[("gf.test", 1)])
+    outcome = parse_in_subprocess(save(custom, tmp_path / "custom.onnx"))
+    assert (outcome.parsed, outcome.crashed, outcome.trt_version) == (False, False, "8.6.0")
+    assert outcome.errors == [{"node": "mystery_node", "op": "Mystery",
+                               "message": 'UNSUPPORTED_NODE: Assertion failed: creator && "Plugin not found"'}]
+    assert outcome.warnings and "INT64 weights" in outcome.warnings[0]
+    clean = parse_in_subprocess(save(build("trt_mlp"), tmp_path / "mlp.onnx"))
+    assert clean.parsed and clean.errors == []
 
 
 def test_worker_maps_parser_error_objects_of_both_apis():

@@ -2,9 +2,10 @@
 
 ConvInteger, MatMulInteger, DynamicQuantizeLinear and ONNX Runtime's DynamicQuantizeMatMul /
 DynamicQuantizeLSTM (what ``quantize_dynamic`` writes) become float Conv/MatMul/LSTM with
-dequantized weights. ``PassContext.options["dequantize"]``: "float" (default; activations stay
-float, results move by the activation quantization error, toward the float model) or "exact"
-(the activation quantization is kept as float ops; same results as ONNX Runtime on the original).
+dequantized weights. ``PassContext.options["dequantize"]``: "exact" (default: the dynamic activation
+quantization is kept as float ops; same results as ONNX Runtime on the original) or "float"
+(activations stay float: results move by the activation quantization error, toward the float
+model). DynamicQuantizeLSTM is always float; inexact rewrites declare their check tolerance.
 See graphfix.plugin_rules.quantized.
 """
 from __future__ import annotations

@@ -19,9 +19,10 @@ def add_plugin_arguments(parser) -> None:
     g.add_argument("--contrib-plugins", action="store_true",
                    help="ONNX Runtime contrib ops with a TensorRT plugin (SkipLayerNormalization, FastGelu) "
                         "become that plugin instead of standard ONNX ops")
-    g.add_argument("--dequantize", choices=["float", "exact"], default="float",
-                   help="integer/dynamic-quantized ops: float activations (default) or keep the dynamic "
-                        "activation quantization as float ops (same results as ONNX Runtime)")
+    g.add_argument("--dequantize", choices=["exact", "float"], default="exact",
+                   help="integer/dynamic-quantized ops -> float ops with dequantized weights; exact (default): "
+                        "keep the dynamic activation quantization as float ops (same results as ONNX "
+                        "Runtime); float: float activations (smaller graph, results move toward the float model)")
 
 
 def plugin_options(args) -> Dict[str, Any]:
@@ -36,6 +37,6 @@ def plugin_options(args) -> Dict[str, Any]:
         options["plugin_as_function"] = True
     if getattr(args, "contrib_plugins", False):
         options["contrib_plugins"] = True
-    if getattr(args, "dequantize", "float") != "float":
+    if getattr(args, "dequantize", "exact") != "exact":
         options["dequantize"] = args.dequantize
     return options

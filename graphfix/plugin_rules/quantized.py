@@ -10,13 +10,15 @@ static scales. What ``onnxruntime.quantization.quantize_dynamic`` writes becomes
     DynamicQuantizeLSTM(X, Wq, Rq, ..., scales, zps)   ==>  LSTM(X, dequantized W^T, R^T, ...)
 
 Mode ``PassContext.options["dequantize"]``:
-- "float" (default): activations stay float. The result differs from the quantized model by the
-  activation quantization error (ONNX Runtime re-quantizes activations on every call) and is
-  closer to the float model the quantized one came from.
-- "exact": the dynamic activation quantization is kept as float ops (ReduceMin/ReduceMax, Div,
-  Round, Clip: x -> (q - zp) * scale) in front of the float MatMul/Conv, so the result matches
-  ONNX Runtime on the quantized model to float rounding. DynamicQuantizeLSTM quantizes its hidden
-  state inside the loop, so it is always rewritten in float mode.
+- "exact" (default): the dynamic activation quantization is kept as float ops (ReduceMin/ReduceMax,
+  Div, Round, Clip: x -> (q - zp) * scale) in front of the float MatMul/Conv, so the result matches
+  ONNX Runtime on the quantized model to float rounding (the model keeps its meaning).
+- "float": activations stay float. The result differs from the quantized model by the activation
+  quantization error (ONNX Runtime re-quantizes activations on every call) and is closer to the
+  float model the quantized one came from; the graph is smaller (no per-call range reduction).
+DynamicQuantizeLSTM quantizes its hidden state inside the loop, which no float LSTM reproduces: it
+is always rewritten in float mode. Inexact rewrites declare ``quantization_tolerance()`` for their
+ONNX Runtime check.
 
 An integer op whose input is not dynamically quantized (e.g. a uint8 graph input) becomes
 Cast -> float MatMul/Conv -> Cast(int32) when every integer sum fits float32's 24-bit mantissa,
@@ -41,8 +43,8 @@ _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "stride
 
 
 def mode(ctx) -> str:
-    m = ctx.options.get("dequantize", FLOAT_MODE)
-    return m if m in (FLOAT_MODE, EXACT_MODE) else FLOAT_MODE
+    m = ctx.options.get("dequantize", EXACT_MODE)
+    return m if m in (FLOAT_MODE, EXACT_MODE) else EXACT_MODE
 
 
 def _per_axis(v: np.ndarray, n: int, what: str) -> np.ndarray:

@@ -21,7 +21,7 @@ import onnx_graphsurgeon as gs
 
 from ..target import TrtRange
 from .build import FunctionBody
-from .patterns import dtype_of, static_dims
+from .patterns import const, dtype_of, static_dims
 from .registry import register_rule
 from .rule import Match, NearMiss, PluginSpec, Rule
 
@@ -75,11 +75,16 @@ class RoiAlignToPlugin(Rule):
 
     def rewrite(self, graph, match, build):
         idx = match.inputs[2]
-        cast = build.op("Cast", idx, attrs={"to": onnx.TensorProto.INT32}, dtype=np.int32,
-                        shape=getattr(idx, "shape", None))
-        match.inputs[2] = cast
+        values = const(idx)
+        if values is not None and np.all(np.abs(values) < 2 ** 31):
+            match.inputs[2] = build.const(values.astype(np.int32), "batch_indices")   # no Cast to revisit
+            how = "constant narrowed to INT32"
+        else:
+            match.inputs[2] = build.op("Cast", idx, attrs={"to": onnx.TensorProto.INT32}, dtype=np.int32,
+                                       shape=getattr(idx, "shape", None))
+            how = "cast to INT32"
         build.replace_with_plugin(self, match)
-        return {"batch_indices": "cast to INT32"}
+        return {"batch_indices": how}
 
     def function_body(self, match, build):
         """ROIAlign_TRT(X, rois, int32 indices) == Cast(indices -> INT64) -> RoiAlign."""

@@ -1,8 +1,9 @@
 """decompose-quantized: integer and dynamically quantized ops -> float ops with dequantized weights.
 
 Precision is measured against ONNX Runtime on the quantized original and against the float model
-it was quantized from (fixtures float_*): "float" mode moves results by the activation quantization
-error, toward the float model; "exact" mode keeps ONNX Runtime's results.
+it was quantized from (fixtures float_*): "exact" mode (default) keeps ONNX Runtime's results;
+"float" mode (and DynamicQuantizeLSTM always) moves them by the activation quantization error,
+toward the float model.
 """
 import numpy as np
 import onnx
@@ -19,6 +20,7 @@ QUANTIZED = {"quantized_dynamic_mlp": "float_mlp", "quantized_conv": "float_conv
 INTEGER_OPS = {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul",
                "DynamicQuantizeLSTM"}
 SEEDS = range(8)
+FLOAT = {"dequantize": "float"}
 
 
 def errors(a, b):
@@ -30,7 +32,7 @@ def errors(a, b):
 @pytest.mark.parametrize("fixture", sorted(QUANTIZED))
 def test_float_mode_has_no_integer_ops_and_stays_within_quantization_error(fixture):
     model = build(fixture)
-    fixed, result = apply_pass("decompose-quantized", model, trt="8.6")
+    fixed, result = apply_pass("decompose-quantized", model, trt="8.6", options=FLOAT)
     assert not INTEGER_OPS & set(ops(fixed)), ops(fixed)
     onnx.checker.check_model(fixed, full_check=True)
     assert all(c.action == "dequantize" and c.details["exact"] is False for c in result.changes)
@@ -38,7 +40,7 @@ def test_float_mode_has_no_integer_ops_and_stays_within_quantization_error(fixtu
     assert_equivalent(model, fixed, tolerance=quantization_tolerance())
     worst = max(errors(run_ort(model, f), run_ort(fixed, f))[0] for f in (random_feeds(model, s) for s in SEEDS))
     assert 1e-4 < worst < quantization_tolerance()[0] / 3     # a real change, well inside the bound
-    assert_idempotent("decompose-quantized", model)
+    assert_idempotent("decompose-quantized", model, options=FLOAT)
 
 
 @pytest.mark.parametrize("fixture", [f for f, src in sorted(QUANTIZED.items()) if src])
@@ -46,7 +48,7 @@ def test_float_mode_is_closer_to_the_float_model(fixture):
     """Dropping activation quantization gains precision: RMS error vs the float source shrinks
     (weights keep their int8 rounding, so most of the quantization error remains)."""
     model, source = build(fixture), build(QUANTIZED[fixture])
-    fixed, _ = apply_pass("decompose-quantized", model)
+    fixed, _ = apply_pass("decompose-quantized", model, options=FLOAT)
     before, after = [], []
     for seed in SEEDS:
         feeds = random_feeds(model, seed)
@@ -59,18 +61,18 @@ def test_float_mode_is_closer_to_the_float_model(fixture):
 @pytest.mark.parametrize("fixture", ["quantized_dynamic_mlp", "quantized_conv", "quantized_dq_matmul"])
 def test_exact_mode_matches_onnx_runtime(fixture):
     model = build(fixture)
-    fixed, result = apply_pass("decompose-quantized", model, options={"dequantize": "exact"})
+    fixed, result = apply_pass("decompose-quantized", model)          # exact is the default
     assert not INTEGER_OPS & set(ops(fixed))
     assert {"ReduceMin", "ReduceMax", "Round", "Clip"} <= set(ops(fixed))
     assert result.tolerance is None and all(c.details["exact"] for c in result.changes)
     for seed in SEEDS:
         assert_equivalent(model, fixed, seed=seed)             # default float tolerances (1e-4 / 1e-3)
-    assert_idempotent("decompose-quantized", model, options={"dequantize": "exact"})
+    assert_idempotent("decompose-quantized", model)
 
 
 def test_mlp_chain_becomes_two_matmuls_with_dequantized_weights():
     model = build("quantized_dynamic_mlp")
-    fixed, result = apply_pass("decompose-quantized", model)
+    fixed, result = apply_pass("decompose-quantized", model, options=FLOAT)
     assert ops(fixed) == ["MatMul", "Relu", "MatMul"]
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     w2 = (inits["l2_wq"].astype(np.float32) - inits["l2_wzp"]) * inits["l2_ws"]     # per-column scales
@@ -81,7 +83,7 @@ def test_mlp_chain_becomes_two_matmuls_with_dequantized_weights():
 
 
 def test_conv_keeps_its_attributes_and_bias_add():
-    fixed, _ = apply_pass("decompose-quantized", build("quantized_conv"))
+    fixed, _ = apply_pass("decompose-quantized", build("quantized_conv"), options=FLOAT)
     assert ops(fixed) == ["Conv", "Add"]
     conv = fixed.graph.node[0]
     assert {a.name: list(a.ints) for a in conv.attribute} == {"pads": [1, 1, 1, 1]}
@@ -115,10 +117,23 @@ def test_dynamic_quantize_linear_feeding_something_else_is_a_near_miss():
     assert any("dynamic-quantize-linear" in w and "graph outputs" in w for w in result.warnings), result.warnings
 
 
-def test_pipeline_checks_float_mode_with_the_declared_tolerance():
+def test_pipeline_keeps_results_by_default_and_declares_the_tolerance_of_inexact_rewrites():
     fixed, report = graphfix.fix(build("quantized_dynamic_mlp"), trt="8.6")
     assert report.ok, report.summary()
     rec = next(p for p in report.passes if p.name == "decompose-quantized")
-    assert rec.status == "applied" and rec.check["tolerance"] == list(quantization_tolerance())
-    assert report.checks[0]["passed"]
-    assert ops(fixed) == ["MatMul", "Relu", "MatMul"]
+    assert rec.status == "applied" and "tolerance" not in rec.check
+    assert report.checks[0]["passed"] and report.checks[0]["outputs"][0]["atol"] == 1e-4
+    lstm, report = graphfix.fix(build("quantized_dq_lstm"), trt="8.6")
+    assert report.ok, report.summary()
+    rec = next(p for p in report.passes if p.name == "decompose-quantized")
+    assert rec.check["tolerance"] == list(quantization_tolerance())
+    assert report.checks[0]["passed"] and report.checks[0]["outputs"][0]["atol"] == quantization_tolerance()[0]
+    assert ops(lstm) == ["LSTM"]
+
+
+def test_cli_dequantize_float(tmp_path):
+    from graphfix.cli import main
+    src, out = tmp_path / "q.onnx", tmp_path / "o.onnx"
+    onnx.save(build("quantized_dynamic_mlp"), str(src))
+    assert main(["fix", str(src), "-o", str(out), "--trt", "8.6", "--dequantize", "float", "--quiet"]) == 0
+    assert [n.op_type for n in onnx.load(str(out)).graph.node] == ["MatMul", "Relu", "MatMul"]

@@ -274,3 +274,16 @@ def test_group_norm_not_needed_on_10_unless_asked():
     assert not result.modified
     fixed, _ = apply_pass("plugins", model, trt="10.3", options={"group_norm": True})
     assert "GroupNormalizationPlugin" in ops(fixed)
+
+
+def test_roi_align_constant_batch_indices_become_an_int32_constant():
+    """No Cast on a constant: the INT64 pass would otherwise narrow it on a second run."""
+    model = build("check_roialign")
+    fixed, result = apply_pass("plugins", model, trt="8.6")
+    assert ops(fixed) == ["ROIAlign_TRT"]
+    indices = initializer(fixed, fixed.graph.node[0].input[2])
+    assert indices.dtype == np.int32 and indices.tolist() == [0, 0, 0]
+    assert result.changes[0].details["batch_indices"] == "constant narrowed to INT32"
+    once, _ = graphfix.fix(model, trt="8.6")
+    twice, report = graphfix.fix(once, trt="8.6", check="none")
+    assert not report.changed and twice.SerializeToString() == once.SerializeToString()

@@ -1,6 +1,5 @@
 """The rule framework: plugin field typing, the registry and user rules (API, rule files, CLI),
 version gating, and plugins emitted as ONNX local functions (TensorRT >= 10.7)."""
-import textwrap
 
 import numpy as np
 import onnx

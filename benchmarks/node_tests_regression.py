@@ -96,11 +96,11 @@ def _download(dest: str) -> Optional[str]:
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     with z.open(member) as src, open(target, "wb") as out:
                         out.write(src.read())
-        if _valid(dest):  # another process got there first
+        try:
+            os.replace(staging, dest)
+        except OSError:  # another process got there first
             import shutil
             shutil.rmtree(staging, ignore_errors=True)
-        else:
-            os.replace(staging, dest)
     return dest if _valid(dest) else None
 
 

@@ -50,7 +50,9 @@ def inits(model: onnx.ModelProto) -> Dict[str, np.ndarray]:
 
 
 def lowered(name: str, trt: str = "8.6"):
-    model = build(name)
+    from graphfix.fixtures import opset as opset_fixtures
+    unregistered = {"opset23_rms_norm": opset_fixtures.opset23_rms_norm, "opset24_swish": opset_fixtures.opset24_swish}
+    model = unregistered[name]() if name in unregistered else build(name)
     out, result = apply_pass(PASS, model, trt)
     return model, out, result
 
@@ -85,9 +87,25 @@ def test_reduce_axes_input_back_to_attribute():
     assert "Constant" not in ops(after)                       # the axes Constant went with its reader
     norm = node(after, "norm")                                # empty axes, noop=0: every axis
     assert len(norm.input) == 1 and "axes" not in attrs(norm) and "noop_with_empty_axes" not in attrs(norm)
-    # noop_with_empty_axes=1 reduces nothing but still squares (the converter's adapter drops this)
-    square = next(n for n in after.graph.node if n.output[0] == "same")
-    assert square.op_type == "Mul" and list(square.input) == ["x", "x"]
+    same = next(n for n in after.graph.node if n.output[0] == "same")
+    assert same.op_type == "Identity"                         # noop_with_empty_axes=1: reduce nothing
+
+
+def test_reduce_over_no_axes_keeps_its_elementwise_step():
+    """The spec: ReduceSumSquare over no axes squares (onnx.version_converter keeps the noop
+    attribute, which opset 17 lacks). Checked against numpy: ONNX Runtime 1.19 gets the original wrong."""
+    from graphfix.checks.ort import run_ort
+    from graphfix.fixtures.opset import reduce_noop_elementwise
+
+    before = reduce_noop_elementwise()
+    after, result = apply_pass(PASS, before)
+    assert opset(after) == 17 and ops(after) == ["Mul", "Log", "Abs"]
+    assert check_rewrite(before, after) == []
+    x = np.array([[0.5, 1.0, 2.0], [3.0, 0.25, 4.0]], np.float32)
+    sq, lg, ab = (run_ort(after, {"x": x})[k] for k in ("sq", "lg", "ab"))
+    np.testing.assert_allclose(sq, x * x, rtol=1e-6)
+    np.testing.assert_allclose(lg, np.log(x), rtol=1e-6)
+    np.testing.assert_allclose(ab, np.abs(x), rtol=1e-6)
 
 
 def test_reduce_with_computed_axes_refused_keeps_model():

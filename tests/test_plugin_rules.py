@@ -253,3 +253,16 @@ def test_plugin_as_function_needs_tensorrt_10_7_and_a_same_function_plugin():
                             options={"nms": True, "plugin_as_function": True})
     assert not fixed.functions
     assert any("does not compute what the replaced subgraph computes" in w for w in nms.warnings)
+
+
+def test_cli_rules_and_disable_rules(tmp_path, capsys):
+    model, out = tmp_path / "gn.onnx", tmp_path / "out.onnx"
+    onnx.save(build("group_norm_torch"), str(model))
+    assert main(["fix", str(model), "-o", str(out), "--trt", "10.3", "--quiet"]) == 0
+    assert "GroupNormalizationPlugin" not in [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert main(["fix", str(model), "-o", str(out), "--trt", "10.3", "--rules", "group-norm", "--quiet"]) == 0
+    assert "GroupNormalizationPlugin" in [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert main(["fix", str(model), "-o", str(out), "--trt", "8.6", "--disable-rules", "group-norm", "--quiet"]) == 0
+    assert "GroupNormalizationPlugin" not in [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert main(["fix", str(model), "-o", str(out), "--rules", "nope", "--quiet"]) == 2
+    assert "unknown rule 'nope'" in capsys.readouterr().err

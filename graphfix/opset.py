@@ -202,7 +202,10 @@ class Facts:
 
     def elem_type(self, tensor) -> Optional[int]:
         if isinstance(tensor, gs.Constant):
-            return onnx.helper.np_dtype_to_tensor_dtype(np.asarray(tensor.values).dtype)
+            try:
+                return onnx.helper.np_dtype_to_tensor_dtype(np.asarray(tensor.values).dtype)
+            except (TypeError, KeyError, ValueError):
+                return None
         fact = self.by_name.get(tensor.name)
         if fact is not None and fact.elem_type:
             return fact.elem_type
@@ -280,7 +283,8 @@ class OpsetChange:
         self.steps, self.problems, self.unchanged = [], [], 0
         if self.from_version == self.to_version and not self.deprecated_only:
             return self
-        self.problems.extend(_function_problems(self.graph, self.to_version))
+        if not self.deprecated_only:
+            self.problems.extend(_function_problems(self.graph, self.to_version))
         for owner, node in walk(self.graph):
             if not is_default_domain(node):
                 continue
@@ -356,10 +360,6 @@ class NodeChange:
     def facts(self) -> Facts:
         return self.change.fact()
 
-    @property
-    def lowering(self) -> bool:
-        return self.to_version < self.change.from_version
-
     def crosses(self, version: int) -> bool:
         """Whether the change passes the op's version `version` (either direction)."""
         src = self.source.since_version if self.source is not None else 0
@@ -374,10 +374,11 @@ class NodeChange:
             raise Unconvertible(f"{self.op} is deprecated at opset {self.to_version}")
         return self.target
 
-    def reform(self, inputs: Sequence, attrs: Dict, how: str, handled: Sequence[int] = ()) -> Step:
+    def reform(self, inputs: Sequence, attrs: Dict, how: str, handled: Sequence[int] = ()) -> Optional[Step]:
         """Plan giving the node `inputs` and `attrs`, checked against the target schema.
 
-        ``handled``: op versions whose semantic change the calling rule has taken care of.
+        None when they are the node's own (only the opset number changes). ``handled``: op versions
+        whose change of meaning the calling rule has taken care of.
         """
         target = self.require_target()
         for version in crossed_versions(self.op, self.source.since_version, target.since_version):
@@ -408,7 +409,7 @@ class NodeChange:
         same_inputs = len(node.inputs) == len(inputs) and all(a is b for a, b in zip(node.inputs, inputs))
         same_attrs = set(node.attrs) == set(attrs) and all(node.attrs[k] is attrs[k] for k in attrs)
         if same_inputs and same_attrs:
-            return None  # type: ignore[return-value]  (the opset number alone changes)
+            return None
 
         def apply() -> str:
             old_inputs = list(node.inputs)
@@ -456,8 +457,8 @@ class NodeChange:
         return gs.Variable(self.name(hint), dtype=dtype)
 
     def make(self, op: str, inputs: Sequence, outputs: Sequence, attrs: Optional[Dict] = None,
-             hint: str = "") -> gs.Node:
-        return gs.Node(op=op, name=self.name(hint or op), attrs=dict(attrs or {}),
+             hint: str = "", name: Optional[str] = None) -> gs.Node:
+        return gs.Node(op=op, name=name or self.name(hint or op), attrs=dict(attrs or {}),
                        inputs=list(inputs), outputs=list(outputs))
 
     def reduce(self, op: str, x, axes: Sequence[int], out, keepdims: int = 1) -> gs.Node:

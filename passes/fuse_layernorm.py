@@ -18,7 +18,7 @@ subtraction) are reported and left alone: LayerNormalization would subtract the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import numpy as np
 import onnx
@@ -137,7 +137,7 @@ class Matcher:
         if square is None:
             raise NearMiss(f"x - mean ('{d.name}') is not squared by Pow(., 2) or Mul(d, d)")
         if _is_op(square, "Pow") and _scalar(square.inputs[1]) != 2.0:
-            raise NearMiss(f"Pow exponent is not the constant 2")
+            raise NearMiss("Pow exponent is not the constant 2")
         var = _sole_consumer(square.outputs[0], owner, "squared deviation")
         if not _is_op(var, "ReduceMean"):
             raise NearMiss(f"the squared deviation feeds {var.op} '{_label(var)}', not ReduceMean")
@@ -171,9 +171,10 @@ class Matcher:
                                                             else "unknown") + ", not a float type")
         if self.normalized_dims(chain) is not None:
             return
-        for slot in ("gamma", "beta"):
+        for slot in ("gamma", "beta"):   # without static dims only an exactly shaped parameter will do
             param = getattr(chain, slot)
-            if param is not None and len(_trimmed_shape(param, len(chain.axes))) != len(chain.axes):
+            shape = _trimmed_shape(param, len(chain.axes)) if param is not None else None
+            if shape is not None and (len(shape) != len(chain.axes) or 1 in shape):
                 raise NearMiss(f"normalized dims are dynamic; {slot} of shape {list(np.shape(const_value(param)))} "
                                "cannot be laid out over them")
         if chain.gamma is None:

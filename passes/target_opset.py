@@ -131,7 +131,7 @@ def lower_split(node: gs.Node, change: NodeChange) -> Optional[Step]:
                 change.make("Sub", [v["dim"], v["head"]], [v["last"]]),
                 change.make("Tile", [v["chunk"], c["n_minus_1"]], [v["chunks"]]),
                 change.make("Concat", [v["chunks"], v["last"]], [v["sizes"]], {"axis": 0}),
-                change.make("Split", [x, v["sizes"]], outputs, attrs)]
+                change.make("Split", [x, v["sizes"]], outputs, attrs, name=node.name or None)]
     return change.replace(build, f"num_outputs={n} on a dynamic axis -> split sizes computed at run time")
 
 
@@ -462,7 +462,6 @@ def split_shape_slices(graph: gs.Graph, names: NameMaker, result: PassResult) ->
             continue
         start = int(node.attrs.get("start", 0))
         end = node.attrs.get("end")
-        x = node.inputs[0]
         if start == 0 and end is None:
             node.attrs.pop("start", None)
             result.change("drop-shape-range", _label(node), {"start": 0})

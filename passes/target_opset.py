@@ -10,16 +10,21 @@ missing (Split 18->17, Pad 18->17, GroupNormalization, Gelu; on onnx 1.19 every 
 (Reduce 18->17 ignores noop_with_empty_axes; AveragePool 19->18 and Pad 19->18 accept dilations and
 mode='wrap' silently), and it fails the whole model on the first node it cannot convert.
 
-Then, for TensorRT before 10, two exporter idioms its parser mishandles at any opset:
-- Shape(start, end) (opset 15): the 8.6/9.x importer ignores start/end and returns the whole shape,
-  so Squeeze/Slice/Concat built on it fail ("The shape of input ends misaligns with the shape of
-  input axes", "node_cat: error while computing output extent") -> Shape + Slice;
-- CastLike (opset 15, `type_as`): 8.6 has no importer -> Cast with the known target type.
+Everything is decided from the target's profile (graphfix/profiles): max_opset, and the rules
+that say a parser reads a newer form with older code. TensorRT 9.x parses opset 19 but ignores the
+opset-18 Reduce axes input, so a model using it goes down to 17 there too. Two exporter idioms are
+fixed at any opset where the profile says so:
+- Shape(start, end) (opset 15; rule `shape_slice`, 8.6 and 9.x): the importer ignores start/end and
+  returns the whole shape, so Squeeze/Slice/Concat built on it fail ("The shape of input ends
+  misaligns with the shape of input axes", "node_cat: error while computing output extent")
+  -> Shape + Slice;
+- CastLike (opset 15, `type_as`; no importer in 8.6) -> Cast with the known target type.
+Deprecated operator versions (GroupNormalization-18, Scatter) are rewritten for every target.
 """
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -31,11 +36,13 @@ from graphfix.opset import (Facts, NodeChange, OpsetChange, Step, Unconvertible,
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.profiles import load_profile
 from graphfix.registry import register_pass
-from graphfix.target import TrtVersion
 
 INT64_MAX = np.iinfo(np.int64).max
-SHAPE_SLICE_FIXED_IN = TrtVersion(10, 0)   # onnx-tensorrt reads Shape start/end from 10.0 on
-CASTLIKE_IMPORTED_IN = TrtVersion(9, 0)    # no CastLike importer in the 8.6 parser
+
+# Profile rules (graphfix/profiles/trt-*.json) saying the parser reads a newer form with older code:
+# a model using that form must go down to the opset before the form, whatever max_opset says
+# (TensorRT 9.x parses opset 19 but ignores the opset-18 Reduce axes input and reduces everything).
+FORM_LIMITS = {"reduce_axes_ignored": 17, "split_uneven": 17}
 
 REDUCE_AXES_INPUT_OPS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax",
                          "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSumSquare")
@@ -510,6 +517,33 @@ def castlike_to_cast(graph: gs.Graph, result: PassResult) -> None:
         result.count("castlike_replaced")
 
 
+def _op_facts(profile, op: str) -> Optional[dict]:
+    facts = profile.op(op)
+    return facts if facts is not None and facts.get("supported", True) else None
+
+
+def _imports(profile, op: str) -> bool:
+    return _op_facts(profile, op) is not None
+
+
+def _has_rule(profile, op: str, check: str) -> bool:
+    return any(rule.get("check") == check for rule in (_op_facts(profile, op) or {}).get("rules", []))
+
+
+def form_limit(graph: gs.Graph, profile) -> Optional[Tuple[int, str]]:
+    """The opset a node's form forces (FORM_LIMITS), with the reason, or None."""
+    for _, node in walk(graph):
+        if not is_default_domain(node):
+            continue
+        uses_form = {"reduce_axes_ignored": node.op in REDUCE_AXES_INPUT_OPS and input_at(node, 1) is not None,
+                     "split_uneven": node.op == "Split" and "num_outputs" in node.attrs}
+        for check, opset in sorted(FORM_LIMITS.items()):
+            if uses_form[check] and _has_rule(profile, node.op, check):
+                rule = next(r for r in _op_facts(profile, node.op)["rules"] if r.get("check") == check)
+                return opset, f"{node.op} '{_label(node)}': {rule.get('reason', check)}"
+    return None
+
+
 @register_pass
 class TargetOpset(Pass):
     info = PassInfo(
@@ -523,15 +557,19 @@ class TargetOpset(Pass):
 
     def run(self, graph: gs.Graph) -> PassResult:
         result = PassResult()
-        target = load_profile(self.context.target).max_opset
+        profile = load_profile(self.context.target)
         names = NameMaker(graph, "target-opset")
         current = graph_opset(graph)
+        target, why = profile.max_opset, f"TensorRT {self.context.target} parses opset {profile.max_opset} at most"
+        limit = form_limit(graph, profile)
+        if limit is not None and limit[0] < target:
+            target, why = limit
         if current > target:
-            self._lower(graph, current, target, names, result)
+            self._lower(graph, current, target, why, names, result)
         self._repair_deprecated(graph, names, result)
-        if self.context.target < SHAPE_SLICE_FIXED_IN:
+        if _has_rule(profile, "Shape", "shape_slice"):
             split_shape_slices(graph, names, result)
-        if self.context.target < CASTLIKE_IMPORTED_IN:
+        if not _imports(profile, "CastLike"):
             castlike_to_cast(graph, result)
         return result
 
@@ -545,18 +583,18 @@ class TargetOpset(Pass):
             result.change("replace-deprecated", _label(step.node), {"op": step.op, "how": how})
             result.count("deprecated_replaced")
 
-    def _lower(self, graph: gs.Graph, current: int, target: int, names: NameMaker, result: PassResult) -> None:
+    def _lower(self, graph: gs.Graph, current: int, target: int, why: str, names: NameMaker,
+               result: PassResult) -> None:
         change = OpsetChange(graph, target, LOWER_RULES, names).plan()
         if not change.ok:
             for problem in change.problems:
                 result.warn(f"cannot lower to opset {target}: {problem}")
-            result.warn(f"kept opset {current}: {len(change.problems)} node(s) have no opset-{target} form; "
-                        f"TensorRT {self.context.target} parses opset {target} at most")
+            result.warn(f"kept opset {current}: {len(change.problems)} node(s) have no opset-{target} form; {why}")
             result.count("nodes_unconvertible", len(change.problems))
             return
         for step, how in change.apply():
             result.change("convert", _label(step.node), {"op": step.op, "how": how})
-        result.change("set-opset", "graph", {"from": current, "to": target,
+        result.change("set-opset", "graph", {"from": current, "to": target, "why": why,
                                              "nodes_converted": len(change.steps),
                                              "nodes_unchanged": change.unchanged})
         result.count("nodes_converted", len(change.steps))

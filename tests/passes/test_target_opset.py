@@ -233,6 +233,28 @@ def test_trt10_keeps_opset_18_to_20_and_idioms():
     assert_ort_equivalent(before, after)
 
 
+def test_trt9_lowers_models_whose_reduce_axes_input_it_ignores():
+    """TensorRT 9.x parses opset 19 but reads Reduce* with opset-17 code: axes input ignored."""
+    before, after, result = lowered("opset18_reduce_axes_input", trt="9.0")
+    assert opset(after) == 17
+    assert "axes input is ignored" in next(c for c in result.changes if c.action == "set-opset").details["why"]
+    assert_equivalent(before, after)
+    _, kept, result = lowered("opset18_scatter", trt="9.0")                  # no such form: opset 18 stays
+    assert opset(kept) == 18 and not result.modified
+
+
+def test_profile_facts_the_pass_reads():
+    """The pass decides from the profiles; these facts must stay spelled the way it reads them."""
+    from graphfix.passes.target_opset import _has_rule, _imports
+    from graphfix.profiles import load_profile
+
+    p86, p9, p10 = load_profile("8.6"), load_profile("9.0"), load_profile("10.0")
+    assert p86.max_opset == 17 and _has_rule(p86, "Shape", "shape_slice") and not _imports(p86, "CastLike")
+    assert _has_rule(p9, "Shape", "shape_slice") and _imports(p9, "CastLike")
+    assert _has_rule(p9, "ReduceMean", "reduce_axes_ignored")
+    assert not _has_rule(p10, "Shape", "shape_slice") and not _has_rule(p10, "ReduceMean", "reduce_axes_ignored")
+
+
 def test_deprecated_group_norm_18_rewritten_for_every_target():
     before, after, result = lowered("opset18_group_norm", trt="10.0")
     assert opset(after) == 18 and "GroupNormalization" not in ops(after)

@@ -132,7 +132,7 @@ def cmd_passes(args) -> int:
         flags = [] if i.ort_checkable else ["not ORT-checkable"]
         if not i.default:
             flags.append("opt-in")
-        print(f"{i.name:<16} TensorRT {i.trt}{' (' + ', '.join(flags) + ')' if flags else ''}")
+        print(f"{i.name:<20} TensorRT {i.trt}{' (' + ', '.join(flags) + ')' if flags else ''}")
         print(f"    {i.summary}")
         print(f"    fixes: {i.fixes}")
     return EXIT_OK

@@ -92,7 +92,7 @@ class Report:
             detail = f"{len(p.changes)} change(s)" + (f"; {counts}" if counts else "")
             if p.status in (SKIPPED, FAILED, ROLLED_BACK) and p.error:
                 detail = p.error
-            lines.append(f"  {p.status:<11} {p.name:<15} {detail}  [{p.seconds:.2f}s]")
+            lines.append(f"  {p.status:<11} {p.name:<20} {detail}  [{p.seconds:.2f}s]")
             for w in p.warnings[:5]:
                 lines.append(f"      warning: {w}")
             if len(p.warnings) > 5:

@@ -144,3 +144,16 @@ def test_gs_graph_input_is_accepted():
     graph = gs.import_onnx(build("identity_chain"))
     fixed, report = graphfix.fix(graph, trt="8.6")
     assert report.ok and len(fixed.graph.node) == 3
+
+
+def test_a_rewrite_ort_cannot_check_is_applied_but_reported_unchecked(monkeypatch):
+    # e.g. an opset-23 model on an ONNX Runtime that stops at opset 21: the model before the
+    # pass cannot run, so the rewrite is neither confirmed nor refuted, and the report says so
+    from graphfix.checks import ort
+    monkeypatch.setattr(ort, "ort_can_load", lambda model: False)
+    fixed, report = graphfix.fix(build("identity_chain"), trt="8.6", passes="cleanup")
+    rec = report.passes[0]
+    assert rec.status == "applied" and rec.check["unchecked"] is True
+    assert any("not checked in ONNX Runtime" in w for w in rec.warnings)
+    assert report.checks[0]["skipped"] is True and report.checks[0]["passed"] is None
+    assert "skipped" in report.summary()

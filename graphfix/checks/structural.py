@@ -86,21 +86,36 @@ def io_signature(model: onnx.ModelProto):
     return sig(i for i in model.graph.input if i.name not in init), sig(model.graph.output)
 
 
+def validity_problems(model: onnx.ModelProto) -> Dict[str, str]:
+    """What onnx's checker and strict shape inference say is wrong with a model, by check."""
+    problems: Dict[str, str] = {}
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        problems["onnx.checker"] = " ".join(str(exc).split())[:300]
+    try:
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except Exception as exc:
+        problems["shape inference"] = " ".join(str(exc).split())[:300]
+    return problems
+
+
 def check_rewrite(before: onnx.ModelProto, after: onnx.ModelProto, *, allow_io_change: bool = False) -> List[str]:
-    """Problems with a rewritten model: checker, shape inference, unique names, I/O signature."""
+    """Problems a rewrite introduced: checker, shape inference, unique names, I/O signature.
+
+    A check the model already failed before the rewrite (e.g. a function body that strict shape
+    inference rejects) is not held against the pass; only new failures count.
+    """
+    from collections import Counter
+
     problems: List[str] = []
-    try:
-        onnx.checker.check_model(after)
-    except Exception as exc:
-        problems.append(f"onnx.checker: {' '.join(str(exc).split())[:300]}")
-    try:
-        onnx.shape_inference.infer_shapes(after, check_type=True, strict_mode=True)
-    except Exception as exc:
-        problems.append(f"shape inference: {' '.join(str(exc).split())[:300]}")
-    names = [n.name for n in after.graph.node if n.name]
-    if len(names) != len(set(names)):
-        dup = sorted({n for n in names if names.count(n) > 1})[:5]
-        problems.append(f"duplicate node names: {dup}")
+    found = validity_problems(after)
+    if found:
+        already = validity_problems(before)
+        problems.extend(f"{check}: {msg}" for check, msg in found.items() if check not in already)
+    repeated = sorted(name for name, n in Counter(n.name for n in after.graph.node if n.name).items() if n > 1)
+    if repeated:
+        problems.append(f"duplicate node names: {repeated[:5]}")
     if not allow_io_change and io_signature(before) != io_signature(after):
         problems.append(f"graph I/O signature changed: {io_signature(before)} -> {io_signature(after)}")
     return problems

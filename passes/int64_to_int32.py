@@ -10,8 +10,8 @@ _type_islands) that holds an INT64 constant (initializer, Constant node, Constan
 that some op would read as INT32, or, with ``int32_io``, that holds an INT64 graph input or output.
 Constants are retyped in place, ops computing in their inputs' type follow, a Cast to INT64 inside
 the island is retargeted; sources that only make INT64 (Shape, ArgMax, graph inputs) get one Cast
-to INT32, and inputs typed INT64-only (Reshape shape, Unsqueeze axes, ...) get one Cast back
-(for computed tensors) or keep an INT64 copy of the constant (TensorRT 8.6 requires many of those
+to INT32, and inputs typed INT64-only (Reshape shape, Unsqueeze axes, ...) or read as INT64 by
+ONNX shape inference (Pad axes) get one Cast back (for computed tensors) or keep an INT64 copy of the constant (TensorRT 8.6 requires many of those
 inputs to be initializers, and narrows in-range weights there losslessly).
 
 Values outside INT32: INT64_MAX/INT64_MIN style "to the end" values that only reach Slice
@@ -47,7 +47,19 @@ _VALUE_MOVING = {
 _SLICE_BOUNDS = {1, 2}
 
 
+# (op, type variable) pairs whose schema allows INT32 but whose constant values ONNX's own shape
+# inference parses as INT64 only (ParseData<int64_t>): Pad's ``axes`` (onnx/defs/tensor/utils.cc).
+# An INT32 constant there fails inference ("ParseData type mismatch ... Expected:int64"), so these
+# inputs are boundaries that keep INT64. Found by reading every getInputData/getShapeInput in
+# onnx 1.19-1.23's defs: the other readers of variable-typed inputs (Slice, Range, CenterCropPad,
+# OneHot, DFT/STFT, window ops) accept INT32 and INT64 alike; Reshape, Expand, Resize sizes, Tile,
+# Split, Squeeze/Unsqueeze and Reduce axes are typed tensor(int64) and are boundaries anyway.
+_INT64_ONLY_DATA = {("Pad", "Tind")}
+
+
 def _binds_int32(index: int, node: gs.Node, slot: SlotType) -> bool:
+    if (node.op, slot.var) in _INT64_ONLY_DATA:
+        return False
     return TensorProto.INT32 in slot.allowed and TensorProto.INT64 in slot.allowed
 
 

@@ -16,7 +16,8 @@ from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops, ra
 PASS = "int64-to-int32"
 INT32_MAX, INT32_MIN = int(np.iinfo(np.int32).max), int(np.iinfo(np.int32).min)
 INT64_FIXTURES = ["int64_slice_sentinels", "int64_shape_reshape", "int64_expand_constantofshape",
-                  "int64_out_of_range", "int64_token_ids", "int64_if_outer_scope", "int64_custom_op_boundary"]
+                  "int64_out_of_range", "int64_token_ids", "int64_if_outer_scope", "int64_custom_op_boundary",
+                  "int64_pad_axes_shared"]
 
 
 # -- structural helpers ---------------------------------------------------------------------------
@@ -235,6 +236,28 @@ def test_example_model_leaves_no_int64_constant_where_int32_is_allowed():
     assert result.counts["sentinels-clamped"] == 1
     check_structure(fixed)
     assert_equivalent(model, fixed)
+
+
+def test_pad_axes_keep_an_int64_copy_while_gather_and_slice_read_int32():
+    """Regression (node tests test_center_crop_pad_crop_axes_*_expanded, test_attention_4d_diff_heads_
+    mask4d_padded_kv_expanded): Pad's axes are typed Tind, yet ONNX shape inference parses a constant
+    there as INT64 only; narrowed, it failed with "ParseData type mismatch" and the pass rolled back."""
+    model = build("int64_pad_axes_shared")
+    fixed, result = apply_pass(PASS, model)
+    values = constants(fixed)
+    pad = next(n for n in fixed.graph.node if n.op_type == "Pad")
+    crop = next(n for n in fixed.graph.node if n.op_type == "Slice")
+    assert values[pad.input[3]].dtype == np.int64 and values[pad.input[3]].tolist() == [1, 2]
+    assert pad.input[3] != "axes" and result.counts["constants-copied"] == 1
+    assert values["axes"].dtype == np.int32 and crop.input[3] == "axes"
+    assert readers(fixed, "axes") == ["take_hw", "take_phw", "crop"]
+    types = elem_types(fixed)
+    assert [types[t] for t in crop.input[1:]] == [TensorProto.INT32] * 3    # one type for Slice's Tind
+    assert types[pad.input[1]] == TensorProto.INT64                         # pads: INT64-only, a Cast back
+    onnx.shape_inference.infer_shapes(fixed, strict_mode=True, data_prop=True)
+    check_structure(fixed)
+    assert_equivalent(model, fixed)
+    assert_idempotent(PASS, model)
 
 
 # -- properties over all fixtures -----------------------------------------------------------------

@@ -1,23 +1,68 @@
 """Small helpers over onnx_graphsurgeon graphs shared by several passes."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import AttributeProto
 
 # The IR version we stamp at most: ONNX Runtime >= 1.17 accepts it (the rig has 1.19, CI the newest).
 OUTPUT_IR_VERSION = 10
 
+# Attribute kinds graphsurgeon's importer drops (with a warning), such as Optional's ``type``: put
+# back as protos, which its exporter writes through onnx.helper.make_attribute.
+_RAW_ATTRIBUTES = (AttributeProto.TYPE_PROTO, AttributeProto.TYPE_PROTOS, AttributeProto.TENSORS,
+                   AttributeProto.SPARSE_TENSOR, AttributeProto.SPARSE_TENSORS)
+# Value kinds graphsurgeon types exactly; optional, sequence and map values it cannot export (or only
+# approximately): their ValueInfo types are carried over from the model the graph came from.
+_GS_VALUE_KINDS = ("tensor_type", "sparse_tensor_type")
+
+
+class RoundTripError(ValueError):
+    """A graph cannot be exported back to ONNX without losing what the model said."""
+
 
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
-    return gs.import_onnx(model)
+    """Import a model; attributes graphsurgeon skips (TypeProto, tensor lists) are kept as protos."""
+    graph = gs.import_onnx(model)
+    _restore_raw_attributes(model.graph.node, graph.nodes)
+    for proto, func in zip(model.functions, graph.functions):
+        _restore_raw_attributes(proto.node, func.nodes)
+    return graph
+
+
+def _restore_raw_attributes(protos, nodes) -> None:
+    protos, nodes = list(protos), list(nodes)
+    if len(protos) != len(nodes):   # the importer keeps every node in order; anything else is a bug
+        raise RoundTripError(f"graphsurgeon imported {len(nodes)} nodes of {len(protos)}")
+    for proto, node in zip(protos, nodes):
+        raw = {a.name for a in proto.attribute if a.type in _RAW_ATTRIBUTES and not a.ref_attr_name}
+        if raw:
+            restored = {a.name: onnx.helper.get_attribute_value(a) for a in proto.attribute if a.name in raw}
+            attrs = [(a.name, restored[a.name] if a.name in raw else node.attrs[a.name])
+                     for a in proto.attribute if a.name in raw or a.name in node.attrs]
+            node.attrs.clear()
+            node.attrs.update(attrs)      # the model's attribute order
+        for name, value in node.attrs.items():
+            if isinstance(value, gs.Graph):
+                body = next(a.g for a in proto.attribute if a.name == name)
+                _restore_raw_attributes(body.node, value.nodes)
+            elif name in raw:
+                continue
+            elif isinstance(value, (list, tuple)) and value and isinstance(value[0], gs.Graph):
+                raise RoundTripError(f"node '{proto.name or proto.op_type}': attribute '{name}' holds a "
+                                     "list of graphs, which graphsurgeon cannot import")
 
 
 def to_model(graph: gs.Graph, template: onnx.ModelProto | None = None) -> onnx.ModelProto:
-    """Export a graph; keeps the template's producer/metadata, pins a conservative IR version."""
-    model = gs.export_onnx(graph, do_type_check=True)
+    """Export a graph; keeps the template's producer/metadata, pins a conservative IR version.
+
+    Optional, sequence and map values (which graphsurgeon cannot export) get the types the template
+    gives their names; one the template does not type raises RoundTripError.
+    """
+    model = _export(graph, _value_types(template.graph) if template is not None else {})
     if template is not None:
         model.producer_name = template.producer_name
         model.producer_version = template.producer_version
@@ -28,6 +73,75 @@ def to_model(graph: gs.Graph, template: onnx.ModelProto | None = None) -> onnx.M
         model.ir_version = min(template.ir_version, OUTPUT_IR_VERSION) if template.ir_version else OUTPUT_IR_VERSION
     model.ir_version = min(model.ir_version, OUTPUT_IR_VERSION)
     return model
+
+
+def _value_types(graph: onnx.GraphProto) -> Dict[str, onnx.TypeProto]:
+    """Non-tensor ValueInfo types by name, subgraphs included (a name typed two ways is left out)."""
+    found: Dict[str, onnx.TypeProto] = {}
+    clashes = set()
+    for g in _graph_protos(graph):
+        for vi in list(g.input) + list(g.output) + list(g.value_info):
+            if vi.type.WhichOneof("value") in (None,) + _GS_VALUE_KINDS:
+                continue
+            if vi.name in found and found[vi.name] != vi.type:
+                clashes.add(vi.name)
+            found.setdefault(vi.name, vi.type)
+    return {name: t for name, t in found.items() if name not in clashes}
+
+
+def _graph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            for body in ([attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)):
+                yield from _graph_protos(body)
+
+
+def _gs_graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
+    yield graph
+    for node in graph.nodes:
+        for value in node.attrs.values():
+            if isinstance(value, gs.Graph):
+                yield from _gs_graphs(value)
+
+
+def _export(graph: gs.Graph, value_types: Dict[str, onnx.TypeProto]) -> onnx.ModelProto:
+    """gs.export_onnx, with non-tensor values exported untyped and then given their known types."""
+    hidden: List[Tuple[gs.Tensor, object]] = []
+    for g in _gs_graphs(graph):
+        for tensor in g.tensors().values():
+            if isinstance(tensor, gs.Variable) and tensor.dtype is not None \
+                    and tensor.type not in _GS_VALUE_KINDS:
+                hidden.append((tensor, tensor.dtype))
+    untyped = [t.name for t in list(graph.inputs) + list(graph.outputs)
+               if (t.dtype is None or any(t is h for h, _ in hidden)) and t.name not in value_types]
+    if untyped:
+        raise RoundTripError(f"graph input/output {', '.join(untyped)} has no type to export "
+                             "(graphsurgeon exports only tensor types; others come from the source model)")
+    try:
+        for tensor, _ in hidden:
+            tensor.dtype = None
+        model = gs.export_onnx(graph, do_type_check=False)
+    finally:
+        for tensor, dtype in hidden:
+            tensor.dtype = dtype
+    if value_types:
+        for g in _graph_protos(model.graph):
+            _retype_values(g, value_types)
+    return model
+
+
+def _retype_values(g: onnx.GraphProto, value_types: Dict[str, onnx.TypeProto]) -> None:
+    listed = set()
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        listed.add(vi.name)
+        if vi.name in value_types and vi.type.WhichOneof("value") is None:
+            vi.type.CopyFrom(value_types[vi.name])
+    for node in g.node:   # intermediate values graphsurgeon left out of value_info (no dtype, no shape)
+        for name in node.output:
+            if name in value_types and name not in listed:
+                listed.add(name)
+                g.value_info.append(onnx.helper.make_value_info(name, value_types[name]))
 
 
 class NameMaker:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from ..errors import CheckError
-from .inputs import make_feeds
+from .inputs import graph_inputs, make_feeds
 
 # (atol, rtol) per ONNX element type; integer and bool outputs must match exactly.
 TOLERANCES = {
@@ -109,6 +109,10 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
     reference, candidate = runnable_copy(reference), runnable_copy(candidate)
     if not ort_can_load(reference):
         return EquivalenceResult(False, error=REFERENCE_NOT_RUNNABLE + _load_error(reference), unchecked=True)
+    not_tensors = [v.name for v in graph_inputs(reference) + list(reference.graph.output)
+                   if v.type.WhichOneof("value") != "tensor_type"]
+    if not_tensors:   # optional/sequence values: the seeded inputs and the comparator are for tensors
+        return EquivalenceResult(False, error=NON_TENSOR_IO + ", ".join(not_tensors), unchecked=True)
     tolerances = output_tolerances(reference)
     if tolerance is not None:
         tolerances = {k: (v if v == EXACT else tuple(tolerance)) for k, v in tolerances.items()}
@@ -152,6 +156,7 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
 
 
 REFERENCE_NOT_RUNNABLE = "unchecked: the installed ONNX Runtime cannot run the model before the rewrite: "
+NON_TENSOR_IO = "unchecked: graph inputs/outputs that are not tensors (optional, sequence) cannot be compared: "
 
 
 def runnable_copy(model: onnx.ModelProto) -> onnx.ModelProto:

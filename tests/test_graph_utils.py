@@ -1,0 +1,80 @@
+"""graph_utils.to_graph/to_model: the graphsurgeon round trip every pass goes through keeps what
+graphsurgeon alone loses (optional/sequence value types, TypeProto attributes)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+from onnx import TensorProto as T
+from onnx import helper
+
+from graphfix import fix
+from graphfix.checks.ort import run_ort
+from graphfix.fixtures import build
+from graphfix.fixtures._make import make_model
+from graphfix.graph_utils import RoundTripError, to_graph, to_model
+
+
+def _optional_identity() -> onnx.ModelProto:
+    """The node test test_identity_opt: optional(seq(float[5])) in and out, through an unnamed Identity."""
+    opt = helper.make_optional_type_proto(
+        helper.make_sequence_type_proto(helper.make_tensor_type_proto(T.FLOAT, [5])))
+    return make_model([helper.make_node("Identity", ["opt_in"], ["opt_out"])],
+                      [helper.make_value_info("opt_in", opt)], [helper.make_value_info("opt_out", opt)],
+                      opset=16)
+
+
+def test_graphsurgeon_alone_cannot_export_these_models():
+    """What the round trip works around (onnx-graphsurgeon 0.6: UnboundLocalError in export_value_info_proto)."""
+    for model in (build("optional_sequence_values"), _optional_identity()):
+        try:
+            gs.export_onnx(gs.import_onnx(model))
+        except Exception:
+            continue
+        pytest.skip(f"onnx-graphsurgeon {gs.__version__} exports optional values itself")
+
+
+def test_optional_and_sequence_values_and_type_attributes_survive_the_round_trip():
+    model = build("optional_sequence_values")
+    again = to_model(to_graph(model), model)
+    assert onnx.printer.to_text(again.graph) == onnx.printer.to_text(model.graph)
+    empty = next(n for a in again.graph.node if a.op_type == "If" for g in a.attribute for n in g.g.node
+                 if n.op_type == "Optional" and not n.input)
+    assert [a.name for a in empty.attribute] == ["type"]          # graphsurgeon's importer drops it
+
+
+def test_optional_graph_io_keeps_its_types():
+    model = _optional_identity()
+    again = to_model(to_graph(model), model)
+    types = lambda m: [(v.name, v.type) for v in list(m.graph.input) + list(m.graph.output)]
+    assert types(again) == types(model)
+    onnx.checker.check_model(again, full_check=True)
+
+
+def test_untyped_non_tensor_io_is_an_error_not_a_crash():
+    with pytest.raises(RoundTripError, match="opt_in, opt_out"):
+        to_model(to_graph(_optional_identity()))          # no template: nothing says their types
+
+
+def test_pipeline_rewrites_models_with_optional_values():
+    """Regression (node tests test_identity_opt, test_if_opt, test_optional_*: normalize and
+    target-opset failed with graphsurgeon's UnboundLocalError)."""
+    model = build("optional_sequence_values")
+    fixed, report = fix(model, trt="8.6")
+    statuses = {p.name: p.status for p in report.passes}
+    assert statuses["normalize"] == "applied" and report.ok, report.summary()
+    assert report.checks[0]["passed"]                           # tensor I/O: ONNX Runtime compares
+    feeds = {"x": np.arange(12, dtype=np.float32).reshape(3, 4), "flag": np.array(False)}
+    assert {k: v.tolist() for k, v in run_ort(fixed, feeds).items()} == \
+        {k: v.tolist() for k, v in run_ort(model, feeds).items()}
+
+
+def test_pipeline_says_why_optional_io_is_not_compared():
+    fixed, report = fix(_optional_identity(), trt="8.6")
+    (normalize,) = [p for p in report.passes if p.name == "normalize"]
+    assert normalize.status == "applied"                        # named the Identity
+    assert any("not tensors (optional, sequence) cannot be compared: opt_in, opt_out" in w
+               for w in normalize.warnings), normalize.warnings
+    assert report.checks[0]["skipped"] and report.checks[0]["passed"] is None
+    assert [v.type for v in fixed.graph.output] == [v.type for v in _optional_identity().graph.output]

@@ -176,10 +176,18 @@ def runnable_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def _load_error(model: onnx.ModelProto) -> str:
+def _session(model: onnx.ModelProto):
+    """A CPU session as the comparison runs it: graph optimizations off (ORT's own fusions, such as
+    its LayerNorm fusion on FP16 chains, can refuse a valid model that it runs unoptimized)."""
     import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _load_error(model: onnx.ModelProto) -> str:
     try:
-        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        _session(model)
     except Exception as exc:
         return _one_line(exc)
     return "?"
@@ -192,9 +200,8 @@ def _one_line(exc: BaseException) -> str:
 
 def ort_can_load(model: onnx.ModelProto) -> bool:
     """Whether ONNX Runtime accepts the model at all (plugin ops make it refuse)."""
-    import onnxruntime as ort
     try:
-        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        _session(model)
         return True
     except Exception:
         return False

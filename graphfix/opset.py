@@ -32,7 +32,13 @@ SEMANTIC_CHANGES = {
     ("Resize", 19),                                            # 'half_pixel_symmetric' added
     ("GridSample", 20),                                        # modes renamed, N-D
     ("GroupNormalization", 21),                                # scale/bias per group -> per channel
+    ("AveragePool", 22), ("MaxPool", 22), ("LpPool", 22),      # ceil_mode: last-window rule (below)
 }
+
+# Opset 22's pooling drops, with ceil_mode=1, a last window that would start in the right padding
+# (PyTorch's rule: onnx/defs/nn/defs.cc convPoolShapeInference); AveragePool-19, MaxPool-12 and
+# LpPool-18 keep it (old.cc convPoolShapeInference_opset19), so the output can be one larger.
+POOL_LAST_WINDOW = 22
 
 
 class Unconvertible(Exception):
@@ -535,6 +541,50 @@ def drop_orphan_constant(graph: gs.Graph, tensor) -> None:
         return
     producer.outputs.clear()
     del graph.nodes[index]
+
+
+def pool_ceil_problem(change: "NodeChange", attrs: Dict) -> Optional[str]:
+    """Why a pooling node crossing opset 22 with ceil_mode=1 would change its output size, or None.
+
+    ``attrs``: the node's attributes in the target form. Both sizes come from ONNX's own shape
+    inference of the node at each version, on the input's static shape; a dynamic spatial dim
+    makes the size unknowable, which is a refusal too.
+    """
+    node, target = change.node, change.require_target()
+    if not int(node.attrs.get("ceil_mode", 0)):
+        return None
+    rule = f"opset {POOL_LAST_WINDOW} drops a last window that starts in the right padding"
+    x = node.inputs[0]
+    shape = change.facts.shape(x)
+    if shape is None or len(shape) < 3 or any(d is None for d in shape[2:]):
+        return f"ceil_mode=1 on an input with dynamic spatial dims: the output size may change ({rule})"
+    shape = [1, 1] + list(shape[2:])   # batch and channels do not affect the window count
+    elem = change.facts.elem_type(x) or onnx.TensorProto.FLOAT
+    versions = (change.source.since_version, target.since_version)
+    sizes = [_inferred_output_shape(node.op, v, a, elem, shape) for v, a in zip(versions, (node.attrs, attrs))]
+    if any(size is None for size in sizes):
+        return f"ceil_mode=1: ONNX shape inference gives no output size to compare ({rule})"
+    if sizes[0][2:] != sizes[1][2:]:
+        return (f"ceil_mode=1: output spatial size {sizes[0][2:]} at {node.op}-{versions[0]} but "
+                f"{sizes[1][2:]} at {node.op}-{versions[1]} ({rule})")
+    return None
+
+
+def _inferred_output_shape(op: str, version: int, attrs: Dict, elem: int,
+                           shape: Sequence[int]) -> Optional[List[Optional[int]]]:
+    """Output 0's shape by ONNX shape inference of a one-node model of `op` at opset `version`."""
+    node = onnx.helper.make_node(op, ["x"], ["y"], **dict(attrs))
+    graph = onnx.helper.make_graph([node], "probe", [onnx.helper.make_tensor_value_info("x", elem, list(shape))],
+                                   [onnx.helper.make_empty_tensor_value_info("y")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", int(version))])
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except Exception:  # an attribute set this version refuses: no size (the caller refuses)
+        return None
+    t = model.graph.output[0].type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
 
 
 # ----------------------------------------------------------------------------------------------

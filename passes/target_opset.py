@@ -31,8 +31,9 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from graphfix.graph_utils import NameMaker
-from graphfix.opset import (Facts, NodeChange, OpsetChange, Step, Unconvertible, drop_orphan_constant,
-                            generic_rule, graph_opset, input_at, is_default_domain, const_value, walk)
+from graphfix.opset import (POOL_LAST_WINDOW, Facts, NodeChange, OpsetChange, Step, Unconvertible,
+                            drop_orphan_constant, generic_rule, graph_opset, input_at, is_default_domain,
+                            const_value, pool_ceil_problem, walk)
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.profiles import load_profile
 from graphfix.registry import register_pass
@@ -243,8 +244,9 @@ def lower_grid_sample(node: gs.Node, change: NodeChange) -> Optional[Step]:
     return change.reform(node.inputs, attrs, "mode renamed to its opset-16 spelling", handled=(20,))
 
 
-def lower_pool_dilations(node: gs.Node, change: NodeChange) -> Optional[Step]:
-    """AveragePool 19 / LpPool 18 added dilations (no schema default, so generic cannot drop it)."""
+def lower_pool(node: gs.Node, change: NodeChange) -> Optional[Step]:
+    """AveragePool 19 / LpPool 18 added dilations (no schema default, so generic cannot drop it);
+    AveragePool/MaxPool/LpPool 22 changed the ceil_mode output size (refused where it differs)."""
     attrs = dict(node.attrs)
     target = change.require_target()
     how = ""
@@ -254,7 +256,11 @@ def lower_pool_dilations(node: gs.Node, change: NodeChange) -> Optional[Step]:
                                 f"{node.op}-{target.since_version}")
         del attrs["dilations"]
         how = "dropped dilations of 1"
-    return change.reform(node.inputs, attrs, how)
+    if change.crosses(POOL_LAST_WINDOW):
+        problem = pool_ceil_problem(change, attrs)
+        if problem:
+            raise Unconvertible(problem)
+    return change.reform(node.inputs, attrs, how, handled=(POOL_LAST_WINDOW,))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -448,8 +454,9 @@ LOWER_RULES.update({
     "ScatterND": lower_scatter,
     "ScatterElements": lower_scatter,
     "GridSample": lower_grid_sample,
-    "AveragePool": lower_pool_dilations,
-    "LpPool": lower_pool_dilations,
+    "AveragePool": lower_pool,
+    "MaxPool": lower_pool,
+    "LpPool": lower_pool,
     "Gelu": lower_gelu,
     "Mish": lower_mish,
     "Swish": lower_swish,

@@ -136,6 +136,9 @@ PASS_PROBLEMS_FIXED = [
     "test_optional_has_element_empty_optional_input",
     "test_optional_has_element_optional_input",
     "test_optional_has_element_tensor_input",
+    # target-opset: ceil_mode pooling lowered across opset 22's last-window rule (now refused)
+    "test_averagepool_2d_ceil_last_window_starts_on_pad",
+    "test_maxpool_2d_ceil_output_size_reduce_by_one",
 ]
 
 

@@ -20,12 +20,17 @@ EXPORTED = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "expo
 LOWERED = ["opset18_reduce_axes_input", "opset18_split_num_outputs", "opset18_split_dynamic",
            "opset19_pad_axes", "opset19_resize_axes", "opset18_scatter", "opset18_group_norm",
            "opset21_group_norm", "opset20_gelu", "opset20_grid_sample", "opset18_mish",
-           "opset23_rms_norm", "opset24_swish", "opset18_if_subgraph", "opset18_dynamo_block"]
+           "opset23_rms_norm", "opset24_swish", "opset18_if_subgraph", "opset18_dynamo_block",
+           "opset22_pool_ceil_same_size"]
 REFUSED = {"opset18_reduce_computed_axes_refused": ("mean_dynamic_axes", "computed at run time"),
            "opset19_pad_wrap_refused": ("pad_wrap", "mode='wrap'"),
            "opset19_resize_half_pixel_symmetric_refused": ("resize_hps", "half_pixel_symmetric"),
            "opset18_scatter_max_refused": ("scatter_max", "reduction='max'"),
-           "opset18_col2im_refused": ("col2im", "Col2Im does not exist before opset 18")}
+           "opset18_col2im_refused": ("col2im", "Col2Im does not exist before opset 18"),
+           "opset22_pool_ceil_last_window_refused": (
+               "avg_pool_ceil", "ceil_mode=1: output spatial size [1, 1] at AveragePool-22 but [2, 2] at "
+                                "AveragePool-11 (opset 22 drops a last window that starts in the right padding)"),
+           "opset22_pool_ceil_dynamic_refused": ("max_pool_ceil", "ceil_mode=1 on an input with dynamic spatial dims")}
 SHAPES = {"opset18_split_dynamic": {"x": [1, 6, 8]}}   # 6 + 1 does not split evenly in 3
 
 
@@ -51,7 +56,9 @@ def inits(model: onnx.ModelProto) -> Dict[str, np.ndarray]:
 
 def lowered(name: str, trt: str = "8.6"):
     from graphfix.fixtures import opset as opset_fixtures
-    unregistered = {"opset23_rms_norm": opset_fixtures.opset23_rms_norm, "opset24_swish": opset_fixtures.opset24_swish}
+    unregistered = {name: getattr(opset_fixtures, name) for name in
+                    ("opset23_rms_norm", "opset24_swish", "opset22_pool_ceil_same_size",
+                     "opset22_pool_ceil_last_window_refused", "opset22_pool_ceil_dynamic_refused")}
     model = unregistered[name]() if name in unregistered else build(name)
     out, result = apply_pass(PASS, model, trt)
     return model, out, result
@@ -71,7 +78,8 @@ def test_lowered_to_opset_17_valid_equivalent_idempotent(name):
     assert opset(after) == 17
     assert check_rewrite(before, after) == []           # checker, strict shape inference, I/O
     converted = result.counts["nodes_converted"]
-    assert (converted == 0) if name == "opset18_scatter" else (converted >= 1)  # Scatter: opset number only
+    only_opset = name in ("opset18_scatter", "opset22_pool_ceil_same_size")   # the opset number only
+    assert (converted == 0) if only_opset else (converted >= 1)
     assert any(c.action == "set-opset" and c.details["from"] == opset(before) for c in result.changes)
     assert not result.warnings
     assert_idempotent(PASS, before)
@@ -178,6 +186,19 @@ def test_rms_norm_and_swish_decomposed():
     assert attrs(rms.graph.node[1])["axes"] == [-1]
     _, swish, _ = lowered("opset24_swish")
     assert ops(swish) == ["Mul", "Sigmoid", "Mul"]
+
+
+def test_pool_ceil_mode_lowered_where_the_output_size_is_the_same():
+    """Regression (node tests test_averagepool_2d_ceil_last_window_starts_on_pad and
+    test_maxpool_2d_ceil_output_size_reduce_by_one were lowered, then rolled back by shape inference):
+    crossing opset 22 with ceil_mode=1 is allowed only where both size rules agree."""
+    before, after, result = lowered("opset22_pool_ceil_same_size")
+    assert attrs(node(after, "max_pool"))["ceil_mode"] == 1
+    inferred = onnx.shape_inference.infer_shapes(after, strict_mode=True)
+    assert [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in inferred.graph.output] == \
+        [[1, 1, 2, 2], [1, 1, 3, 3]]
+    _, refused, refusal = lowered("opset22_pool_ceil_last_window_refused")
+    assert opset(refused) == 22 and not refusal.modified
 
 
 def test_subgraph_nodes_converted():

@@ -22,9 +22,9 @@ EXPORTED_DIR = os.path.join(REPO, "fixtures", "exported")
 
 # pass name -> (column title, count keys to read in order); no key found: the number of changes
 HEADLINES = {
-    "fuse-layernorm": ("LN fused", ("layernorms_fused", "layernorms-fused")),
-    "int64-to-int32": ("INT64 narrowed", ("tensors-narrowed",)),
-    "cast-bool": ("bool casts", ("casts-inserted",)),
+    "fuse-layernorm": ("LN fused", ("layernorms_fused",)),
+    "int64-to-int32": ("INT64 narrowed", ("tensors_narrowed",)),
+    "cast-bool": ("bool casts", ("casts_inserted",)),
     "target-opset": ("opset changes", ()),
 }
 

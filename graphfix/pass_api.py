@@ -5,6 +5,7 @@ recorded changes, so a pass cannot claim a change without saying what it was.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
@@ -43,6 +44,9 @@ class Change:
         return {"action": self.action, "target": self.target, "details": self.details}
 
 
+_COUNT_KEY = re.compile(r"[a-z0-9]+(_[a-z0-9]+)*")
+
+
 @dataclass
 class PassResult:
     changes: List[Change] = field(default_factory=list)
@@ -59,6 +63,8 @@ class PassResult:
         self.warnings.append(message)
 
     def count(self, key: str, n: int = 1) -> None:
+        if not _COUNT_KEY.fullmatch(key):   # report keys are snake_case in every pass
+            raise ValueError(f"count key '{key}' is not snake_case (e.g. 'casts_inserted')")
         self.counts[key] = self.counts.get(key, 0) + n
 
     @property

@@ -78,9 +78,9 @@ class CastBool(Pass):
                 "from": "BOOL", "to": "INT32", "tensors": stats.tensors, "casts": len(stats.casts),
                 "constant_copies": len(stats.copies), "ops": ops})
             result.count("chains")
-            result.count("tensors-retyped", stats.tensors)
-            result.count("casts-inserted", len(stats.casts))
-            result.count("constants-copied", len(stats.copies))
+            result.count("tensors_retyped", stats.tensors)
+            result.count("casts_inserted", len(stats.casts))
+            result.count("constants_copied", len(stats.copies))
         retyper.finish()
         return result
 

@@ -11,8 +11,9 @@ that some op would read as INT32, or, with ``int32_io``, that holds an INT64 gra
 Constants are retyped in place, ops computing in their inputs' type follow, a Cast to INT64 inside
 the island is retargeted; sources that only make INT64 (Shape, ArgMax, graph inputs) get one Cast
 to INT32, and inputs typed INT64-only (Reshape shape, Unsqueeze axes, ...) or read as INT64 by
-ONNX shape inference (Pad axes) get one Cast back (for computed tensors) or keep an INT64 copy of the constant (TensorRT 8.6 requires many of those
-inputs to be initializers, and narrows in-range weights there losslessly).
+ONNX shape inference (Pad axes) get one Cast back (for computed tensors) or keep an INT64 copy of
+the constant (TensorRT 8.6 requires many of those inputs to be initializers, and narrows in-range
+weights there losslessly).
 
 Values outside INT32: INT64_MAX/INT64_MIN style "to the end" values that only reach Slice
 starts/ends (directly or through data movement) become INT32_MAX/INT32_MIN, which slices the same;
@@ -125,14 +126,14 @@ class Int64ToInt32(Pass):
             result.warn(f"{name}: kept INT64 with its island of {len(island.tensors)} tensor(s) "
                         f"({_short(island.tensors)}): value {int(bad[0])} is outside INT32 and is not "
                         f"a Slice start/end sentinel; TensorRT {self.context.target} will clamp it")
-            result.count("islands-kept")
+            result.count("islands_kept")
             return None
         return clamps
 
     def _note_unbound_constants(self, seeds, constants, analysis, result) -> None:
         """Constants read only where the schema allows INT64 alone stay INT64 initializers."""
         for name in seeds:
-            result.count("constants-kept-int64")
+            result.count("constants_kept_int64")
             values = constants[name]
             outside = (values > INT32_MAX) | (values < INT32_MIN)
             if outside.any():
@@ -157,12 +158,12 @@ class Int64ToInt32(Pass):
         result.change("retype", island.anchor, {
             "from": "INT64", "to": "INT32", "tensors": stats.tensors, "casts": len(stats.casts),
             "constant_copies": len(stats.copies), "sentinels_clamped": clamped[0]})
-        result.count("islands-narrowed")
-        result.count("tensors-narrowed", stats.tensors)
-        result.count("casts-inserted", len(stats.casts))
-        result.count("casts-retargeted", len(stats.retargeted))
-        result.count("constants-copied", len(stats.copies))
-        result.count("sentinels-clamped", clamped[0])
+        result.count("islands_narrowed")
+        result.count("tensors_narrowed", stats.tensors)
+        result.count("casts_inserted", len(stats.casts))
+        result.count("casts_retargeted", len(stats.retargeted))
+        result.count("constants_copied", len(stats.copies))
+        result.count("sentinels_clamped", clamped[0])
 
 
 def _int64_constants(graph: gs.Graph, analysis: TypeVarAnalysis, types: Dict[str, int]) -> Dict[str, np.ndarray]:

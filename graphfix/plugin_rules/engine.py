@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import TYPE_CHECKING, List, Sequence
 
 import onnx_graphsurgeon as gs
@@ -16,6 +17,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CHANGE_OUTPUTS = "change-outputs"   # a recorded change that the pipeline accepts as an I/O change
 _ONNX_DOMAINS = ("", "ai.onnx")
+
+
+def count_key(rule_name: str) -> str:
+    """A rule's count key: its name in snake_case, as every pass's counts are ("fast-gelu" -> "fast_gelu")."""
+    return re.sub(r"[^0-9a-z]+", "_", rule_name.lower()).strip("_")
 
 
 def domain_matches(node_domain, wanted: str) -> bool:
@@ -57,7 +63,7 @@ def _apply(graph, rules, ctx, result, prefix, action) -> bool:
                 continue
             if isinstance(found, NearMiss):
                 result.warn(f"{rule.name}: {found.anchor} not rewritten: {found.reason}")
-                result.count(f"near-miss.{rule.name}")
+                result.count(f"near_miss_{count_key(rule.name)}")
                 continue
             extra = rule.rewrite(graph, found, build) or {}
             details = {"rule": rule.name, "replaced": sorted(n.op for n in found.nodes)}
@@ -70,7 +76,7 @@ def _apply(graph, rules, ctx, result, prefix, action) -> bool:
                 result.change(CHANGE_OUTPUTS, found.anchor, {
                     "rule": rule.name, "removed": found.data.get("removed_outputs", []),
                     "added": [t.name for t in found.outputs]})
-            result.count(rule.name)
+            result.count(count_key(rule.name))
             changed = True
         for warning in build.warnings:
             result.warn(warning)

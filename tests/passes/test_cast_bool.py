@@ -59,8 +59,8 @@ def test_mask_through_six_data_movement_ops_needs_three_casts():
     fixed, result = apply_pass(PASS, model)
     assert bool_reads(fixed, MYELIN_UNSAFE) == []
     added = casts(fixed)
-    assert len(added) == 3 and result.counts == {"chains": 1, "tensors-retyped": 7, "casts-inserted": 3,
-                                                  "constants-copied": 0}
+    assert len(added) == 3 and result.counts == {"chains": 1, "tensors_retyped": 7, "casts_inserted": 3,
+                                                  "constants_copied": 0}
     (entry,) = [c for c in added if c[2] == TensorProto.INT32]
     assert entry[0] == "mask"                                          # one Cast in, at the start
     back = {c[1]: c[0] for c in added if c[2] == TensorProto.BOOL}
@@ -122,7 +122,7 @@ def test_shared_bool_constant_gets_a_bool_copy_for_its_bool_reader():
     assert types["keep"] == TensorProto.INT32
     where_keep = next(n for n in fixed.graph.node if n.name == "where_keep")
     assert types[where_keep.input[0]] == TensorProto.BOOL and where_keep.input[0] != "keep"
-    assert result.counts["constants-copied"] == 1 and result.counts["casts-inserted"] == 1
+    assert result.counts["constants_copied"] == 1 and result.counts["casts_inserted"] == 1
     onnx.checker.check_model(fixed, full_check=True)
     assert_equivalent(model, fixed)
 

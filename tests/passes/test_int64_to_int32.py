@@ -101,8 +101,8 @@ def test_slice_sentinels_become_int32_limits_without_casts():
     assert values["s1_ends"].tolist() == [INT32_MAX]
     assert values["s2_ends"].tolist() == [INT32_MIN]
     assert values["to_end"].tolist() == [INT32_MAX]          # reached Slice through a Concat
-    assert result.counts["sentinels-clamped"] == 3
-    assert result.counts["islands-narrowed"] == 3 and "islands-kept" not in result.counts
+    assert result.counts["sentinels_clamped"] == 3
+    assert result.counts["islands_narrowed"] == 3 and "islands_kept" not in result.counts
     assert result.warnings == []
     check_structure(fixed)
     assert_equivalent(model, fixed)
@@ -113,7 +113,7 @@ def test_shape_gather_concat_reshape_gets_casts_only_at_its_boundaries():
     fixed, result = apply_pass(PASS, model)
     values = constants(fixed)
     added = casts(fixed)
-    assert len(added) == 2 and result.counts["casts-inserted"] == 2
+    assert len(added) == 2 and result.counts["casts_inserted"] == 2
     to_i32 = [c for c in added if c[2] == TensorProto.INT32]
     to_i64 = [c for c in added if c[2] == TensorProto.INT64]
     assert [c[0] for c in to_i32] == ["sh"]                               # after Shape
@@ -122,7 +122,7 @@ def test_shape_gather_concat_reshape_gets_casts_only_at_its_boundaries():
     assert values["zero"].dtype == np.int32 and values["minus_one"].dtype == np.int32
     # INT64-only inputs keep INT64 initializers (TensorRT 8.6 needs e.g. Unsqueeze axes as weights)
     assert values["axes0"].dtype == np.int64 and values["fixed_shape"].dtype == np.int64
-    assert result.counts["constants-kept-int64"] == 2
+    assert result.counts["constants_kept_int64"] == 2
     assert int64_constants_where_int32_allowed(fixed) == []
     check_structure(fixed)
     assert_equivalent(model, fixed)
@@ -156,7 +156,7 @@ def test_out_of_range_constant_keeps_its_island_int64_and_warns():
     assert casts(fixed) == []                                          # nothing in that island moved
     assert values["ends"].tolist() == [INT32_MAX]                      # the Slice island still narrowed
     assert values["one_idx"].dtype == np.int32
-    assert result.counts["islands-kept"] == 1
+    assert result.counts["islands_kept"] == 1
     assert len(result.warnings) == 1 and result.warnings[0].startswith("big: kept INT64")
     assert "1099511627776" in result.warnings[0]
     check_structure(fixed)
@@ -177,7 +177,7 @@ def test_int64_graph_input_stays_int64_without_int32_io():
     assert out_cast[2] == TensorProto.INT64
     to_long = next(n for n in fixed.graph.node if n.name == "to_long")
     assert to_long.attribute[0].i == TensorProto.INT32                # Cast retargeted, not wrapped
-    assert result.counts["casts-retargeted"] == 1
+    assert result.counts["casts_retargeted"] == 1
     assert constants(fixed)["red_axes"].dtype == np.int64             # ReduceSum axes: INT64-only
     check_structure(fixed)
     assert_equivalent(model, fixed)
@@ -233,7 +233,7 @@ def test_example_model_leaves_no_int64_constant_where_int32_is_allowed():
     fixed, result = apply_pass(PASS, model)
     assert int64_constants_where_int32_allowed(model) != []
     assert int64_constants_where_int32_allowed(fixed) == []
-    assert result.counts["sentinels-clamped"] == 1
+    assert result.counts["sentinels_clamped"] == 1
     check_structure(fixed)
     assert_equivalent(model, fixed)
 
@@ -248,7 +248,7 @@ def test_pad_axes_keep_an_int64_copy_while_gather_and_slice_read_int32():
     pad = next(n for n in fixed.graph.node if n.op_type == "Pad")
     crop = next(n for n in fixed.graph.node if n.op_type == "Slice")
     assert values[pad.input[3]].dtype == np.int64 and values[pad.input[3]].tolist() == [1, 2]
-    assert pad.input[3] != "axes" and result.counts["constants-copied"] == 1
+    assert pad.input[3] != "axes" and result.counts["constants_copied"] == 1
     assert values["axes"].dtype == np.int32 and crop.input[3] == "axes"
     assert readers(fixed, "axes") == ["take_hw", "take_phw", "crop"]
     types = elem_types(fixed)

@@ -45,10 +45,10 @@ class OrtEvaluator:
     the model computes, not those of ONNX Runtime's own rewrites)."""
 
     def __init__(self, opset_imports: Sequence[onnx.OperatorSetIdProto], ir_version: int,
-                 batch_nodes: int = BATCH_NODES):
+                 batch_nodes: Optional[int] = None):
         self.opset_imports = list(opset_imports)
         self.ir_version = ir_version
-        self.batch_nodes = batch_nodes
+        self.batch_nodes = batch_nodes or BATCH_NODES
         self._unusable: Optional[str] = None
         self._probed = False
 

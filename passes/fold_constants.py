@@ -99,13 +99,19 @@ class _Folder:
 
     # -- shape facts ----------------------------------------------------------------------------------
 
-    def _shape_facts(self) -> Dict[str, Optional[Tuple[Optional[int], ...]]]:
-        """Tensor name -> dims (None for an unknown dim) from the graph's own annotations and from
-        ONNX shape inference with data propagation (which follows Shape->Gather->Concat chains)."""
-        facts: Dict[str, Optional[Tuple[Optional[int], ...]]] = {}
+    def _shape_facts(self) -> "_Facts":
+        """Tensor name -> dims (None for an unknown dim) and element type, from the graph's own
+        annotations and from ONNX shape inference with data propagation (which follows
+        Shape->Gather->Concat chains)."""
+        facts = _Facts({}, {})
         for tensor in self.graph.tensors().values():
-            if isinstance(tensor, gs.Variable) and tensor.shape is not None:
-                facts[tensor.name] = tuple(d if isinstance(d, int) and d >= 0 else None for d in tensor.shape)
+            if isinstance(tensor, gs.Variable):
+                if tensor.shape is not None:
+                    facts.dims[tensor.name] = tuple(d if isinstance(d, int) and d >= 0 else None
+                                                    for d in tensor.shape)
+                elem = _elem_type(tensor.dtype)
+                if elem:
+                    facts.types[tensor.name] = elem
         if not self._needs_inference():
             return facts
         model = self._shape_model()
@@ -119,21 +125,30 @@ class _Folder:
             return facts
         g = inferred.graph
         for vi in list(g.input) + list(g.output) + list(g.value_info):
+            if vi.type.WhichOneof("value") != "tensor_type":
+                continue
             tt = vi.type.tensor_type
-            if vi.type.WhichOneof("value") == "tensor_type" and tt.HasField("shape"):
+            if tt.elem_type:
+                facts.types.setdefault(vi.name, tt.elem_type)
+            if tt.HasField("shape"):
                 dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
-                old = facts.get(vi.name)
+                old = facts.dims.get(vi.name)
                 if old is None or sum(d is None for d in dims) < sum(d is None for d in old):
-                    facts[vi.name] = dims
+                    facts.dims[vi.name] = dims
         return facts
 
     def _needs_inference(self) -> bool:
-        """Shape/Size nodes over variable tensors whose annotated shape is not static."""
+        """Shape/Size over variable tensors whose annotated shape is not static, CastLike whose
+        type source has no annotated type."""
         for node in self.graph.nodes:
-            if node.op in ("Shape", "Size") and node.inputs and isinstance(node.inputs[0], gs.Variable):
+            if not node.inputs or not isinstance(node.inputs[-1], gs.Variable):
+                continue
+            if node.op in ("Shape", "Size"):
                 shape = node.inputs[0].shape
                 if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
                     return True
+            elif node.op == "CastLike" and len(node.inputs) == 2 and not _elem_type(node.inputs[1].dtype):
+                return True
         return False
 
     def _shape_model(self) -> Optional[onnx.ModelProto]:
@@ -220,7 +235,8 @@ class _Folder:
 
     def _evaluate(self, an: "_Analysis", missing: Set[str]) -> None:
         cone = an.ort_cone(missing)
-        nodes = [EvalNode(pos, self._proto(an.nodes[pos]), an.input_names[pos], an.output_names[pos])
+        nodes = [EvalNode(pos, an.as_cast[pos][0], an.as_cast[pos][1], an.output_names[pos]) if pos in an.as_cast
+                 else EvalNode(pos, self._proto(an.nodes[pos]), an.input_names[pos], an.output_names[pos])
                  for pos in cone]
         if any(n.proto is None for n in nodes):  # no proto for a node: export it (graphs without a model)
             from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
@@ -344,12 +360,20 @@ class _Folder:
         return max(3, min(ir, OUTPUT_IR_VERSION))
 
 
+class _Facts:
+    """What shape inference and the annotations say: dims (None where unknown) and element types."""
+
+    def __init__(self, dims: Dict[str, Tuple[Optional[int], ...]], types: Dict[str, int]):
+        self.dims = dims
+        self.types = types
+
+
 class _Analysis:
     """Which nodes of the current graph can be computed before run time, and how."""
 
-    def __init__(self, graph: gs.Graph, facts: Dict[str, Optional[Tuple[Optional[int], ...]]],
-                 excluded: Set[int] = frozenset()):
-        self.facts = facts
+    def __init__(self, graph: gs.Graph, facts: "_Facts", excluded: Set[int] = frozenset()):
+        self.facts = facts.dims
+        self.types = facts.types
         self.excluded = excluded
         self.nodes: List[gs.Node] = _topological(graph.nodes)
         self.input_names = [tuple(t.name for t in n.inputs) for n in self.nodes]
@@ -372,6 +396,8 @@ class _Analysis:
         self.subgraph_reads = _subgraph_reads(self.nodes)
         self.values: Dict[str, np.ndarray] = {}
         self.foldable: Dict[int, str] = {}          # pos -> NUMPY or ORT
+        # CastLike(constant, x) evaluated as Cast(constant, to=type of x): pos -> (proto, inputs)
+        self.as_cast: Dict[int, Tuple[onnx.NodeProto, Tuple[str, ...]]] = {}
         self.near_misses: Dict[int, str] = {}
         self._classify()
 
@@ -407,6 +433,14 @@ class _Analysis:
             if value is not None:
                 self.values[node.outputs[0].name] = value
                 return NUMPY
+            return ORT
+        if node.op == "CastLike" and len(node.inputs) == 2 and len(node.outputs) == 1 \
+                and self.is_const(node.inputs[0].name) and not self.is_const(node.inputs[1].name):
+            to = self.types.get(node.inputs[1].name)    # depends on x's type only, like Shape on its shape
+            if not to:
+                return None
+            src, out = node.inputs[0].name, node.outputs[0].name
+            self.as_cast[pos] = (helper.make_node("Cast", [src], [out], name=node.name, to=to), (src,))
             return ORT
         inputs_const = all(self.is_const(t.name) for t in node.inputs)
         if not inputs_const:
@@ -693,6 +727,18 @@ def _pick_dims(node: gs.Node, dims: List[Optional[int]], params: List[Optional[n
             or int(steps[0]) == 0:
         return None
     return vec[slice(int(starts[0]), int(ends[0]), int(steps[0]))]
+
+
+def _elem_type(dtype) -> int:
+    """ONNX element type of a graphsurgeon dtype (0 when unknown or not a numpy dtype)."""
+    if dtype is None:
+        return 0
+    if isinstance(dtype, int):
+        return dtype
+    try:
+        return int(helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+    except (TypeError, KeyError, ValueError):
+        return 0
 
 
 def _const_meta(tensor: gs.Constant, proto: Optional[onnx.TensorProto]):

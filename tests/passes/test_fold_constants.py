@@ -122,6 +122,13 @@ def test_shape_revealed_by_a_folded_value_folds_in_the_same_run():
     np.testing.assert_array_equal(inits(out)["s2"], [4, 3])
 
 
+def test_castlike_of_a_constant_folds_to_the_runtime_tensors_type():
+    _, out, result = check_fold("fold_castlike_constant")
+    assert ops(out) == ["Mul"]
+    value = inits(out)["c16"]
+    assert value.dtype == np.float16 and float(value) == 0.125
+
+
 def test_qdq_nodes_stay_and_their_computed_scale_folds():
     _, out, result = check_fold("fold_qdq_weights")
     assert ops(out) == ["DequantizeLinear", "QuantizeLinear", "DequantizeLinear", "MatMul"]

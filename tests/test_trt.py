@@ -553,3 +553,19 @@ def test_every_basic_fixture_is_registered():
     assert set(BASIC) <= set(FIXTURES)
     for name in BASIC:
         onnx.checker.check_model(FIXTURES[name](), full_check=True)
+
+
+def test_parser_error_codes_are_named_on_both_binding_styles():
+    # TensorRT 8.6's bindings expose an enum's name as a method (seen on the rig: "Object of type
+    # method is not JSON serializable"), 10.x as a property; both must give a plain string
+    from graphfix.checks.trt_worker import _enum_name
+
+    class Method:
+        def name(self):
+            return "UNSUPPORTED_NODE"
+
+    class Property:
+        name = "INVALID_GRAPH"
+    assert _enum_name(Method()) == "UNSUPPORTED_NODE"
+    assert _enum_name(Property()) == "INVALID_GRAPH"
+    assert _enum_name(None) is None

@@ -105,6 +105,16 @@ def _call(obj, method: str):
         return None
 
 
+def _enum_name(value) -> Optional[str]:
+    """An enum member's name; TensorRT 8.6's bindings expose `name` as a method, 10.x as a property."""
+    if value is None:
+        return None
+    name = getattr(value, "name", None)
+    if callable(name):
+        name = name()
+    return name if isinstance(name, str) else str(value).rsplit(".", 1)[-1]
+
+
 def raw_parser_errors(parser) -> List[Dict[str, Any]]:
     errors = []
     for i in range(parser.num_errors):
@@ -115,7 +125,7 @@ def raw_parser_errors(parser) -> List[Dict[str, Any]]:
             "index": index if isinstance(index, int) and index >= 0 else None,
             "node_name": _call(err, "node_name") or None,   # TensorRT >= 10
             "node_operator": _call(err, "node_operator") or None,
-            "code": getattr(code, "name", None) or (str(code).rsplit(".", 1)[-1] if code is not None else None),
+            "code": _enum_name(code),
             "desc": _call(err, "desc") or str(err),
             "text": str(err),
         })

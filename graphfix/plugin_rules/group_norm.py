@@ -51,6 +51,10 @@ class GroupNormToPlugin(Rule):
     needed = TrtRange(below="10.0")   # TensorRT 10 imports ONNX GroupNormalization (opset 18+)
     option = "group_norm"
     function_ok = True
+    # Opt-in (--rules group-norm): TensorRT 8.6 imports PyTorch's Reshape/InstanceNormalization
+    # export natively and matched ONNX Runtime on the rig (max abs 9.5e-07), while the plugin
+    # aborted at run time there (SIGABRT: it normalizes through cuDNN, which the rig lacks).
+    default = False
 
     def match(self, graph, node, ctx):
         pre = producer(node.inputs[0])

@@ -569,3 +569,17 @@ def test_parser_error_codes_are_named_on_both_binding_styles():
     assert _enum_name(Method()) == "UNSUPPORTED_NODE"
     assert _enum_name(Property()) == "INVALID_GRAPH"
     assert _enum_name(None) is None
+
+
+def test_integer_outputs_must_match_exactly_even_across_dtypes():
+    # seen on the rig: an INT64 output that TensorRT 8.6 computed in INT32 (a clamped 2**40) was
+    # reported as passing; exact outputs are now judged on values widened to a common type
+    import numpy as np
+    from graphfix.checks.trt import compare_outputs
+    ref = [{"y": np.array([2 ** 40, 1, 2], dtype=np.int64)}]
+    got = [{"y": np.array([2 ** 31 - 1, 1, 2], dtype=np.int32)}]
+    outs, problems = compare_outputs(ref, got, {"y": (0.0, 0.0)})
+    assert not outs[0].passed and outs[0].max_abs > 1e12
+    same = [{"y": np.array([7, 1, 2], dtype=np.int32)}]
+    outs, _ = compare_outputs([{"y": np.array([7, 1, 2], dtype=np.int64)}], same, {"y": (0.0, 0.0)})
+    assert outs[0].passed and outs[0].max_abs == 0

@@ -30,12 +30,16 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import UsageError
+from ..model_io import load_model
+# imported here, not in the functions: rig scripts call build_and_compare from several threads, and a
+# first import racing in two threads fails with "partially initialized module" (seen on the rig)
+from .inputs import graph_inputs, make_feeds
+from .ort import EXACT as EXACT_TOLERANCE, OutputStats, _quiet_polygraphy, run_ort, runnable_copy
 from .trt_child import STAGE_WORDS, ChildRun, _size, run_worker
 from .trt_env import trt_unavailable_reason
 from .trt_errors import attribute_message, map_parser_errors
 from .trt_profile import derive_profile, dims_text as _x, output_tolerances, precision_name
 
-REFERENCE_IR_VERSION = 10  # accepted by every ONNX Runtime graphfix supports (see DESIGN.md)
 
 
 # ----------------------------------------------------------------------------------------- results
@@ -196,9 +200,6 @@ def build_and_compare(original_model_path: str, fixed_model_path: str, *, fp16: 
     wrong, crashes included, ends up in the result.
     """
     import numpy as np
-    from ..model_io import load_model
-    from .inputs import graph_inputs, make_feeds
-    from .ort import _quiet_polygraphy
 
     started = time.perf_counter()
     original = load_model(original_model_path).model
@@ -251,33 +252,20 @@ def build_and_compare(original_model_path: str, fixed_model_path: str, *, fp16: 
 def reference_outputs(original, feeds) -> Tuple[Optional[List[Dict[str, Any]]], Optional[str], Optional[str]]:
     """ONNX Runtime's outputs for the original model: (outputs, problem, note).
 
-    Two properties of a file that do not change what it computes can make ONNX Runtime refuse it:
-    repeated node names and an IR version newer than it knows. Then a copy without them is run,
-    and the note says so.
+    Properties of a file that do not change what it computes can make ONNX Runtime refuse it
+    (repeated node names, an IR version newer than it knows): then the same copy the ONNX Runtime
+    check uses (ort.runnable_copy) is run, and the note says so.
     """
-    import onnx
-    from .ort import run_ort
-
     try:
         return [run_ort(original, feed) for feed in feeds], None, None
     except Exception as exc:
         first = " ".join(str(exc).split())[:300]
-    copy = onnx.ModelProto()
-    copy.CopyFrom(original)
-    changed = []
-    names = [n.name for n in copy.graph.node]
-    if len(set(names)) != len(names):
-        for i, node in enumerate(copy.graph.node):
-            node.name = f"gf.check.{i}"
-        changed.append("node names made unique")
-    if copy.ir_version > REFERENCE_IR_VERSION:
-        copy.ir_version = REFERENCE_IR_VERSION
-        changed.append(f"IR version stamped {REFERENCE_IR_VERSION}")
-    if changed:
+    copy = runnable_copy(original)
+    if copy is not original:
         try:
             outputs = [run_ort(copy, feed) for feed in feeds]
-            return outputs, None, f"reference: ONNX Runtime refused the original as is ({first}); ran it with " \
-                                  + ", ".join(changed)
+            return outputs, None, (f"reference: ONNX Runtime refused the original as is ({first}); ran it "
+                                   "with unique node names and IR version <= 10")
         except Exception:
             pass
     return None, f"ONNX Runtime could not run the original model: {first}", None
@@ -324,9 +312,9 @@ def compare_outputs(reference: List[Dict[str, Any]], candidate: List[Dict[str, A
                     tolerances: Dict[str, Tuple[float, float]]) -> Tuple[List[Any], List[str]]:
     """Per-output stats (ort.OutputStats) of TensorRT vs ONNX Runtime, over all iterations, with
     Polygraphy's comparator; plus problems that stop a comparison (missing output, shape mismatch)."""
+    import numpy as np
     from polygraphy import comparator as pg_comparator
     from polygraphy.comparator import Comparator, CompareFunc, RunResults
-    from .ort import OutputStats
 
     problems: List[str] = []
     names = list(tolerances)
@@ -364,6 +352,15 @@ def compare_outputs(reference: List[Dict[str, Any]], candidate: List[Dict[str, A
                                       max(prev.max_abs, cur.max_abs), max(prev.max_rel, cur.max_rel),
                                       max(prev.mean_abs, cur.mean_abs))
                 stats[name] = cur
+    for name in comparable:   # integer/bool outputs: exact, judged on widened values
+        if tolerances[name] == EXACT_TOLERANCE and name in stats:
+            widened = [(np.asarray(r[name]).astype(np.float64), np.asarray(c[name]).astype(np.float64))
+                       for r, c in zip(reference, candidate)]
+            equal = all(np.array_equal(r, c) for r, c in widened)
+            worst = max(float(np.max(np.abs(r - c), initial=0.0)) for r, c in widened)
+            st = stats[name]
+            stats[name] = OutputStats(name, st.passed and equal, st.atol, st.rtol, max(st.max_abs, worst),
+                                      st.max_rel, st.mean_abs)
     outs = []
     for name in names:
         if name in stats:

@@ -121,9 +121,9 @@ class Analysis:
         inferred = self.facts.dims(name)
         shape = getattr(self.tensor(name), "shape", None) if name in self.producer or name in self.readers else None
         annotated = None if shape is None else tuple(d if isinstance(d, int) and d >= 0 else None for d in shape)
-        if inferred is None or (annotated is not None and _unknown(annotated) <= _unknown(inferred)):
-            return annotated
-        return inferred
+        if inferred is not None and (annotated is None or _unknown(inferred) <= _unknown(annotated)):
+            return inferred   # inference read the annotations too, and checked them against the graph
+        return annotated
 
     def elem_type(self, name: str) -> int:
         return self.facts.elem_type(name) or _elem_type(getattr(self.tensor(name), "dtype", None))

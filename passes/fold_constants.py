@@ -74,7 +74,9 @@ class _Folder:
         self.protos: Dict[int, onnx.NodeProto] = {}   # id(node) -> proto: lookup only, never in output
         if self.base is not None:
             self.protos = {id(n): p for n, p in zip(graph.nodes, self.base.graph.node)}
-        self.evaluator = OrtEvaluator(self._opset_imports(), self._ir_version())
+        # folded nodes are all in the standard domain: import only it (ONNX Runtime may refuse others)
+        self.evaluator = OrtEvaluator([o for o in self._opset_imports() if o.domain in ("", "ai.onnx")]
+                                      or [helper.make_opsetid("", int(graph.opset))], self._ir_version())
         self.stored: Dict[str, np.ndarray] = {}   # values stored as initializers in this run
         self.excluded: Set[int] = set()            # id(node) of nodes kept for good (lookup only)
         self.reported: Set[str] = set()            # near misses already counted, by node label
@@ -181,8 +183,18 @@ class _Folder:
                 an.unfold(pos, cascade=True)
 
     def _evaluate(self, an: Analysis, missing: Set[str]) -> None:
+        cone = an.ort_cone(missing)
+        reason = self.evaluator.unusable() if cone else None
+        if reason is not None:   # one warning, not one per node
+            dropped = [p for pos in cone if pos in an.foldable for p in an.unfold(pos, cascade=True)]
+            self.result.count("kept_failed", len(dropped))
+            self._warn("failed", f"ONNX Runtime cannot evaluate nodes of this model ({reason}): {len(dropped)} "
+                                 "node(s) stay computed; only Shape/Size/Constant values were folded")
+            for pos in cone:
+                self.excluded.add(id(an.nodes[pos]))
+            return
         nodes = []
-        for pos in an.ort_cone(missing):
+        for pos in cone:
             if pos in an.as_cast:
                 proto, inputs = an.as_cast[pos]
             else:

@@ -192,3 +192,14 @@ def test_pipeline_checks_the_fold_with_onnx_runtime():
     assert record.status == "applied", record.error
     assert record.check["passed"]
     assert report.ok
+
+
+def test_onnx_runtime_unusable_is_one_warning_and_numpy_values_still_fold(monkeypatch):
+    monkeypatch.setattr(_fold_eval.OrtEvaluator, "unusable", lambda self: "opset 99 is not supported")
+    model = build("fold_constant_node_chain")
+    out, result = apply_pass(PASS, model)
+    assert_equivalent(model, out)
+    assert ops(out) == ["Add", "Mul", "Cast", "Cast", "Mul", "Add"]   # Constant nodes became initializers
+    assert sorted(folded_targets(result)) == ["c2", "c3", "eps"]
+    failures = [w for w in result.warnings if "opset 99" in w]
+    assert len(failures) == 1 and "4 node(s) stay computed" in failures[0], result.warnings

@@ -53,11 +53,12 @@ POLYGRAPHY_CHILD = ("import sys; from polygraphy.tools import main; sys.argv[0] 
                     "sys.exit(main())")
 
 
-def run_child(argv: List[str], timeout: float) -> Dict:
-    """Run a subprocess; its wall time and its own peak RSS (os.wait4 reports that child alone)."""
+def run_child(argv: List[str], timeout: float, cwd: str) -> Dict:
+    """Run a subprocess; its wall time and its own peak RSS (os.wait4 reports that child alone).
+    It runs in `cwd` (the work directory), so a source checkout is not on its sys.path."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
         deadline = start + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -123,12 +124,12 @@ def bench_size(label: str, workdir: str, timeout: float, check_max_nodes: int) -
     gf_out, pg_out = os.path.join(workdir, f"gf_{label}.onnx"), os.path.join(workdir, f"pg_{label}.onnx")
     side = os.path.join(workdir, f"gf_{label}.json")
     print(f"[{label}] graphfix ...", flush=True)
-    row["graphfix"] = run_child([sys.executable, "-c", GRAPHFIX_CHILD, src, gf_out, side], timeout)
+    row["graphfix"] = run_child([sys.executable, "-c", GRAPHFIX_CHILD, src, gf_out, side], timeout, workdir)
     if os.path.exists(side):
         row["graphfix"].update(json.load(open(side)))
     print(f"[{label}] polygraphy ...", flush=True)
     row["polygraphy"] = run_child([sys.executable, "-c", POLYGRAPHY_CHILD, "surgeon", "sanitize",
-                                   "--fold-constants", src, "-o", pg_out], timeout)
+                                   "--fold-constants", src, "-o", pg_out], timeout, workdir)
     gf_ops, pg_ops = op_counts(gf_out), op_counts(pg_out)
     row["graphfix"]["nodes_out"] = sum(gf_ops.values()) if gf_ops else None
     row["polygraphy"]["nodes_out"] = sum(pg_ops.values()) if pg_ops else None
@@ -180,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     unknown = [s for s in sizes if s not in LAYERS]
     if unknown:
         parser.error(f"unknown size(s) {unknown}; known: {', '.join(LAYERS)}")
-    workdir = args.workdir or tempfile.mkdtemp(prefix="graphfix-bench-fold-")
+    workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="graphfix-bench-fold-"))
     os.makedirs(workdir, exist_ok=True)
     rows = []
     try:

@@ -150,7 +150,7 @@ class Analysis:
             self.foldable[pos] = how
 
     def _how(self, pos: int, node: gs.Node) -> Optional[str]:
-        if (node.domain or "") not in STANDARD_DOMAINS:
+        if (getattr(node, "domain", None) or "") not in STANDARD_DOMAINS:
             return None
         op, ins = node.op, self.input_names[pos]
         if op == "Constant":
@@ -349,7 +349,7 @@ def _topological_order(input_names: Sequence[Tuple[str, ...]], producer: Mapping
 def _subgraph_reads(nodes: Sequence[gs.Node]) -> Set[str]:
     """Names read inside If/Loop/Scan bodies (they may be outer-scope values)."""
     names: Set[str] = set()
-    stack = [v for n in nodes if n.op in SUBGRAPH_OPS or (n.domain or "") not in STANDARD_DOMAINS
+    stack = [v for n in nodes if n.op in SUBGRAPH_OPS or (getattr(n, "domain", None) or "") not in STANDARD_DOMAINS
              for v in n.attrs.values() if isinstance(v, gs.Graph)]
     while stack:
         body = stack.pop()

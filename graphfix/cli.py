@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ps = sub.add_parser("passes", help="list the passes (from their declarations)")
     ps.add_argument("--json", action="store_true")
+
+    fx_out = sub.add_parser("fixtures", help="write the bundled example models (graphfix.fixtures) as .onnx")
+    fx_out.add_argument("directory")
+    fx_out.add_argument("names", nargs="*", help="fixtures to write (default: all)")
+    fx_out.add_argument("--list", action="store_true", help="list fixture names and exit")
     return p
 
 
@@ -159,7 +164,12 @@ def cmd_validate(args) -> int:
     return validate_command(args)
 
 
-COMMANDS = {"fix": cmd_fix, "passes": cmd_passes, "validate": cmd_validate}
+def cmd_fixtures(args) -> int:
+    from .fixtures.__main__ import write_fixtures
+    return write_fixtures(args.directory, args.names, list_only=args.list)
+
+
+COMMANDS = {"fix": cmd_fix, "passes": cmd_passes, "validate": cmd_validate, "fixtures": cmd_fixtures}
 COMMANDS["check"] = cmd_check
 
 

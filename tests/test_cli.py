@@ -98,3 +98,11 @@ def test_python_dash_m_graphfix_runs(tmp_path):
                            "--trt", "8.6"], capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "cleanup" in proc.stdout
+
+
+def test_fixtures_command_writes_models(tmp_path, capsys):
+    assert main(["fixtures", str(tmp_path), "example_encoder_block"]) == 0
+    assert onnx.load(str(tmp_path / "example_encoder_block.onnx")).graph.node
+    assert main(["fixtures", str(tmp_path), "--list"]) == 0
+    assert "example_encoder_block" in capsys.readouterr().out
+    assert main(["fixtures", str(tmp_path), "nope"]) == 2

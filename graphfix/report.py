@@ -88,7 +88,7 @@ class Report:
         src = self.input.get("path") or "<model>"
         lines.append(f"  input  {src}: {self.input['nodes']} nodes, opset {self.input['opsets'].get('ai.onnx')}")
         for p in self.passes:
-            counts = ", ".join(f"{k} {v}" for k, v in sorted(p.counts.items()))
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(p.counts.items()) if v)  # zeros: JSON only
             detail = f"{len(p.changes)} change(s)" + (f"; {counts}" if counts else "")
             if p.status in (SKIPPED, FAILED, ROLLED_BACK) and p.error:
                 detail = p.error

@@ -174,6 +174,7 @@ class ModelFacts:
         self.weights: Set[str] = set(self.initializers) | set(self.constant_nodes)
         self.foldable: Set[str] = self._foldable()
         self._values: Dict[str, Optional[np.ndarray]] = {}
+        self._computed: Dict[str, Optional[np.ndarray]] = {}
         self.local_functions = {(f.domain, f.name) for f in model.functions}
 
     @staticmethod
@@ -268,6 +269,62 @@ class ModelFacts:
             value = None
         self._values[name] = value
         return value
+
+    def computed_value(self, name: str) -> Optional[np.ndarray]:
+        """The value of a constant, or of a foldable tensor computed with ONNX's reference evaluator
+        (e.g. Reduce axes that an exporter computes from Shape/Size/Range); None when unknown."""
+        if self.is_weights(name):
+            return self.value(name)
+        if name not in self.foldable:
+            return None
+        if name not in self._computed:
+            try:
+                self._computed[name] = self._evaluate(name)
+            except Exception:  # the evaluator lacks an op or a type: the value stays unknown
+                self._computed[name] = None
+        return self._computed[name]
+
+    def _evaluate(self, name: str, max_nodes: int = 64) -> Optional[np.ndarray]:
+        """Run the main-graph nodes `name` depends on, with constants and static Shape/Size as feeds."""
+        from onnx.reference import ReferenceEvaluator
+        feeds: Dict[str, np.ndarray] = {}
+        cone: Set[int] = set()
+        order = {id(ref.node): i for i, ref in enumerate(self.nodes)}
+        stack, seen = [name], set()
+        while stack:
+            t = stack.pop()
+            if not t or t in seen:
+                continue
+            seen.add(t)
+            if self.is_weights(t):
+                value = self.value(t)
+                if value is None:
+                    return None
+                feeds[t] = value
+                continue
+            ref = self.producers.get(t)
+            if ref is None or ref.graph_path:
+                return None
+            node = ref.node
+            if node.op_type in ("Shape", "Size") and node.input and self.static(node.input[0]):
+                shape = np.array(self.shape(node.input[0]), dtype=np.int64)
+                if node.op_type == "Size":
+                    feeds[t] = np.array(int(np.prod(shape)), dtype=np.int64)
+                else:  # Python slicing clamps start/end exactly as Shape-15 does
+                    feeds[t] = shape[_attr(node, "start", 0):_attr(node, "end", len(shape))]
+                continue
+            cone.add(order[id(node)])
+            if len(cone) > max_nodes:
+                return None
+            stack.extend(node.input)
+        nodes = [self.nodes[i].node for i in sorted(cone)]
+        inputs = [onnx.helper.make_tensor_value_info(k, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                  for k, v in sorted(feeds.items())]
+        graph = onnx.helper.make_graph(nodes, "computed_value", inputs,
+                                       [onnx.helper.make_empty_tensor_value_info(name)])
+        opsets = [o for o in self.model.opset_import if o.domain in DEFAULT_DOMAINS]
+        model = onnx.helper.make_model(graph, opset_imports=opsets)
+        return np.asarray(ReferenceEvaluator(model).run([name], feeds)[0])
 
     def _foldable(self) -> Set[str]:
         """Tensors computable before run time: constants, and deterministic nodes fed only by them
@@ -378,21 +435,36 @@ def _shape_slice(ctx, ref, r):
     return None if (start_n, end_n) == (0, rank) else f"start = {start}, end = {end}, rank {rank}"
 
 
+def _axes_value(ctx: "_Ctx", name: str) -> Optional[np.ndarray]:
+    """A Reduce axes input's value: empty when its static shape is [0] (whatever feeds it), else the
+    constant or foldable value, else None."""
+    if ctx.facts.shape(name) == [0]:
+        return np.zeros(0, dtype=np.int64)
+    return ctx.facts.computed_value(name)
+
+
 @rule("reduce_axes_ignored")
 def _reduce_axes_ignored(ctx, ref, r):
-    """An axes input that an importer ignores matters unless it names every axis anyway."""
+    """An axes input that an importer ignores (it reduces over every axis) matters unless the result is
+    the same: the axes name every axis, or are empty (= every axis), or every axis they leave out has
+    size 1 and keepdims = 1 (measured: such LayerNorm/RMSNorm expansions matched on 8.6.0)."""
     node = ref.node
     axes = _input(node, 1)
     if axes is None:
         return None
-    rank = ctx.facts.rank(node.input[0])
-    value = ctx.facts.value(axes) if ctx.facts.is_weights(axes) else None
-    if value is not None and rank is not None:
-        named = sorted({int(a) % rank for a in value.reshape(-1)}) if rank else []
-        if value.size and named == list(range(rank)):
-            return None
-        if not value.size and _attr(node, "noop_with_empty_axes", 0) == 0:
-            return None
+    shape = ctx.facts.shape(node.input[0])
+    value = _axes_value(ctx, axes)
+    if value is not None and shape is not None:
+        rank = len(shape)
+        if not value.size:
+            if _attr(node, "noop_with_empty_axes", 0) == 0:
+                return None
+        elif rank:
+            named = {int(a) % rank for a in value.reshape(-1)}
+            if named == set(range(rank)):
+                return None
+            if _attr(node, "keepdims", 1) and all(d == 1 for i, d in enumerate(shape) if i not in named):
+                return None
     return f"axes input '{axes}'"
 
 
@@ -539,8 +611,10 @@ def _noop_empty_axes(ctx, ref, r):
     if _attr(node, "noop_with_empty_axes", 0) != 1 or _attr(node, "axes"):
         return None
     axes = _input(node, 1)
+    if axes is not None and r.get("axes_input_read"):   # the importer reduces over exactly these axes
+        return None
     if axes is not None:
-        value = ctx.facts.value(axes) if ctx.facts.is_weights(axes) else None
+        value = _axes_value(ctx, axes)
         if value is None or value.size:
             return None
     return "noop_with_empty_axes = 1 without axes"
@@ -606,6 +680,93 @@ def _rnn_directions_match(ctx, ref, r):
         half = len(values) // 2
         if values and values[:half] != values[half:]:
             return f"{name} = {values}"
+    return None
+
+
+@rule("attr_missing")
+def _attr_missing(ctx, ref, r):
+    """An attribute the importer defaults differently from ONNX: right only when written out."""
+    if _has_attr(ref.node, r["attr"]):
+        return None
+    return f"no '{r['attr']}' attribute; ONNX default {r['onnx_default']!r}"
+
+
+@rule("dim_equals")
+def _dim_equals(ctx, ref, r):
+    """A static dimension of an input that must have one value (an unknown dimension is not flagged)."""
+    name = _input(ref.node, r["input"])
+    shape = ctx.facts.shape(name) if name else None
+    axis = r["axis"]
+    if shape is None or not -len(shape) <= axis < len(shape) or shape[axis] is None:
+        return None
+    return None if shape[axis] == r["value"] else f"dimension {axis} of '{name}' is {shape[axis]}"
+
+
+@rule("pool_ceil_last_window")
+def _pool_ceil_last_window(ctx, ref, r):
+    """ceil_mode = 1 where the last window would start in the right padding: opset 22 drops that
+    window, a parser computing the output size with the older formula keeps it (one more position)."""
+    node = ref.node
+    if _attr(node, "ceil_mode", 0) != 1:
+        return None
+    auto_pad = _attr(node, "auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", "VALID"):   # SAME_*: the size comes from the stride alone
+        return None
+    shape = ctx.facts.shape(node.input[0]) if node.input else None
+    kernel = list(_attr(node, "kernel_shape", []) or [])
+    if shape is None or len(shape) < 3 or len(kernel) != len(shape) - 2:
+        return None
+    n = len(kernel)
+    strides = list(_attr(node, "strides", []) or [1] * n)
+    dilations = list(_attr(node, "dilations", []) or [1] * n)
+    pads = list(_attr(node, "pads", []) or [0] * 2 * n) if auto_pad == "NOTSET" else [0] * 2 * n
+    changed = []
+    for i, size in enumerate(shape[2:]):
+        if size is None:
+            continue
+        room = size + pads[i] + pads[i + n] - ((kernel[i] - 1) * dilations[i] + 1)
+        if room < 0:
+            continue
+        out = -(-room // strides[i]) + 1
+        if (out - 1) * strides[i] >= size + pads[i]:
+            changed.append(f"spatial dim {i}: {out} instead of {out - 1}")
+    return "; ".join(changed) if changed else None
+
+
+# Ops that carry a value unchanged or by arithmetic: a shape value computed through them from a network
+# input makes that input a shape tensor in TensorRT.
+SHAPE_VALUE_OPS = frozenset({"Cast", "Identity", "Add", "Sub", "Mul", "Div", "Ceil", "Floor", "Round", "Relu",
+                             "Neg", "Abs", "Max", "Min", "Clip", "Concat", "Gather"})
+SHAPE_VALUE_DATA_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Slice", "Flatten"})   # input 0 only
+FLOAT_DTYPES = ("FLOAT", "FLOAT16", "DOUBLE", "BFLOAT16")
+
+
+@rule("float_input_to_shape")
+def _float_input_to_shape(ctx, ref, r):
+    """A value TensorRT takes as a shape tensor, computed at run time from a floating-point graph input:
+    that network input would have to be a shape tensor, and those must be INT32 (INT64 from 10.0)."""
+    f = ctx.facts
+    for index in r["inputs"]:
+        name = _input(ref.node, index)
+        if name is None or name in f.foldable:
+            continue
+        stack, seen = [name], set()
+        while stack:
+            t = stack.pop()
+            if t in seen or t in f.foldable:
+                continue
+            seen.add(t)
+            if t in f.graph_inputs:
+                if f.dtype(t) in FLOAT_DTYPES:
+                    return f"'{name}' is computed from the {f.dtype(t)} graph input '{t}'"
+                continue
+            producer = f.producers.get(t)
+            if producer is None:
+                continue
+            if producer.node.op_type in SHAPE_VALUE_OPS:
+                stack.extend(i for i in producer.node.input if i)
+            elif producer.node.op_type in SHAPE_VALUE_DATA_OPS and producer.node.input:
+                stack.append(producer.node.input[0])
     return None
 
 
@@ -744,8 +905,9 @@ class _Checker:
 
     def _io_only_ok(self, name: str) -> bool:
         f = self.facts
-        if name in f.graph_inputs:
-            return all(c.node.op_type == "Cast" for c in f.consumers.get(name, []))
+        if name in f.graph_inputs:   # "io_only_consumers": ops measured to take such inputs (8.6: Equal)
+            consumers = set(self.profile.extra.get("io_only_consumers", ["Cast"]))
+            return all(c.node.op_type in consumers for c in f.consumers.get(name, []))
         producer = f.producers.get(name)
         if name in f.graph_outputs and producer is not None and producer.node.op_type == "Cast":
             return not f.consumers.get(name)

@@ -202,6 +202,7 @@ def _child_one(trt, logger, model_dir: str, keep: list) -> dict:
         rec["detail"] = "engine deserialization failed"
         return rec
     from polygraphy.backend.trt import TrtRunner
+    from graphfix.checks.trt_worker import contiguous, engine_input_source
     try:
         with TrtRunner(engine) as runner:
             meta = runner.get_input_metadata()
@@ -213,7 +214,10 @@ def _child_one(trt, logger, model_dir: str, keep: list) -> dict:
                 except TypeError:
                     from polygraphy.datatype import DataType
                     dtype = DataType.to_dtype(DataType.from_dtype(dtype), "numpy")
-                feed[name] = np.ascontiguousarray(np.asarray(feeds[name]).astype(dtype))
+                source = engine_input_source(name, feeds)
+                if source is None:
+                    raise RuntimeError(f"network input '{name}' matches no ONNX input")
+                feed[name] = contiguous(np.asarray(feeds[source]).astype(dtype))
             outputs = runner.infer(feed)
             got = {k: np.array(v, copy=True) for k, v in outputs.items()}
     except Exception as exc:

@@ -583,3 +583,16 @@ def test_integer_outputs_must_match_exactly_even_across_dtypes():
     same = [{"y": np.array([7, 1, 2], dtype=np.int32)}]
     outs, _ = compare_outputs([{"y": np.array([7, 1, 2], dtype=np.int64)}], same, {"y": (0.0, 0.0)})
     assert outs[0].passed and outs[0].max_abs == 0
+
+
+def test_engine_feeds_keep_scalar_shapes_and_follow_parser_renames():
+    # both seen on the rig: np.ascontiguousarray made 0-D inputs (Clip min/max, If cond) shape (1,),
+    # and the 8.6 parser renames an input that is also a graph output to "__<name>"
+    import numpy as np
+    from graphfix.checks.trt_worker import contiguous, engine_input_source
+    assert contiguous(np.array(3.0, dtype=np.float32)).shape == ()
+    assert contiguous(np.ones((2, 3))[:, ::2]).flags["C_CONTIGUOUS"]
+    arrays = {"x": np.zeros(2), "ratio": np.array(0.5)}
+    assert engine_input_source("x", arrays) == "x"
+    assert engine_input_source("__x", arrays) == "x"
+    assert engine_input_source("cond", arrays) is None

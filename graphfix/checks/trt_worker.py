@@ -105,6 +105,23 @@ def _call(obj, method: str):
         return None
 
 
+def contiguous(array):
+    """A C-contiguous copy that keeps the shape: np.ascontiguousarray turns a 0-D array into shape
+    (1,), which TensorRT refuses for scalar inputs ("Expected BoundedShape([])", seen on the rig)."""
+    import numpy as np
+    return np.ascontiguousarray(array).reshape(np.shape(array))
+
+
+def engine_input_source(engine_name: str, arrays) -> Optional[str]:
+    """The ONNX input feeding a network input. TensorRT's ONNX parser renames an input that is also
+    a graph output to "__<name>" (onnx-tensorrt ModelImporter: TensorRT forbids input == output)."""
+    if engine_name in arrays:
+        return engine_name
+    if engine_name.startswith("__") and engine_name[2:] in arrays:
+        return engine_name[2:]
+    return None
+
+
 def _enum_name(value) -> Optional[str]:
     """An enum member's name; TensorRT 8.6's bindings expose `name` as a method, 10.x as a property."""
     if value is None:
@@ -235,11 +252,12 @@ def run(engine_bytes: bytes, req: Dict[str, Any], events: Events) -> None:
         for i, spec in enumerate(req["feeds"]):
             stored = np.load(os.path.join(workdir, spec["file"]))
             arrays = {name: stored[f"arr_{k}"] for k, name in enumerate(spec["names"])}
-            missing = [name for name in meta.keys() if name not in arrays]
+            sources = {name: engine_input_source(name, arrays) for name in meta.keys()}
+            missing = [name for name, src in sources.items() if src is None]
             if missing:
                 raise RuntimeError(f"engine inputs {missing} have no data (the original model has no such input)")
             # TensorRT 8.6 turns INT64 inputs into INT32 ones: feed each input in the engine's dtype.
-            feed = {name: np.ascontiguousarray(arrays[name].astype(_numpy_dtype(meta[name].dtype), copy=False))
+            feed = {name: contiguous(arrays[sources[name]].astype(_numpy_dtype(meta[name].dtype), copy=False))
                     for name in meta.keys()}
             outputs = runner.infer(feed)
             names = list(outputs.keys())

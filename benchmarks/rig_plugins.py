@@ -92,9 +92,9 @@ def random_feeds(model, seed: int = 0) -> Dict[str, np.ndarray]:
 
 # name: (fixture, kind, graphfix options, feeds function or None for random, float source fixture)
 CASES: Dict[str, Dict[str, Any]] = {
-    "nms_topk_head": dict(fixture="nms_topk_head", kind="nms", options={}, feeds=nms_feeds),
-    "nms_gather_head": dict(fixture="nms_gather_head", kind="nms", options={}, feeds=nms_feeds),
-    "nms_scores_bcn": dict(fixture="nms_scores_bcn", kind="nms", options={}, feeds=nms_bcn_feeds),
+    "nms_topk_head": dict(fixture="nms_topk_head", kind="nms", options={"nms": True}, feeds=nms_feeds),
+    "nms_gather_head": dict(fixture="nms_gather_head", kind="nms", options={"nms": True}, feeds=nms_feeds),
+    "nms_scores_bcn": dict(fixture="nms_scores_bcn", kind="nms", options={"nms": True}, feeds=nms_bcn_feeds),
     "roi_align_16": dict(fixture="roi_align_16", kind="dense", options={}, feeds=roi_feeds),
     "roi_align_10": dict(fixture="roi_align_10", kind="dense", options={}, feeds=roi_feeds),
     "check_roialign": dict(fixture="check_roialign", kind="dense", options={}, feeds=check_roi_feeds),

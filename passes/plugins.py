@@ -23,8 +23,8 @@ class Plugins(Pass):
     info = PassInfo(
         name="plugins",
         summary="Replace subgraphs by TensorRT plugins where the target needs them (NMS, RoiAlign, GroupNorm, ...)",
-        fixes="e.g. 8.6 RoiAlign: 'Could not load library libnvinfer_vc_plugin.so.8'; 8.6 NonMaxSuppression: "
-              "engine builds, then 'Invalid Context' when creating the execution context",
+        fixes="e.g. 8.6 RoiAlign: 'Could not load library libnvinfer_vc_plugin.so.8'; NonMaxSuppression "
+              "(on request): 'Invalid Context' when creating the execution context",
         ort_checkable=False,
         after=("fuse-layernorm",),
         before=("cleanup",),

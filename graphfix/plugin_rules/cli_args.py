@@ -7,9 +7,9 @@ from typing import Any, Dict
 def add_plugin_arguments(parser) -> None:
     g = parser.add_argument_group("plugins and decompositions")
     g.add_argument("--nms-plugin", action="store_true",
-                   help="replace NonMaxSuppression and its post-processing head by EfficientNMS_TRT on any "
-                        "target (default: only where TensorRT cannot run NMS, < 9.0); the graph outputs "
-                        "become num_detections, detection_boxes, detection_scores, detection_classes")
+                   help="replace NonMaxSuppression and its post-processing head by EfficientNMS_TRT "
+                        "(opt-in on every target); the graph outputs become num_detections, detection_boxes, "
+                        "detection_scores, detection_classes")
     g.add_argument("--plugin-rules", action="append", default=[], metavar="FILE",
                    help="Python file that registers rewrite rules with graphfix.plugin_rules.register_rule "
                         "(repeatable; see docs/plugins.md)")

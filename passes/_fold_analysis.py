@@ -7,6 +7,7 @@ its graphsurgeon tensor only where one is needed (values to feed, tensors to tur
 from __future__ import annotations
 
 import heapq
+import math
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
@@ -298,15 +299,27 @@ class Analysis:
                     return True
         return False
 
-    def source_view(self) -> "SourceView":
-        return SourceView(self)
+    def source_view(self, initializers: Optional[Mapping[str, onnx.TensorProto]] = None) -> "SourceView":
+        return SourceView(self, initializers or {})
 
 
 class SourceView:
     """The values the evaluator may feed: initializers and values computed so far."""
 
-    def __init__(self, an: Analysis):
+    INLINE_BYTES = 1 << 20   # model initializers up to this size go into evaluation models as protos
+
+    def __init__(self, an: Analysis, initializers: Mapping[str, onnx.TensorProto]):
         self.an = an
+        self.initializers = initializers
+
+    def initializer_proto(self, name: str) -> Optional[onnx.TensorProto]:
+        """The model's own TensorProto for a small initializer (None: feed the value instead)."""
+        proto = self.initializers.get(name)
+        if proto is None or name in self.an.values or name in self.an.producer \
+                or proto.data_location == onnx.TensorProto.EXTERNAL or not proto.data_type \
+                or math.prod(proto.dims) * 8 > self.INLINE_BYTES:   # 8: the widest numeric item
+            return None
+        return proto
 
     def __contains__(self, name: str) -> bool:
         an = self.an

@@ -110,21 +110,30 @@ class OrtEvaluator:
 
     def _run_nodes(self, nodes: Sequence[EvalNode], outputs: List[str], sources: Mapping[str, np.ndarray]
                    ) -> Dict[str, np.ndarray]:
+        """Small model initializers go in as they are (no numpy round trip, no feed checks); other
+        values are fed."""
         produced = {o for n in nodes for o in n.outputs}
+        protos = getattr(sources, "initializer_proto", lambda name: None)
         feeds: Dict[str, np.ndarray] = {}
+        inits: Dict[str, onnx.TensorProto] = {}
         for node in nodes:
             for name in node.inputs:
-                if name and name not in produced and name not in feeds:
-                    feeds[name] = sources[name]
-        return self._run([n.proto for n in nodes], feeds, outputs)
+                if name and name not in produced and name not in feeds and name not in inits:
+                    proto = protos(name)
+                    if proto is not None:
+                        inits[name] = proto
+                    else:
+                        feeds[name] = sources[name]
+        return self._run([n.proto for n in nodes], feeds, outputs, list(inits.values()))
 
-    def _run(self, protos: Sequence[onnx.NodeProto], feeds: Dict[str, np.ndarray], outputs: List[str]
-             ) -> Dict[str, np.ndarray]:
+    def _run(self, protos: Sequence[onnx.NodeProto], feeds: Dict[str, np.ndarray], outputs: List[str],
+             initializers: Sequence[onnx.TensorProto] = ()) -> Dict[str, np.ndarray]:
         import onnxruntime as ort
 
         graph = helper.make_graph([], "gf.fold-constants", [_value_info(k, v) for k, v in feeds.items()],
                                   [helper.make_value_info(o, onnx.TypeProto()) for o in outputs])
         graph.node.extend(protos)
+        graph.initializer.extend(initializers)
         model = helper.make_model(graph, opset_imports=self.opset_imports)
         model.ir_version = self.ir_version
         opts = ort.SessionOptions()

@@ -81,6 +81,7 @@ class _Folder:
         self.excluded: Set[int] = set()            # id(node) of nodes kept for good (lookup only)
         self.reported: Set[str] = set()            # near misses already counted, by node label
         self.warned: Dict[str, int] = {}
+        self._inits: Optional[Dict[str, onnx.TensorProto]] = None
 
     def run(self) -> None:
         for _ in range(MAX_ROUNDS):
@@ -200,7 +201,7 @@ class _Folder:
             else:
                 proto, inputs = self._proto(an.nodes[pos]), an.input_names[pos]
             nodes.append(EvalNode(pos, proto, inputs, an.output_names[pos]))
-        outcome = self.evaluator.evaluate(nodes, missing, an.source_view())
+        outcome = self.evaluator.evaluate(nodes, missing, an.source_view(self._base_initializers()))
         an.values.update(outcome.values)
         for pos, error in sorted(outcome.failed.items()):
             if pos not in an.foldable:
@@ -311,6 +312,11 @@ class _Folder:
             from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
             proto = self.protos[id(node)] = OnnxExporter.export_node(node)
         return proto
+
+    def _base_initializers(self) -> Dict[str, onnx.TensorProto]:
+        if self._inits is None:
+            self._inits = {t.name: t for t in self.base.graph.initializer} if self.base is not None else {}
+        return self._inits
 
     def _opset_imports(self) -> List[onnx.OperatorSetIdProto]:
         if self.base is not None and self.base.opset_import:

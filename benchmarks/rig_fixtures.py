@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import traceback
@@ -31,21 +29,6 @@ from typing import Any, Dict, List, Optional
 PRECISIONS = {"fp32": {}, "fp16": {"fp16": True}, "tf32": {"tf32": True}}
 
 
-def environment() -> Dict[str, Any]:
-    from importlib import metadata
-    env: Dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("tensorrt", "onnx", "onnxruntime", "polygraphy", "onnx-graphsurgeon", "numpy", "graphfix"):
-        try:
-            env[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            env[dist] = None
-    try:
-        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        env["gpu"] = gpu.stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        env["gpu"] = None
-    return env
 
 
 def worst(result: Dict[str, Any]) -> Optional[float]:
@@ -195,6 +178,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out_dir, exist_ok=True)
     if args.resume:
         names = [m for m in names if not os.path.exists(os.path.join(args.out_dir, f"{m}.json"))]
+    from graphfix.checks.trt_env import environment
     env = environment()
     print(json.dumps(env), file=sys.stderr)
     started = time.perf_counter()

@@ -24,7 +24,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -314,21 +313,6 @@ def strip(run: Dict[str, Any]) -> Dict[str, Any]:
     return {k: v for k, v in run.items() if k != "outputs"}
 
 
-def environment() -> Dict[str, Any]:
-    from importlib import metadata
-    env: Dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("tensorrt", "onnx", "onnxruntime", "polygraphy", "onnx-graphsurgeon", "numpy", "graphfix"):
-        try:
-            env[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            env[dist] = None
-    try:
-        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        env["gpu"] = gpu.stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        env["gpu"] = None
-    return env
 
 
 def summary_line(row: Dict[str, Any]) -> str:
@@ -370,6 +354,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if unknown:
         print(f"rig_plugins: unknown cases {unknown}", file=sys.stderr)
         return 2
+    from graphfix.checks.trt_env import environment
     doc: Dict[str, Any] = {"schema": SCHEMA, "target": trt, "environment": environment(),
                            "tensorrt_used": use_trt, "settings": {
                                "precision": "fp32", "tactic_sources": ["EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"],

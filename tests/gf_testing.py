@@ -1,13 +1,13 @@
 """Helpers shared by the tests: run a pass on a model, check ONNX Runtime equivalence."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import onnx
 
 from graphfix.checks.inputs import concrete_shapes, value_ranges
-from graphfix.checks.ort import compare_models, run_ort
+from graphfix.checks.ort import compare_models
 from graphfix.graph_utils import to_graph, to_model
 from graphfix.pass_api import PassContext, PassResult
 from graphfix.registry import get_pass
@@ -55,3 +55,25 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0, shapes: Optional[Dict] =
         else:
             feeds[inp.name] = rng.integers(int(lo), int(hi) + 1, dims[inp.name]).astype(dtype)
     return feeds
+
+
+def elem_types(model: onnx.ModelProto) -> Dict[str, int]:
+    """Element type of every tensor (strict shape inference, initializers, Constant nodes)."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            types[node.output[0]] = node.attribute[0].t.data_type
+    return types
+
+
+def added_casts(model: onnx.ModelProto) -> List[Tuple[str, str, int]]:
+    """(input, output, to) of every Cast a pass added (graphfix names its nodes gf.*)."""
+    return [(n.input[0], n.output[0], n.attribute[0].i) for n in model.graph.node
+            if n.op_type == "Cast" and n.name.startswith("gf.")]
+
+
+def readers(model: onnx.ModelProto, tensor: str) -> List[str]:
+    return [n.name for n in model.graph.node if tensor in n.input]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import platform
 import subprocess
 import sys
-from typing import Optional
+from typing import Any, Dict, Optional
 
 _PROBE = ("import tensorrt as trt; b = trt.Builder(trt.Logger(trt.Logger.ERROR)); "
           "assert b is not None; print(trt.__version__)")
@@ -32,3 +33,21 @@ def trt_version() -> Optional[str]:
         return None
     proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120)
     return proc.stdout.strip() or None
+
+
+def environment() -> Dict[str, Any]:
+    """Versions of Python, the ONNX/TensorRT stack and the GPU, for evidence files."""
+    from importlib import metadata
+    env: Dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("tensorrt", "onnx", "onnxruntime", "polygraphy", "onnx-graphsurgeon", "numpy", "graphfix"):
+        try:
+            env[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            env[dist] = None
+    try:
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        env["gpu"] = gpu.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        env["gpu"] = None
+    return env

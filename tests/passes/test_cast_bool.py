@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import List
 
 import onnx
 import pytest
@@ -11,32 +11,17 @@ from onnx import TensorProto
 from graphfix import fix
 from graphfix.fixtures import build
 from graphfix.profiles import load_profile
-from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops
+from gf_testing import added_casts, apply_pass, assert_equivalent, assert_idempotent, elem_types, ops, readers
 
 PASS = "cast-bool"
 BOOL_FIXTURES = ["bool_mask_data_movement", "bool_equal", "gpt2_causal_mask", "bert_attention_mask",
                  "bool_constant_shared", "example_encoder_block"]
 
 
-def elem_types(model: onnx.ModelProto) -> Dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
-    types.update({t.name: t.data_type for t in model.graph.initializer})
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            types[node.output[0]] = node.attribute[0].t.data_type
-    return types
 
 
-def casts(model: onnx.ModelProto) -> List[Tuple[str, str, int]]:
-    """(input, output, to) of every Cast the pass added."""
-    return [(n.input[0], n.output[0], n.attribute[0].i) for n in model.graph.node
-            if n.op_type == "Cast" and n.name.startswith("gf.")]
 
 
-def readers(model: onnx.ModelProto, tensor: str) -> List[str]:
-    return [n.name for n in model.graph.node if tensor in n.input]
 
 
 def bool_reads(model: onnx.ModelProto, op_types) -> List[str]:
@@ -58,7 +43,7 @@ def test_mask_through_six_data_movement_ops_needs_three_casts():
     assert len(bool_reads(model, MYELIN_UNSAFE)) == 7
     fixed, result = apply_pass(PASS, model)
     assert bool_reads(fixed, MYELIN_UNSAFE) == []
-    added = casts(fixed)
+    added = added_casts(fixed)
     assert len(added) == 3 and result.counts == {"chains": 1, "tensors_retyped": 7, "casts_inserted": 3,
                                                   "constants_copied": 0}
     (entry,) = [c for c in added if c[2] == TensorProto.INT32]
@@ -80,7 +65,7 @@ def test_bool_equal_is_cast_on_8_6_only():
     model = build("bool_equal")
     fixed, result = apply_pass(PASS, model, trt="8.6")
     assert bool_reads(fixed, ["Equal"]) == []
-    added = casts(fixed)
+    added = added_casts(fixed)
     assert sorted(c[0] for c in added) == ["p", "q"] and all(c[2] == TensorProto.INT32 for c in added)
     assert "p" in next(n.input for n in fixed.graph.node if n.name == "where_p")  # still reads bool p
     onnx.checker.check_model(fixed, full_check=True)
@@ -94,7 +79,7 @@ def test_gpt2_causal_mask_buffer_is_retyped_not_cast():
     fixed, result = apply_pass(PASS, model)
     bias = next(t for t in fixed.graph.initializer if t.name == "bias")
     assert bias.data_type == TensorProto.INT32
-    added = casts(fixed)
+    added = added_casts(fixed)
     assert added == [("causal", added[0][1], TensorProto.BOOL)]        # only the Cast back
     assert readers(fixed, added[0][1]) == ["where"]
     assert bool_reads(fixed, MYELIN_UNSAFE) == []
@@ -105,7 +90,7 @@ def test_gpt2_causal_mask_buffer_is_retyped_not_cast():
 def test_bert_attention_mask_chain_gets_one_cast_in_and_one_back():
     model = build("bert_attention_mask")
     fixed, result = apply_pass(PASS, model)
-    added = casts(fixed)
+    added = added_casts(fixed)
     assert sorted((c[0], c[2]) for c in added) == [("m3", TensorProto.BOOL), ("mb", TensorProto.INT32)]
     assert len(added) == 2                                             # not a pair per node (6)
     back = next(c for c in added if c[2] == TensorProto.BOOL)

@@ -1,7 +1,7 @@
 """int64-to-int32: islands narrowed together, Casts only at INT64-only inputs, sentinels, kept islands."""
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from typing import Dict, List
 
 import numpy as np
 import onnx
@@ -11,7 +11,7 @@ from onnx import TensorProto
 from graphfix import fix
 from graphfix.checks.ort import run_ort
 from graphfix.fixtures import build
-from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops, random_feeds
+from gf_testing import added_casts, apply_pass, assert_equivalent, assert_idempotent, elem_types, ops, readers, random_feeds
 
 PASS = "int64-to-int32"
 INT32_MAX, INT32_MIN = int(np.iinfo(np.int32).max), int(np.iinfo(np.int32).min)
@@ -30,22 +30,10 @@ def constants(model: onnx.ModelProto) -> Dict[str, np.ndarray]:
     return found
 
 
-def elem_types(model: onnx.ModelProto) -> Dict[str, int]:
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
-    types.update({t.name: t.data_type for t in model.graph.initializer})
-    return types
 
 
-def casts(model: onnx.ModelProto) -> List[Tuple[str, str, int]]:
-    """(input, output, to) of every Cast the pass added."""
-    return [(n.input[0], n.output[0], n.attribute[0].i) for n in model.graph.node
-            if n.op_type == "Cast" and n.name.startswith("gf.")]
 
 
-def readers(model: onnx.ModelProto, tensor: str) -> List[str]:
-    return [n.name for n in model.graph.node if tensor in n.input]
 
 
 def int64_constants_where_int32_allowed(model: onnx.ModelProto) -> List[str]:
@@ -96,7 +84,7 @@ def test_slice_sentinels_become_int32_limits_without_casts():
     model = build("int64_slice_sentinels")
     fixed, result = apply_pass(PASS, model)
     values = constants(fixed)
-    assert casts(fixed) == []
+    assert added_casts(fixed) == []
     assert all(v.dtype == np.int32 for v in values.values()), {k: v.dtype for k, v in values.items()}
     assert values["s1_ends"].tolist() == [INT32_MAX]
     assert values["s2_ends"].tolist() == [INT32_MIN]
@@ -112,7 +100,7 @@ def test_shape_gather_concat_reshape_gets_casts_only_at_its_boundaries():
     model = build("int64_shape_reshape")
     fixed, result = apply_pass(PASS, model)
     values = constants(fixed)
-    added = casts(fixed)
+    added = added_casts(fixed)
     assert len(added) == 2 and result.counts["casts_inserted"] == 2
     to_i32 = [c for c in added if c[2] == TensorProto.INT32]
     to_i64 = [c for c in added if c[2] == TensorProto.INT64]
@@ -131,7 +119,7 @@ def test_shape_gather_concat_reshape_gets_casts_only_at_its_boundaries():
 def test_expand_and_constantofshape_shape_inputs_read_a_cast_back_to_int64():
     model = build("int64_expand_constantofshape")
     fixed, result = apply_pass(PASS, model)
-    added = casts(fixed)
+    added = added_casts(fixed)
     assert len(added) == 3
     assert sorted(c[0] for c in added if c[2] == TensorProto.INT32) == ["sh"]
     back = {c[1]: c[0] for c in added if c[2] == TensorProto.INT64}
@@ -153,7 +141,7 @@ def test_out_of_range_constant_keeps_its_island_int64_and_warns():
     values = constants(fixed)
     assert values["big"].dtype == np.int64 and values["big"].tolist() == 2 ** 40   # not clamped
     assert values["minus_one"].dtype == np.int64                       # same island: kept too
-    assert casts(fixed) == []                                          # nothing in that island moved
+    assert added_casts(fixed) == []                                          # nothing in that island moved
     assert values["ends"].tolist() == [INT32_MAX]                      # the Slice island still narrowed
     assert values["one_idx"].dtype == np.int32
     assert result.counts["islands_kept"] == 1
@@ -168,7 +156,7 @@ def test_int64_graph_input_stays_int64_without_int32_io():
     fixed, result = apply_pass(PASS, model)
     io = lambda m: [(v.name, v.type.tensor_type.elem_type) for v in list(m.graph.input) + list(m.graph.output)]
     assert io(fixed) == io(model)
-    added = casts(fixed)
+    added = added_casts(fixed)
     assert len(added) == 2
     (ids_cast,) = [c for c in added if c[0] == "input_ids"]
     assert ids_cast[2] == TensorProto.INT32
@@ -189,7 +177,7 @@ def test_int32_io_changes_int64_graph_inputs_and_outputs():
     io = {v.name: v.type.tensor_type.elem_type for v in list(fixed.graph.input) + list(fixed.graph.output)}
     assert io == {"input_ids": TensorProto.INT32, "h": TensorProto.FLOAT,
                   "position_ids": TensorProto.INT32, "best": TensorProto.INT32}
-    added = casts(fixed)
+    added = added_casts(fixed)
     assert len(added) == 1 and added[0][1] == "best"                  # ArgMax only makes INT64
     check_structure(fixed)
     feeds = random_feeds(model, seed=3)
@@ -203,7 +191,7 @@ def test_int32_io_changes_int64_graph_inputs_and_outputs():
 def test_op_without_schema_is_a_boundary_that_keeps_int64():
     model = build("int64_custom_op_boundary")
     fixed, result = apply_pass(PASS, model)
-    added = casts(fixed)
+    added = added_casts(fixed)
     assert len(added) == 2
     (back,) = [c for c in added if c[2] == TensorProto.INT64]
     assert back[0] == "shp" and sorted(readers(fixed, back[1])) == ["custom", "reshape"]
@@ -216,7 +204,7 @@ def test_op_without_schema_is_a_boundary_that_keeps_int64():
 def test_subgraph_reads_from_outer_scope_get_int64():
     model = build("int64_if_outer_scope")
     fixed, result = apply_pass(PASS, model)
-    added = casts(fixed)
+    added = added_casts(fixed)
     assert len(added) == 2
     (back,) = [c for c in added if c[2] == TensorProto.INT64]
     branch = next(n for n in fixed.graph.node if n.op_type == "If")

@@ -111,15 +111,10 @@ class _Folder:
         return Facts({vi.name: vi for vi in list(g.input) + list(g.output) + list(g.value_info)})
 
     def _needs_inference(self) -> bool:
-        for node in self.graph.nodes:
-            if node.op in ("Shape", "Size") and node.inputs and isinstance(node.inputs[0], gs.Variable):
-                shape = node.inputs[0].shape
-                if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
-                    return True
-            elif node.op == "CastLike" and len(node.inputs) == 2 and isinstance(node.inputs[1], gs.Variable) \
-                    and node.inputs[1].dtype is None:
-                return True
-        return False
+        """Shape/Size/CastLike over a computed tensor: its annotation alone is not trusted (inference
+        reads it too, and checks it against the graph)."""
+        return any(n.op in ("Shape", "Size", "CastLike") and n.inputs and isinstance(n.inputs[-1], gs.Variable)
+                   for n in self.graph.nodes)
 
     def _shape_model(self) -> Optional[onnx.ModelProto]:
         """The current graph as a light ModelProto for shape inference: the nodes' own protos, small

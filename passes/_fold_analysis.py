@@ -420,7 +420,8 @@ def _pick_dims(node: gs.Node, dims: List[Optional[int]], params: List[Optional[n
         idx = params[0].astype(np.int64)
         if np.any(idx < -len(dims)) or np.any(idx >= len(dims)):
             return None
-        return vec[np.where(idx < 0, idx + len(dims), idx)]
+        # np.asarray: a scalar index picks a bare Python int out of the object array (ViT exports)
+        return np.asarray(vec[np.where(idx < 0, idx + len(dims), idx)], dtype=object)
     if params:   # Slice from opset 10: starts/ends/axes/steps are inputs
         starts, ends = params[0], params[1] if len(params) > 1 else None
         axes = params[2] if len(params) > 2 else None

@@ -203,3 +203,23 @@ def test_onnx_runtime_unusable_is_one_warning_and_numpy_values_still_fold(monkey
     assert sorted(folded_targets(result)) == ["c2", "c3", "eps"]
     failures = [w for w in result.warnings if "opset 99" in w]
     assert len(failures) == 1 and "4 node(s) stay computed" in failures[0], result.warnings
+
+
+def test_scalar_gather_of_a_partly_static_shape_folds():
+    """x[N,4,6] --Shape--Gather(1, a scalar index)--Unsqueeze--Concat(-1)--> [4,-1] --Reshape(x)
+    (as ViT exports write it; a scalar index once made the pass fail)."""
+    import numpy as np
+    from onnx import TensorProto as T, helper
+    from graphfix.fixtures._make import const, make_model, vi
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Gather", ["s", "one"], ["d1"], name="pick", axis=0),
+             helper.make_node("Unsqueeze", ["d1", "zero"], ["d1v"], name="unsq"),
+             helper.make_node("Concat", ["d1v", "minus_one"], ["target"], name="cat", axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"], name="reshape")]
+    model = make_model(nodes, [vi("x", T.FLOAT, ["N", 4, 6])], [vi("y", T.FLOAT, [4, "M"])],
+                       [const("one", 1, np.int64), const("zero", [0], np.int64), const("minus_one", [-1], np.int64)])
+    fixed, result = apply_pass("fold-constants", model)
+    assert ops(fixed) == ["Reshape"], result.warnings
+    target = next(t for t in fixed.graph.initializer if t.name == fixed.graph.node[0].input[1])
+    assert onnx.numpy_helper.to_array(target).tolist() == [4, -1]
+    assert_equivalent(model, fixed)

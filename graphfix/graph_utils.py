@@ -1,7 +1,7 @@
 """Small helpers over onnx_graphsurgeon graphs shared by several passes."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import onnx
@@ -174,6 +174,57 @@ def constant_value(tensor) -> np.ndarray | None:
         if "value" in attrs and isinstance(attrs["value"], gs.Constant):
             return attrs["value"].values
     return None
+
+
+def known_dims(tensor, *known: Optional[Sequence[Optional[int]]]) -> Optional[List[Optional[int]]]:
+    """Dims of `tensor` from its own annotation and other sources (e.g. ONNX shape inference): per
+    dim, the first static value any source gives (None for a dim none knows); None when no source
+    knows the rank. A source whose rank disagrees with the first one is ignored."""
+    merged: Optional[List[Optional[int]]] = None
+    if isinstance(tensor, gs.Constant):
+        return list(np.asarray(tensor.values).shape)
+    for source in (getattr(tensor, "shape", None),) + known:
+        if source is None:
+            continue
+        dims = [d if isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 else None
+                for d in source]
+        if merged is None:
+            merged = [None if d is None else int(d) for d in dims]
+        elif len(dims) == len(merged):
+            merged = [m if m is not None else (None if d is None else int(d)) for m, d in zip(merged, dims)]
+    return merged
+
+
+def shape_of(tensor, names: Callable[[str], str], dims: Union[slice, int, None] = None,
+             known: Optional[Sequence[Optional[int]]] = None) -> Tuple[gs.Tensor, List[gs.Node]]:
+    """``Shape(tensor)[dims]`` as a 1-D INT64 tensor, and the nodes that compute it (for the caller
+    to insert): an initializer and no nodes when those dims are static, else Shape (+ Slice).
+
+    Why: fold-constants runs before the passes that build shape values and folds every Shape over
+    a static tensor, so a pass that built one would change its own output on a second run.
+    `known`: dims from ONNX shape inference, merged with the tensor's annotation (see known_dims);
+    `dims`: an index or a step-1 slice of the shape (the Slice is the opset >= 10 input form);
+    `names`: a NameMaker (or any hint -> unique name callable).
+    """
+    if isinstance(dims, (int, np.integer)):
+        dims = slice(int(dims), None if int(dims) == -1 else int(dims) + 1)
+    if dims is not None and dims.step not in (None, 1):
+        raise ValueError(f"shape_of: slice step {dims.step} is not supported (1 only)")
+    shape = known_dims(tensor, known)
+    picked = None if shape is None else (shape if dims is None else shape[dims])
+    if picked is not None and None not in picked:
+        return gs.Constant(names("shape"), np.array(picked, dtype=np.int64)), []
+    full = gs.Variable(names("shape"), dtype=np.int64, shape=None if shape is None else [len(shape)])
+    nodes = [gs.Node("Shape", names("Shape"), inputs=[tensor], outputs=[full])]
+    if dims is None or (dims.start in (None, 0) and dims.stop is None):
+        return full, nodes
+    bounds = [np.array([v], np.int64) for v in (dims.start or 0, np.iinfo(np.int64).max if dims.stop is None
+                                                 else dims.stop, 0)]
+    part = gs.Variable(names("shape"), dtype=np.int64, shape=None if picked is None else [len(picked)])
+    nodes.append(gs.Node("Slice", names("Slice"), inputs=[full] + [gs.Constant(names(h), v) for h, v in
+                                                                    zip(("starts", "ends", "axes"), bounds)],
+                         outputs=[part]))
+    return part, nodes
 
 
 def consumers(tensor) -> List[gs.Node]:

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .graph_utils import NameMaker
+from .graph_utils import NameMaker, known_dims, shape_of
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -467,6 +467,15 @@ class NodeChange:
         return gs.Node(op=op, name=name or self.name(hint or op), attrs=dict(attrs or {}),
                        inputs=list(inputs), outputs=list(outputs))
 
+    def dims(self, x) -> Optional[List[Optional[int]]]:
+        """x's dims as fold-constants sees them: annotation and shape inference merged per dim."""
+        return known_dims(x, self.facts.shape(x))
+
+    def shape_of(self, x, dims=None) -> Tuple[gs.Tensor, List[gs.Node]]:
+        """``Shape(x)[dims]`` and the nodes computing it: an initializer and no nodes when those
+        dims are static (graph_utils.shape_of, with the facts' inferred shape)."""
+        return shape_of(x, self.name, dims, known=self.facts.shape(x))
+
     def reduce(self, op: str, x, axes: Sequence[int], out, keepdims: int = 1) -> gs.Node:
         """A Reduce* node in the form of the target opset (axes attribute before 18, input after)."""
         axes_as_input = self.to_version >= (13 if op == "ReduceSum" else 18)
@@ -618,10 +627,11 @@ def _raise_softmax(node: gs.Node, change: NodeChange) -> Optional[Step]:
         return change.reform([x], {"axis": -1}, "axis is the last axis: same meaning", handled=(13,))
 
     def build(outputs) -> List[gs.Node]:
-        flat, soft, shape = change.var("flat"), change.var("soft"), change.var("shape")
+        flat, soft = change.var("flat"), change.var("soft")
+        shape, shape_nodes = change.shape_of(x)
         return [change.make("Flatten", [x], [flat], {"axis": axis}),
                 change.make(node.op, [flat], [soft], {"axis": -1}),
-                change.make("Shape", [x], [shape]),
+                *shape_nodes,
                 change.make("Reshape", [soft, shape], outputs)]
     return change.replace(build, f"old {node.op} axis={axis} semantics -> Flatten/{node.op}/Reshape")
 

@@ -114,7 +114,7 @@ def lower_split(node: gs.Node, change: NodeChange) -> Optional[Step]:
     if n != len(node.outputs):
         raise Unconvertible(f"num_outputs={n} but the node has {len(node.outputs)} outputs")
     axis = int(attrs.get("axis", 0))
-    shape = change.facts.shape(x)
+    shape = change.dims(x)
     dim = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
     if n == 1 or (dim is not None and dim % n == 0):
         return change.reform([x], attrs, f"num_outputs={n} -> equal split")
@@ -129,14 +129,14 @@ def lower_split(node: gs.Node, change: NodeChange) -> Optional[Step]:
 
     def build(outputs) -> List[gs.Node]:
         # chunk = ceil(d / n); sizes = [chunk] * (n - 1) + [d - chunk * (n - 1)], at run time
-        v = {k: change.var(k) for k in ("shape", "dim", "dim_plus", "chunk", "head", "last", "chunks", "sizes")}
-        c = {k: change.const([val], np.int64, k) for k, val in (("axis", axis), ("n_minus_1", n - 1), ("n", n))}
-        return [change.make("Shape", [x], [v["shape"]]),
-                change.make("Gather", [v["shape"], c["axis"]], [v["dim"]], {"axis": 0}),
-                change.make("Add", [v["dim"], c["n_minus_1"]], [v["dim_plus"]]),
+        v = {k: change.var(k) for k in ("dim_plus", "chunk", "head", "last", "chunks", "sizes")}
+        c = {k: change.const([val], np.int64, k) for k, val in (("n_minus_1", n - 1), ("n", n))}
+        dim, dim_nodes = change.shape_of(x, axis)   # [d]: Shape -> Slice (the axis is dynamic)
+        return dim_nodes + [
+                change.make("Add", [dim, c["n_minus_1"]], [v["dim_plus"]]),
                 change.make("Div", [v["dim_plus"], c["n"]], [v["chunk"]]),
                 change.make("Mul", [v["chunk"], c["n_minus_1"]], [v["head"]]),
-                change.make("Sub", [v["dim"], v["head"]], [v["last"]]),
+                change.make("Sub", [dim, v["head"]], [v["last"]]),
                 change.make("Tile", [v["chunk"], c["n_minus_1"]], [v["chunks"]]),
                 change.make("Concat", [v["chunks"], v["last"]], [v["sizes"]], {"axis": 0}),
                 change.make("Split", [x, v["sizes"]], outputs, attrs, name=node.name or None)]
@@ -405,7 +405,7 @@ def lower_group_norm(node: gs.Node, change: NodeChange) -> Optional[Step]:
     per_channel = [channels] + [1] * (rank - 2)
 
     def build(outputs) -> List[gs.Node]:
-        t = {k: change.var(k) for k in ("grouped", "grouped_c", "normed_c", "normed", "shape", "back", "scaled")}
+        t = {k: change.var(k) for k in ("grouped", "grouped_c", "normed_c", "normed", "back", "scaled")}
         nodes = [change.make("Reshape", [x, change.const([0, groups, -1], np.int64, "group_shape")], [t["grouped"]])]
         grouped = t["grouped"]
         if ct != dt:
@@ -420,9 +420,9 @@ def lower_group_norm(node: gs.Node, change: NodeChange) -> Optional[Step]:
             nodes.append(change.make("Cast", [normed], [t["normed"]],
                                      {"to": onnx.helper.np_dtype_to_tensor_dtype(dt)}))
             normed = t["normed"]
-        return nodes + [
-            change.make("Shape", [x], [t["shape"]]),
-            change.make("Reshape", [normed, t["shape"]], [t["back"]]),
+        shape, shape_nodes = change.shape_of(x)
+        return nodes + shape_nodes + [
+            change.make("Reshape", [normed, shape], [t["back"]]),
             change.make("Mul", [t["back"], change.const(scale_v.astype(dt).reshape(per_channel), hint="scale")],
                         [t["scaled"]]),
             change.make("Add", [t["scaled"], change.const(bias_v.astype(dt).reshape(per_channel), hint="bias")],

@@ -13,7 +13,7 @@ from graphfix import fix
 from graphfix.checks.ort import run_ort
 from graphfix.fixtures import build
 from graphfix.fixtures._make import make_model
-from graphfix.graph_utils import RoundTripError, to_graph, to_model
+from graphfix.graph_utils import NameMaker, RoundTripError, shape_of, to_graph, to_model
 
 
 def _optional_identity() -> onnx.ModelProto:
@@ -78,3 +78,44 @@ def test_pipeline_says_why_optional_io_is_not_compared():
                for w in normalize.warnings), normalize.warnings
     assert report.checks[0]["skipped"] and report.checks[0]["passed"] is None
     assert [v.type for v in fixed.graph.output] == [v.type for v in _optional_identity().graph.output]
+
+
+# -- shape_of: the shape values passes build -------------------------------------------------------
+def _names():
+    return NameMaker(gs.Graph(), "test")
+
+
+@pytest.mark.parametrize("dims, expected", [(None, [2, 3, 4]), (1, [3]), (-1, [4]), (slice(1, None), [3, 4]),
+                                            (slice(0, 2), [2, 3])])
+def test_shape_of_a_static_tensor_is_an_initializer(dims, expected):
+    value, nodes = shape_of(gs.Variable("x", np.float32, [2, 3, 4]), _names(), dims)
+    assert nodes == [] and isinstance(value, gs.Constant)
+    assert value.values.dtype == np.int64 and value.values.tolist() == expected
+
+
+def test_shape_of_static_dims_of_a_partly_dynamic_tensor_is_an_initializer():
+    x = gs.Variable("x", np.float32, ["N", 3, 4])
+    value, nodes = shape_of(x, _names(), slice(1, 3))
+    assert nodes == [] and value.values.tolist() == [3, 4]
+    # dims from shape inference fill the ones the annotation leaves open
+    value, nodes = shape_of(x, _names(), 0, known=[5, None, 4])
+    assert nodes == [] and value.values.tolist() == [5]
+
+
+@pytest.mark.parametrize("dims, expected", [(None, [5, 3, 7]), (0, [5]), (slice(0, 2), [5, 3]), (-1, [7])])
+def test_shape_of_dynamic_dims_is_shape_then_slice_at_run_time(dims, expected):
+    x = gs.Variable("x", np.float32, ["N", 3, "W"])
+    value, nodes = shape_of(x, _names(), dims)
+    assert [n.op for n in nodes] == (["Shape"] if dims is None else ["Shape", "Slice"])
+    assert nodes[0].inputs[0] is x and nodes[-1].outputs[0] is value
+    value.dtype = np.int64
+    graph = gs.Graph(nodes=nodes, inputs=[x], outputs=[value], opset=17)
+    model = to_model(graph)
+    onnx.checker.check_model(model, full_check=True)
+    out = run_ort(model, {"x": np.zeros((5, 3, 7), np.float32)})
+    assert out[value.name].tolist() == expected
+
+
+def test_shape_of_refuses_a_strided_slice():
+    with pytest.raises(ValueError, match="step"):
+        shape_of(gs.Variable("x", np.float32, [2, 3]), _names(), slice(0, None, 2))

@@ -157,3 +157,23 @@ def test_a_rewrite_ort_cannot_check_is_applied_but_reported_unchecked(monkeypatc
     assert any("not checked in ONNX Runtime" in w for w in rec.warnings)
     assert report.checks[0]["skipped"] is True and report.checks[0]["passed"] is None
     assert "skipped" in report.summary()
+
+
+# Passes after fold-constants that build shape values (decompose-contrib's positions and mask_index,
+# the opset raise's Softmax restore, target-opset's GroupNormalization): on static shapes they emit
+# initializers, else fold-constants folded their Shape nodes on a second run.
+SHAPE_VALUE_FIXTURES = ["contrib_embed_layer_norm", "contrib_embed_layer_norm_no_mask",
+                        "contrib_embed_layer_norm_dynamic", "ln_opset12_old_forms_raised", "opset18_group_norm",
+                        "opset21_group_norm", "opset21_group_norm_dynamic"]
+
+
+@pytest.mark.parametrize("trt", ["8.6", "10.0"])
+@pytest.mark.parametrize("name", SHAPE_VALUE_FIXTURES)
+def test_second_fix_changes_nothing_where_passes_build_shape_values(name, trt):
+    fixed, report = graphfix.fix(build(name), trt=trt, check="ort")
+    assert report.ok, report.summary()
+    again, second = graphfix.fix(fixed, trt=trt, check="none")
+    assert [(p.name, p.changes[:2]) for p in second.passes if p.status == "applied"] == []
+    assert again.SerializeToString() == fixed.SerializeToString()
+    shapes = [n for n in fixed.graph.node if n.op_type == "Shape"]
+    assert bool(shapes) == name.endswith("_dynamic")   # a Shape only where a dim is dynamic

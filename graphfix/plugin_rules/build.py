@@ -16,8 +16,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..graph_utils import NameMaker
+from ..graph_utils import NameMaker, shape_of
 from ..target import TrtVersion
+from .patterns import inferred_dims
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..pass_api import PassContext
@@ -149,6 +150,13 @@ class Builder:
     def op(self, op: str, *inputs, attrs=None, dtype=None, shape=None) -> gs.Variable:
         """One-output node shorthand: ``y = build.op("Add", a, b)``."""
         return self.node(op, list(inputs), attrs=attrs, dtype=dtype, shape=shape)[0]
+
+    def shape_of(self, tensor, dims=None) -> gs.Tensor:
+        """``Shape(tensor)[dims]``: an initializer when those dims are static (annotation or shape
+        inference), else Shape (+ Slice) nodes appended to the graph (graph_utils.shape_of)."""
+        value, nodes = shape_of(tensor, self.names, dims, known=inferred_dims(tensor))
+        self.graph.nodes.extend(nodes)
+        return value
 
     # -- plugins --------------------------------------------------------------------------------
     def plugin_node(self, rule: "Rule", match: "Match") -> gs.Node:

@@ -25,7 +25,7 @@ import onnx_graphsurgeon as gs
 
 from ..target import TrtRange
 from .build import remove_nodes
-from .patterns import const, dtype_of, optional_input, optional_output, static_dims, used
+from .patterns import const, dtype_of, is_graph_output, optional_input, optional_output, static_dims, used
 from .registry import register_rule
 from .rule import DECOMPOSE, Match, NearMiss, PluginSpec, Rule
 
@@ -208,10 +208,7 @@ class EmbedLayerNormDecompose(_ContribDecompose):
         if pos_ids is not None:
             pos = build.op("Gather", pos_table, pos_ids, attrs={"axis": 0}, dtype=dtype)
         else:   # positions 0..S-1: the first S rows of the table
-            seq = build.op("Slice", build.op("Shape", ids, dtype=np.int64), build.const(np.array([1], np.int64), "one"),
-                           build.const(np.array([2], np.int64), "two"), dtype=np.int64)
-            pos = build.op("Slice", pos_table, build.const(np.array([0], np.int64), "zero"), seq,
-                           build.const(np.array([0], np.int64), "axis0"), dtype=dtype)
+            pos = self._first_rows(build, pos_table, build.shape_of(ids, 1), dtype)
         keep_sum = [emb_sum] if emb_sum is not None and used(graph, emb_sum) else None
         if seg is not None and seg_table is not None:
             total = build.op("Add", total, pos, dtype=dtype)
@@ -225,11 +222,30 @@ class EmbedLayerNormDecompose(_ContribDecompose):
         return {"position_ids": pos_ids is not None, "segments": seg is not None, "mask": mask is not None}
 
     @staticmethod
+    def _first_rows(build, table, count, dtype):
+        """table[:count] (count: a 1-D shape value). Computed where fold-constants would compute it
+        on a second run (a constant table and count, within the fold size limit), else a Slice."""
+        rows, n = const(table), const(count)
+        if rows is not None and n is not None:
+            value = np.ascontiguousarray(rows[:int(n[0])])
+            if value.nbytes <= build.ctx.fold_size_limit:
+                return build.const(value, "positions")
+        return build.op("Slice", table, build.const(np.array([0], np.int64), "zero"), count,
+                        build.const(np.array([0], np.int64), "axis0"), dtype=dtype)
+
+    @staticmethod
     def _mask_index(build, graph, ids, mask, mask_index) -> None:
         """ONNX Runtime's mask_index: per row, how many mask entries equal 1 (0 without a mask)."""
         if mask is None:
-            batch = build.op("Slice", build.op("Shape", ids, dtype=np.int64), build.const(np.array([0], np.int64), "zero"),
-                             build.const(np.array([1], np.int64), "one"), dtype=np.int64)
+            batch = build.shape_of(ids, 0)
+            if isinstance(batch, gs.Constant) and not is_graph_output(graph, mask_index):
+                # a static batch: the zeros themselves (fold-constants would fold ConstantOfShape)
+                zeros = build.const(np.zeros(batch.values, np.int32), "mask_index")
+                for reader in list(mask_index.outputs):
+                    for i, t in enumerate(reader.inputs):
+                        if t is mask_index:
+                            reader.inputs[i] = zeros
+                return
             build.node("ConstantOfShape", [batch], outputs=[mask_index],
                        attrs={"value": gs.Constant("zero_i32", np.array([0], np.int32))})
             return

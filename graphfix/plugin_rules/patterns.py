@@ -21,7 +21,10 @@ def inferred_shapes(graph: gs.Graph):
     _INFERRED.clear()
     try:
         model = gs.export_onnx(graph, do_type_check=False)
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        try:   # with data propagation, as fold-constants infers: a rule sees the shapes it would fold
+            model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        except Exception:
+            model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
         for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
             t = v.type.tensor_type
             dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else None
@@ -96,6 +99,11 @@ def static_dims(tensor) -> Optional[List[Optional[int]]]:
     if shape is None:
         return None
     return [d if isinstance(d, int) and d >= 0 else None for d in shape]
+
+
+def inferred_dims(tensor) -> Optional[list]:
+    """The shape ONNX shape inference gave `tensor` at the start of the pass (None when it gave none)."""
+    return None if tensor is None else _INFERRED.get(tensor.name, (None, None))[1]
 
 
 def dtype_of(tensor):

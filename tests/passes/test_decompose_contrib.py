@@ -10,7 +10,7 @@ from graphfix.plugin_rules import PLUGIN_DOMAIN
 from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops
 
 CONTRIB = ["contrib_skip_layer_norm", "contrib_skip_layer_norm_opset13", "contrib_gelus", "contrib_fast_gelu",
-           "contrib_embed_layer_norm"]
+           "contrib_embed_layer_norm", "contrib_embed_layer_norm_no_mask", "contrib_embed_layer_norm_dynamic"]
 
 
 def contrib_ops(model):
@@ -62,6 +62,30 @@ def test_embed_layer_norm_mask_index_counts_ones_like_onnx_runtime():
     assert a["mask_index"].tolist() == b["mask_index"].tolist() == [3, 6]
     np.testing.assert_allclose(b["embeddings"], a["embeddings"], atol=1e-5)
     np.testing.assert_allclose(b["embedding_sum"], a["embedding_sum"], atol=1e-6)
+
+
+def test_embed_layer_norm_shape_values_are_constants_when_static():
+    """Positions (the first S rows) and the mask-less mask_index (B zeros) come from the ids' static
+    shape: initializers, no Shape (fold-constants would fold one on a second pipeline run)."""
+    model = build("contrib_embed_layer_norm_no_mask")
+    fixed, _ = apply_pass("decompose-contrib", model)
+    assert not {"Shape", "Slice", "ConstantOfShape"} & set(ops(fixed))
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in fixed.graph.initializer}
+    table = next(onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.name == "pos")
+    positions = next(v for k, v in inits.items() if k.endswith(".positions"))
+    np.testing.assert_array_equal(positions, table[:6])
+    lengths = next(n for n in fixed.graph.node if n.name == "lengths")
+    assert inits[lengths.input[0]].tolist() == [0, 0] and "pos" not in inits
+
+
+def test_embed_layer_norm_shape_values_are_computed_when_dynamic():
+    model = build("contrib_embed_layer_norm_dynamic")
+    fixed, _ = apply_pass("decompose-contrib", model)
+    shapes = [n for n in fixed.graph.node if n.op_type == "Shape"]
+    assert [n.input[0] for n in shapes] == ["input_ids", "input_ids"] and "ConstantOfShape" in ops(fixed)
+    for b, s in ((1, 3), (3, 9)):
+        ids = {"input_ids": [b, s], "segment_ids": [b, s]}
+        assert_equivalent(model, fixed, shapes=ids)
 
 
 # -- plugins instead, when asked ------------------------------------------------------------------

@@ -33,6 +33,12 @@ from graphfix.report import Report
 FIXTURES = all_fixtures()
 BASIC = list(trt_basic.BASIC)
 RIG_FIXTURES = trt_basic.trt_test_fixtures()
+# Fixtures that stay wrong on TensorRT 8.6 after graphfix, as measured on the rig (2026-11-21):
+NOT_FIXABLE_ON_8_6 = {
+    "check_int64_weights": "2**40 does not fit INT32: kept INT64 with a warning, 8.6 clamps it",
+    "int64_custom_op_boundary": "a custom-domain op with no plugin: 'Plugin not found'",
+    "fold_qdq_weights": "DequantizeLinear without a zero-point input: 8.6's importer range-checks it",
+}
 # Raw models: one per topic is enough to hold the "a failure says why" contract on real TensorRT.
 RAW_SAMPLE = sorted({next((n for n in RIG_FIXTURES if t in n), None) for t in trt_basic.TOPICS} - {None})
 
@@ -527,12 +533,17 @@ def test_trt_parse_in_subprocess_clean_and_failing(tmp_path):
 @pytest.mark.trt
 @pytest.mark.parametrize("name", RIG_FIXTURES)
 def test_trt_fixed_fixture_builds_and_matches_ort(name, tmp_path):
-    """Every fixture after graphfix.fix for the installed TensorRT: parses, builds, matches ORT."""
+    """Every fixture after graphfix.fix for the installed TensorRT: parses, builds, matches ORT,
+    except the ones no pass can fix on 8.6, which must still fail (and say why)."""
     raw = FIXTURES[name]()
     fixed, report = graphfix.fix(raw, trt=_target())
     raw_path = save(raw, tmp_path / "raw.onnx")
     fixed_path = save(fixed, tmp_path / "fixed.onnx")
     result = build_and_compare(raw_path, fixed_path, timing_cache=str(tmp_path / "tc"), progress=False)
+    if name in NOT_FIXABLE_ON_8_6 and _target().startswith("8."):
+        assert not result.passed, f"{name} now works on TensorRT 8.6: update NOT_FIXABLE_ON_8_6"
+        assert result.errors or any(not o.passed for o in result.outputs)
+        return
     assert result.passed, result.summary() + "\n" + report.summary()
 
 

@@ -259,6 +259,15 @@ def is_topologically_sorted(graph: gs.Graph) -> bool:
     return True
 
 
+def remove_dead_nodes(graph: gs.Graph) -> List[str]:
+    """graphsurgeon's cleanup (graph inputs and node outputs kept); the names of the nodes it
+    removed, sorted, so that passes can record each one."""
+    before = list(graph.nodes)
+    graph.cleanup(remove_unused_node_outputs=False, remove_unused_graph_inputs=False)
+    kept = {id(n) for n in graph.nodes}  # identity within this call only; never in output
+    return sorted(n.name or n.op for n in before if id(n) not in kept)
+
+
 def toposort_if_needed(graph: gs.Graph) -> bool:
     """Sort only a graph that is not already in a valid order (gs reorders sorted graphs too)."""
     if is_topologically_sorted(graph):

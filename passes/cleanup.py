@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from graphfix.graph_utils import toposort_if_needed
+from graphfix.graph_utils import remove_dead_nodes, toposort_if_needed
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.registry import register_pass
 
@@ -35,11 +35,8 @@ class Cleanup(Pass):
             node.outputs.clear()
             node.inputs.clear()
             result.change("remove-identity", node.name, {"tensor": dst.name, "now": src.name})
-        before = list(graph.nodes)
-        graph.cleanup(remove_unused_node_outputs=False, remove_unused_graph_inputs=False)
-        kept = {id(n) for n in graph.nodes}
         removed_identities = {c.target for c in result.changes}
-        for name in sorted(n.name or n.op for n in before if id(n) not in kept):
+        for name in remove_dead_nodes(graph):
             if name not in removed_identities:
                 result.change("remove-node", name, {"reason": "output reaches no graph output"})
         if toposort_if_needed(graph):

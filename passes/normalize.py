@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from graphfix.graph_utils import OUTPUT_IR_VERSION, NameMaker, toposort_if_needed
+from graphfix.graph_utils import OUTPUT_IR_VERSION, NameMaker, remove_dead_nodes, toposort_if_needed
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.registry import register_pass
 
@@ -59,10 +59,7 @@ class Normalize(Pass):
 
     @staticmethod
     def _remove_dead_nodes(graph: gs.Graph, result: PassResult) -> None:
-        before = list(graph.nodes)
-        graph.cleanup(remove_unused_node_outputs=False, remove_unused_graph_inputs=False)
-        kept = {id(n) for n in graph.nodes}  # identity within this run only; never in output
-        removed = sorted(n.name or n.op for n in before if id(n) not in kept)
+        removed = remove_dead_nodes(graph)
         for name in removed:
             result.change("remove-node", name, {"reason": "output reaches no graph output"})
         if removed:

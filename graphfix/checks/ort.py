@@ -91,7 +91,6 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
     ``tolerance``: (atol, rtol) for floating outputs instead of the per-dtype defaults."""
     _quiet_polygraphy()
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
-    from polygraphy import comparator as pg_comparator
     from polygraphy.comparator import Comparator
 
     try:
@@ -122,15 +121,30 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
                                  data_loader=loader)
     except Exception as exc:
         return EquivalenceResult(False, error=f"ONNX Runtime could not run the models: {_one_line(exc)}")
+    try:
+        stats = accuracy_stats(results, tolerances)
+    except Exception as exc:
+        return EquivalenceResult(False, error=f"comparison failed: {_one_line(exc)}")
+    missing = [o.name for o in reference.graph.output if o.name not in stats]
+    if missing:
+        return EquivalenceResult(False, list(stats.values()), error=f"outputs not compared: {missing}")
+    outs = [stats[o.name] for o in reference.graph.output]
+    return EquivalenceResult(all(o.passed for o in outs), outs)
+
+
+def accuracy_stats(results, tolerances: Dict[str, Tuple[float, float]]) -> Dict[str, "OutputStats"]:
+    """Polygraphy's comparison of the two runners in `results` (RunResults), with (atol, rtol) per
+    output; per output the worst figures over all iterations. Used by the ONNX Runtime check and by
+    the TensorRT check alike."""
+    from polygraphy import comparator as pg_comparator
+    from polygraphy.comparator import Comparator
+
     # SimpleCompareFunc replaced CompareFunc.simple (deprecated) in newer Polygraphy releases
     simple = getattr(pg_comparator, "SimpleCompareFunc", None) or pg_comparator.CompareFunc.simple
     compare = simple(atol={k: v[0] for k, v in tolerances.items()},
-                                 rtol={k: v[1] for k, v in tolerances.items()},
-                                 check_shapes=True, infinities_compare_equal=True)
-    try:
-        accuracy = Comparator.compare_accuracy(results, compare_func=compare)
-    except Exception as exc:
-        return EquivalenceResult(False, error=f"comparison failed: {_one_line(exc)}")
+                     rtol={k: v[1] for k, v in tolerances.items()},
+                     check_shapes=True, infinities_compare_equal=True)
+    accuracy = Comparator.compare_accuracy(results, compare_func=compare)
     if not hasattr(accuracy, "items"):  # Polygraphy >= 0.50: a list, one result per compare func
         accuracy = accuracy[0]
     stats: Dict[str, OutputStats] = {}
@@ -138,21 +152,17 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
         for name, res in iteration.items():
             atol, rtol = tolerances.get(name, EXACT)
             passed = bool(res)
-            prev = stats.get(name)
             if hasattr(res, "max_absdiff"):
-                cur = OutputStats(name, passed, atol, rtol, res.max_absdiff or 0.0, res.max_reldiff or 0.0,
-                                  res.mean_absdiff or 0.0)
+                cur = OutputStats(name, passed, atol, rtol, float(res.max_absdiff or 0.0),
+                                  float(res.max_reldiff or 0.0), float(res.mean_absdiff or 0.0))
             else:  # Polygraphy gives a bare False when shapes differ: no error figures exist
                 cur = OutputStats(name, passed, atol, rtol, float("inf"), float("inf"), float("inf"))
+            prev = stats.get(name)
             if prev is not None:
                 cur = OutputStats(name, prev.passed and passed, atol, rtol, max(prev.max_abs, cur.max_abs),
                                   max(prev.max_rel, cur.max_rel), max(prev.mean_abs, cur.mean_abs))
             stats[name] = cur
-    missing = [o.name for o in reference.graph.output if o.name not in stats]
-    if missing:
-        return EquivalenceResult(False, list(stats.values()), error=f"outputs not compared: {missing}")
-    outs = [stats[o.name] for o in reference.graph.output]
-    return EquivalenceResult(all(o.passed for o in outs), outs)
+    return stats
 
 
 REFERENCE_NOT_RUNNABLE = "unchecked: the installed ONNX Runtime cannot run the model before the rewrite: "

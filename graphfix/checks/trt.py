@@ -34,7 +34,7 @@ from ..model_io import load_model
 # imported here, not in the functions: rig scripts call build_and_compare from several threads, and a
 # first import racing in two threads fails with "partially initialized module" (seen on the rig)
 from .inputs import graph_inputs, make_feeds
-from .ort import EXACT as EXACT_TOLERANCE, OutputStats, _quiet_polygraphy, run_ort, runnable_copy
+from .ort import EXACT as EXACT_TOLERANCE, OutputStats, _quiet_polygraphy, accuracy_stats, run_ort, runnable_copy
 from .trt_child import STAGE_WORDS, ChildRun, _size, run_worker
 from .trt_env import trt_unavailable_reason
 from .trt_errors import attribute_message, map_parser_errors
@@ -313,8 +313,7 @@ def compare_outputs(reference: List[Dict[str, Any]], candidate: List[Dict[str, A
     """Per-output stats (ort.OutputStats) of TensorRT vs ONNX Runtime, over all iterations, with
     Polygraphy's comparator; plus problems that stop a comparison (missing output, shape mismatch)."""
     import numpy as np
-    from polygraphy import comparator as pg_comparator
-    from polygraphy.comparator import Comparator, CompareFunc, RunResults
+    from polygraphy.comparator import RunResults
 
     problems: List[str] = []
     names = list(tolerances)
@@ -334,24 +333,7 @@ def compare_outputs(reference: List[Dict[str, Any]], candidate: List[Dict[str, A
         results = RunResults()
         results.add([{n: it[n] for n in comparable} for it in reference], runner_name="onnxruntime-original")
         results.add([{n: it[n] for n in comparable} for it in candidate], runner_name="tensorrt-fixed")
-        simple = getattr(pg_comparator, "SimpleCompareFunc", None) or CompareFunc.simple
-        compare = simple(atol={n: tolerances[n][0] for n in comparable},
-                                     rtol={n: tolerances[n][1] for n in comparable},
-                                     check_shapes=True, infinities_compare_equal=True)
-        accuracy = Comparator.compare_accuracy(results, compare_func=compare)
-        if not hasattr(accuracy, "items"):  # Polygraphy >= 0.50: a list, one result per compare func
-            accuracy = accuracy[0]
-        for iteration in next(iter(accuracy.values())):
-            for name, res in iteration.items():
-                atol, rtol = tolerances[name]
-                cur = OutputStats(name, bool(res), atol, rtol, float(res.max_absdiff or 0.0),
-                                  float(res.max_reldiff or 0.0), float(res.mean_absdiff or 0.0))
-                prev = stats.get(name)
-                if prev is not None:
-                    cur = OutputStats(name, prev.passed and cur.passed, atol, rtol,
-                                      max(prev.max_abs, cur.max_abs), max(prev.max_rel, cur.max_rel),
-                                      max(prev.mean_abs, cur.mean_abs))
-                stats[name] = cur
+        stats.update(accuracy_stats(results, {n: tolerances[n] for n in comparable}))
     for name in comparable:   # integer/bool outputs: exact, judged on widened values
         if tolerances[name] == EXACT_TOLERANCE and name in stats:
             widened = [(np.asarray(r[name]).astype(np.float64), np.asarray(c[name]).astype(np.float64))

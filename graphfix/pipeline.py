@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import onnx
 
@@ -16,7 +16,7 @@ from .checks.structural import check_rewrite, validate_input
 from .errors import UsageError
 from .graph_utils import to_graph, to_model
 from .model_io import load_model
-from .pass_api import Pass, PassContext
+from .pass_api import PassContext
 from .registry import ordered_passes, registered
 from .report import APPLIED, FAILED, ROLLED_BACK, SKIPPED, UNCHANGED, PassReport, Report, model_summary
 from .target import Target, resolve_target
@@ -148,10 +148,9 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
 def _light_problems(before, after, ctx: PassContext, changes=()) -> List[str]:
     """For passes ONNX's checker cannot judge (plugin ops): unique names and the I/O signature
     (which may change only where the pass recorded a "change-outputs" change, e.g. NMS -> EfficientNMS)."""
-    from .checks.structural import io_signature
-    names = [n.name for n in after.graph.node if n.name]
+    from .checks.structural import io_signature, repeated_node_names
     problems = []
-    if len(names) != len(set(names)):
+    if repeated_node_names(after):
         problems.append("duplicate node names")
     declared = any(c.get("action") == "change-outputs" for c in changes)
     if not ctx.int32_io and not declared and io_signature(before) != io_signature(after):

@@ -100,20 +100,24 @@ def validity_problems(model: onnx.ModelProto) -> Dict[str, str]:
     return problems
 
 
+def repeated_node_names(model: onnx.ModelProto) -> List[str]:
+    """Node names used more than once (empty names aside), sorted."""
+    from collections import Counter
+    return sorted(name for name, n in Counter(n.name for n in model.graph.node if n.name).items() if n > 1)
+
+
 def check_rewrite(before: onnx.ModelProto, after: onnx.ModelProto, *, allow_io_change: bool = False) -> List[str]:
     """Problems a rewrite introduced: checker, shape inference, unique names, I/O signature.
 
     A check the model already failed before the rewrite (e.g. a function body that strict shape
     inference rejects) is not held against the pass; only new failures count.
     """
-    from collections import Counter
-
     problems: List[str] = []
     found = validity_problems(after)
     if found:
         already = validity_problems(before)
         problems.extend(f"{check}: {msg}" for check, msg in found.items() if check not in already)
-    repeated = sorted(name for name, n in Counter(n.name for n in after.graph.node if n.name).items() if n > 1)
+    repeated = repeated_node_names(after)
     if repeated:
         problems.append(f"duplicate node names: {repeated[:5]}")
     if not allow_io_change and io_signature(before) != io_signature(after):

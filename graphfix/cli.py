@@ -90,13 +90,11 @@ def parse_shapes(text: Optional[str]):
 
 
 def cmd_fix(args) -> int:
-    from .model_io import save_model
+    from .model_io import refuse_overwrite, save_model
     from .pass_api import PassContext
     from .pipeline import fix
 
-    if os.path.exists(args.output) and os.path.exists(args.input) \
-            and os.path.samefile(args.output, args.input) and not args.in_place:
-        raise OutputError(f"{args.output}: refusing to overwrite the input model (pass --in-place to allow)")
+    refuse_overwrite(args.output, args.input, args.in_place)   # before any work, not only at save
     from .plugin_rules.cli_args import plugin_options
     context = PassContext(int32_io=args.int32_io, options=plugin_options(args))
     check = "ort" if args.check == "trt" else args.check

@@ -79,6 +79,13 @@ def _load_path(path: str) -> LoadedModel:
     return LoadedModel(model, path, path, external)
 
 
+def refuse_overwrite(path: str, input_path: Optional[str], allowed: bool) -> None:
+    """OutputError when `path` is the input model's file and replacing it was not asked for."""
+    if not allowed and input_path is not None and os.path.exists(path) and os.path.exists(input_path) \
+            and os.path.samefile(path, input_path):
+        raise OutputError(f"{path}: refusing to overwrite the input model (pass --in-place to allow)")
+
+
 def save_model(model: onnx.ModelProto, path: str, *, input_path: Optional[str] = None,
                overwrite_input: bool = False, external_data: Optional[bool] = None) -> None:
     """Write `model` to `path` atomically (temporary file in the same directory, then rename).
@@ -90,9 +97,7 @@ def save_model(model: onnx.ModelProto, path: str, *, input_path: Optional[str] =
     out_dir = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(out_dir):
         raise OutputError(f"{path}: output directory does not exist")
-    if input_path is not None and os.path.exists(path) and os.path.samefile(path, input_path) \
-            and not overwrite_input:
-        raise OutputError(f"{path}: refusing to overwrite the input model (pass --in-place to allow)")
+    refuse_overwrite(path, input_path, overwrite_input)
     if external_data is None:
         external_data = model.ByteSize() > PROTOBUF_LIMIT
     tmp_dir = tempfile.mkdtemp(prefix=".graphfix-", dir=out_dir)

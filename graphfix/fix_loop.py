@@ -51,7 +51,9 @@ RULES: Tuple[Rule, ...] = (
 )
 PLUGIN_RULE = Rule("plugins", r"Plugin not found|could not find plugin|getPluginCreator",
                    "the op needs a TensorRT plugin")
-# Warnings are only read for 8.6's INT64 notice, which comes before the errors it causes.
+# Warnings are only read for 8.6's INT64 notice, which comes before the errors it causes. 8.6 also
+# prints it for models with no INT64 tensor (Slice's shape arithmetic goes through the same
+# conversion, seen on the rig); int64-to-int32 then reports no change, which ends the loop.
 WARNING_RULES: Tuple[Rule, ...] = (RULES[0],)
 
 

@@ -30,12 +30,6 @@ def constants(model: onnx.ModelProto) -> Dict[str, np.ndarray]:
     return found
 
 
-
-
-
-
-
-
 def int64_constants_where_int32_allowed(model: onnx.ModelProto) -> List[str]:
     """'node:input' for every INT64 constant read where the op's schema also accepts INT32."""
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
@@ -303,6 +297,10 @@ def test_trt_parses_and_matches_onnx_runtime(name, tmp_path):
         return
     assert clamped == [], clamped
     if name == "int64_slice_sentinels":                      # every INT64 weight was narrowed
-        assert not any("INT64" in w for w in parse.warnings), parse.warnings
+        # not judged by the parser's "generated with INT64 weights" notice: 8.6 prints it for
+        # models without any INT64 tensor too, when it materializes Slice's shape arithmetic
+        # (ShapeTensor::tensor calls convertINT64 on its own int64 values; seen on the rig)
+        int64_left = [k for k, v in constants(fixed).items() if v.dtype == np.int64]
+        assert int64_left == [], int64_left
     compared = build_and_compare(raw_path, fixed_path, timeout=600, progress=False)
     assert compared.passed, compared.detail

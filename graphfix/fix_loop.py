@@ -53,7 +53,7 @@ PLUGIN_RULE = Rule("plugins", r"Plugin not found|could not find plugin|getPlugin
                    "the op needs a TensorRT plugin")
 # Warnings are only read for 8.6's INT64 notice, which comes before the errors it causes. 8.6 also
 # prints it for models with no INT64 tensor (Slice's shape arithmetic goes through the same
-# conversion, seen on the rig); int64-to-int32 then reports no change, which ends the loop.
+# conversion, seen on the rig); int64-to-int32 then changes nothing and counts as no progress.
 WARNING_RULES: Tuple[Rule, ...] = (RULES[0],)
 
 

@@ -777,6 +777,14 @@ def _input_dtype(ctx, ref, r):
     return None if dt is None or dt in r["dtypes"] else f"'{name}' is {dt}"
 
 
+# A rule's fix pass acts only where it can: folding needs a foldable input, and target-opset turns a
+# Reduce axes input into an attribute only when the axes are known before run time.
+FIX_APPLIES: Dict[Tuple[str, str], Callable] = {
+    ("const_input", "fold-constants"): lambda ctx, ref, r: _input(ref.node, r["input"]) in ctx.facts.foldable,
+    ("reduce_axes_ignored", "target-opset"): lambda ctx, ref, r: _axes_value(ctx, _input(ref.node, 1)) is not None,
+}
+
+
 def _when_holds(ctx: _Ctx, ref: NodeRef, when: Optional[dict]) -> bool:
     if not when:
         return True
@@ -860,12 +868,25 @@ class _Checker:
             if consumers and all(c.node.op_type == "Slice" and name in c.node.input[1:3] for c in consumers):
                 continue
             self.add(None, None, "wrong-result", f"INT64 constant '{name}' has values outside the INT32 range; "
-                     "the parser clamps them", "int64-to-int32", "importer-8.6", "int64-out-of-range")
+                     "the parser clamps them", self._out_of_range_fix(name, value[out_of_range]),
+                     "importer-8.6", "int64-out-of-range")
         io64 = sorted(n for n in list(f.graph_inputs) + list(f.graph_outputs)
                       if f.dtype(n) == "INT64" and n not in f.initializers)
         if io64:
             self.add(None, None, "warning", f"INT64 inputs/outputs ({', '.join(io64)}) are bound as INT32 "
                      f"by TensorRT {self.profile.version}", "int64-to-int32", "importer-8.6", "int64-io")
+
+    def _out_of_range_fix(self, name: str, values: np.ndarray) -> Optional[str]:
+        """fold-constants where every reader folds away (the value never reaches TensorRT);
+        int64-to-int32 for INT64_MAX/MIN "to the end" sentinels, which it clamps on their way to a
+        Slice; otherwise no pass can keep a value that INT32 cannot hold."""
+        f = self.facts
+        readers = f.consumers.get(name, [])
+        if readers and all(o in f.foldable for c in readers for o in c.node.output if o) \
+                and name not in f.graph_outputs:
+            return "fold-constants"
+        limits = (np.iinfo(np.int64).max, np.iinfo(np.int64).min)
+        return "int64-to-int32" if np.isin(values, limits).all() else None
 
     # --- tensor dtypes
     def _tensor_dtypes(self) -> None:
@@ -942,8 +963,8 @@ class _Checker:
             since = entry.get("available_since")
             why = (f"TensorRT imports {op} from {since}" if since else
                    f"the TensorRT {p.version} ONNX parser has no importer for {op}")
-            self.add(ref.display, op, "error", why, None, entry.get("source") or (p.sources[0] if p.sources else ""),
-                     "unsupported-op")
+            self.add(ref.display, op, "error", why, self._missing_op_fix(node),
+                     entry.get("source") or (p.sources[0] if p.sources else ""), "unsupported-op")
             return
         entry = p.op(op)
         self._input_types(ref, entry)
@@ -957,10 +978,9 @@ class _Checker:
             if detail is None:
                 continue
             fix = r.get("fix")
-            if r.get("check") == "const_input" and fix == "fold-constants":
-                name = _input(node, r["input"])
-                if name not in self.facts.foldable:
-                    fix = None
+            applies = FIX_APPLIES.get((r["check"], fix))
+            if applies is not None and not applies(self.ctx, ref, r):
+                fix = None
             reason = r["reason"] + (f" ({detail})" if detail else "")
             self.add(ref.display, op, r["severity"], reason, fix, r.get("source", ""), r["check"])
         if p.myelin_bool_unsafe_ops and op in p.myelin_bool_unsafe_ops:
@@ -1009,7 +1029,20 @@ class _Checker:
                      "ONNX Runtime cannot run it", None, self._doc, "plugin-node")
             return
         self.add(ref.display, node.op_type, "error", f"custom-domain op {node.domain}::{node.op_type}: the parser "
-                 f"looks for a TensorRT plugin named {node.op_type} and none is known", None, self._doc, "custom-op")
+                 f"looks for a TensorRT plugin named {node.op_type} and none is known", self._missing_op_fix(node),
+                 self._doc, "custom-op")
+
+    def _missing_op_fix(self, node: onnx.NodeProto) -> Optional[str]:
+        """The pass that rewrites an op the parser cannot import: a rewrite rule's pass (contrib and
+        quantized decompositions, plugins), else target-opset's decompositions and CastLike -> Cast."""
+        from .plugin_rules import passes_for_op
+        found = passes_for_op(node.op_type, node.domain, self.profile.version)
+        if found:
+            return found[0]
+        if node.domain in DEFAULT_DOMAINS:
+            from .passes.target_opset import replaces_missing_op
+            return "target-opset" if replaces_missing_op(node.op_type) else None
+        return None
 
     def _local_function(self, ref: NodeRef) -> None:
         if self.profile.local_functions:

@@ -465,6 +465,12 @@ LOWER_RULES.update({
 })
 
 
+def replaces_missing_op(op: str) -> bool:
+    """Whether this pass rewrites `op` away where the target has no importer for it: ops newer
+    than the target's opset are decomposed, CastLike becomes Cast (`graphfix check`'s fix column)."""
+    return op in LOWER_RULES or op in DEPRECATED_RULES or op == "CastLike"
+
+
 # ----------------------------------------------------------------------------------------------
 # Exporter idioms the TensorRT < 10 parser mishandles
 # ----------------------------------------------------------------------------------------------

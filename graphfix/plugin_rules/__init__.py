@@ -6,6 +6,7 @@ Public API (see docs/plugins.md):
     register_rule(rule)                 add a rule (class or instance; also a class decorator)
     load_rule_file(path)                import a user's rule module (``graphfix fix --plugin-rules``)
     registered_rules(kind, family)      the rules, sorted by name
+    passes_for_op(op, domain, target)   the passes whose rules rewrite an op
     Builder                             what a rule's rewrite() builds with (build.py)
 
 Built-in families: nms (EfficientNMS_TRT), roi_align (ROIAlign_TRT), group_norm
@@ -15,9 +16,9 @@ quantized (integer / dynamic-quantized ops -> float ops).
 from __future__ import annotations
 
 from .build import PLUGIN_DOMAIN, Builder, FieldError, FunctionBody, default_function_body, plugin_attr
-from .registry import get_rule, load_rule_file, register_rule, registered_rules, unregister_rule
+from .registry import get_rule, load_rule_file, passes_for_op, register_rule, registered_rules, unregister_rule
 from .rule import DECOMPOSE, PLUGIN, Match, NearMiss, PluginSpec, Rule
 
 __all__ = ["Rule", "PluginSpec", "Match", "NearMiss", "Builder", "FunctionBody", "FieldError",
-           "register_rule", "unregister_rule", "registered_rules", "get_rule", "load_rule_file",
+           "register_rule", "unregister_rule", "registered_rules", "get_rule", "load_rule_file", "passes_for_op",
            "default_function_body", "plugin_attr", "PLUGIN", "DECOMPOSE", "PLUGIN_DOMAIN"]

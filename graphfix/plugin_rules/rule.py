@@ -94,6 +94,11 @@ class Rule:
         from .build import default_function_body
         return default_function_body(match)
 
+    @property
+    def pass_name(self) -> str:
+        """The pass that applies this rule."""
+        return f"decompose-{self.family}" if self.kind == DECOMPOSE else "plugins"
+
     # -- selection -------------------------------------------------------------------------------
     def asked(self, ctx: "PassContext") -> bool:
         return bool(self.option) and bool(ctx.options.get(self.option))

@@ -1,7 +1,8 @@
 """`graphfix fix --until-parses`: let TensorRT's parser choose the passes.
 
 Each round parses the current model with TensorRT (in a child process, graphfix.checks.trt), maps
-every parser error to the passes that fix it (RULES below), runs those passes with
+every parser error to the passes that fix it (RULES below; errors that map to nothing bring in the
+passes `graphfix check` proposes for the model's problems), runs those passes with
 graphfix.pipeline.fix, and parses again. It stops when the model parses, when the parser crashes,
 when no pass maps to the remaining errors, when the mapped passes change nothing, when the errors
 are the same after a change, or after MAX_ROUNDS rounds. The report keeps every round.
@@ -20,8 +21,6 @@ from .report import Report, model_summary
 
 MAX_ROUNDS = 5
 
-# Ops TensorRT's parser only takes as plugins (the plugins pass substitutes them).
-PLUGIN_OPS = ("RoiAlign", "NonMaxSuppression")
 _OP_IN_TEXT = (re.compile(r"No importer registered for op: (\w+)"),
                re.compile(r"could not find plugin:? (\w+)", re.IGNORECASE))
 
@@ -37,8 +36,8 @@ class Rule:
         return re.search(self.pattern, message, re.IGNORECASE) is not None
 
 
-# Written from the parsers' own messages. Plugin ops are decided first and exclusively (an op
-# without an importer that needs a plugin is not an opset problem).
+# Written from the parsers' own messages. Ops with a rewrite rule, then plugin messages, are decided
+# first and exclusively (an op without an importer that needs a plugin is not an opset problem).
 RULES: Tuple[Rule, ...] = (
     Rule("int64-to-int32", r"\bINT64\b",
          "TensorRT 8.6 has no INT64 (\"generated with INT64 weights\", mixed INT32/INT64 inputs)"),
@@ -51,6 +50,9 @@ RULES: Tuple[Rule, ...] = (
 )
 PLUGIN_RULE = Rule("plugins", r"Plugin not found|could not find plugin|getPluginCreator",
                    "the op needs a TensorRT plugin")
+# Passes that only act on constants get the folding they need (the full pipeline runs it anyway):
+# target-opset turns Reduce axes, Pad pads/axes and Split sizes into attributes only when constant.
+PREREQUISITES = {"target-opset": ("fold-constants", "target-opset lowers only constant axes, pads and sizes")}
 # Warnings are only read for 8.6's INT64 notice, which comes before the errors it causes. 8.6 also
 # prints it for models with no INT64 tensor (Slice's shape arithmetic goes through the same
 # conversion, seen on the rig); int64-to-int32 then changes nothing and counts as no progress.
@@ -76,10 +78,18 @@ def _is_standard_op(op: Optional[str]) -> bool:
 
 
 def passes_for_error(error: Dict[str, Optional[str]]) -> List[str]:
-    """The passes that fix one parser error ({"node", "op", "message"}), in table order."""
+    """The passes that fix one parser error ({"node", "op", "message"}), in table order.
+
+    An op that a rewrite rule starts from goes to that rule's pass (RoiAlign -> plugins, FastGelu ->
+    decompose-contrib), whatever the message says: the parser reports both as a missing plugin."""
+    from .plugin_rules import passes_for_op
     message, op = error.get("message") or "", _op_of(error)
-    if op in PLUGIN_OPS or PLUGIN_RULE.matches(message):
-        return [PLUGIN_RULE.pass_name]
+    by_rule = passes_for_op(op, error.get("domain")) if op else []
+    if by_rule:
+        return by_rule
+    if PLUGIN_RULE.matches(message):
+        # a standard op looked up as a plugin has no importer in this TensorRT (8.6: CastLike)
+        return ["target-opset"] if _is_standard_op(op) else [PLUGIN_RULE.pass_name]
     found = []
     for rule in RULES:
         if not rule.matches(message):
@@ -99,22 +109,49 @@ class Plan:
     def to_json(self) -> dict:
         return {"passes": self.passes, "reasons": self.reasons, "unmapped": self.unmapped}
 
+    def order(self) -> None:
+        """passes = the passes with reasons, their prerequisites added, in pipeline order."""
+        from .registry import PIPELINE_ORDER
+        for name, (needed, why) in PREREQUISITES.items():
+            if name in self.reasons and needed not in self.reasons:
+                self.reasons[needed] = [why]
+        self.passes = [p for p in PIPELINE_ORDER if p in self.reasons]
+
 
 def plan_passes(errors: Sequence[Dict[str, Optional[str]]], warnings: Sequence[str] = ()) -> Plan:
-    from .registry import PIPELINE_ORDER
     plan = Plan()
     for error in errors:
         names = passes_for_error(error)
         if not names:
-            plan.unmapped.append(dict(error))
+            plan.unmapped.append({k: v for k, v in error.items() if k != "domain"})
         for name in names:
             plan.reasons.setdefault(name, []).append(_short(error))
     for warning in warnings:
         for rule in WARNING_RULES:
             if rule.matches(warning):
                 plan.reasons.setdefault(rule.pass_name, []).append(f"warning: {warning}"[:300])
-    plan.passes = [p for p in PIPELINE_ORDER if p in plan.reasons]
+    plan.order()
     return plan
+
+
+def with_domains(errors: Sequence[Dict[str, Optional[str]]], model) -> List[Dict[str, Optional[str]]]:
+    """The errors, each with its node's domain where the node is found in the main graph (the parser
+    names nodes, not domains: com.microsoft Gelu and ONNX Gelu-20 need different passes)."""
+    domains = {n.name: n.domain for n in model.graph.node if n.name}
+    return [{**e, "domain": domains[e["node"]]} if e.get("node") in domains else dict(e) for e in errors]
+
+
+def add_static_findings(plan: Plan, model, trt: str) -> None:
+    """Some parser errors name no node or no fixable cause (8.6: "Failed to sort the model
+    topologically" for a contrib op's empty optional outputs; "Unable to open library" for RoiAlign).
+    For those, the passes `graphfix check` proposes for its error and wrong-result findings join
+    the plan, each with the finding as its reason."""
+    from .diagnose import PROBLEM_SEVERITIES, check_model
+    for finding in check_model(model, trt=trt).findings:
+        if finding.severity in PROBLEM_SEVERITIES and finding.fix_pass:
+            where = finding.node or "model"
+            plan.reasons.setdefault(finding.fix_pass, []).append(f"check: {where}: {finding.reason}"[:300])
+    plan.order()
 
 
 def _short(error: Dict[str, Optional[str]]) -> str:
@@ -225,7 +262,9 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
         if n == max_rounds:
             rnd["stop"] = f"round limit ({max_rounds}) reached"
             break
-        plan = plan_passes(outcome.errors, outcome.warnings)
+        plan = plan_passes(with_domains(outcome.errors, current), outcome.warnings)
+        if plan.unmapped:
+            add_static_findings(plan, current, str(target.version))
         chosen = [p for p in plan.passes if p in allowed]
         rnd["plan"] = {**plan.to_json(), "not_allowed_or_unavailable": [p for p in plan.passes if p not in allowed]}
         if not chosen:

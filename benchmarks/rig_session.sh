@@ -2,7 +2,7 @@
 # The GPU-rig evidence run, in four commands of under 10 minutes each (../shared/gpu/README.md:
 # send the kit first; each step is sent with `carry=[".gpukit/cur"]`, back to back). Results go to
 # $OUT. Used on 2026-11-21 for the figures in README.md ("Evidence").
-#   bash benchmarks/rig_session.sh 1   # install; pytest -m trt in 6 shards (benchmarks/rig_pytest_trt.sh)
+#   bash benchmarks/rig_session.sh 1   # install; pytest -m trt in 8 shards (benchmarks/rig_pytest_trt.sh)
 #   bash benchmarks/rig_session.sh 2   # every fixture, the exported models, the plugin cases: raw vs fixed
 #   bash benchmarks/rig_session.sh 3   # fix the node tests; start the agreement runs (background)
 #   bash benchmarks/rig_session.sh 4   # wait for the agreement runs, bring their JSON back
@@ -12,7 +12,7 @@ case "${1:?step 1, 2, 3 or 4}" in
 1)
   bash .gpukit/cur/install.sh || exit 3
   $P -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v -i warn | tail -2
-  bash benchmarks/rig_pytest_trt.sh 6 520;;
+  bash benchmarks/rig_pytest_trt.sh 8 540;;
 2)
   timeout 480 $P benchmarks/rig_fixtures.py /tmp/gf-rig --trt 8.6 --jobs 6 --timeout 100 > /tmp/rig_fixtures.log 2>&1 &
   timeout 480 $P benchmarks/rig_exported.py /tmp/rig_exported --timeout 150 > /tmp/rig_exported.log 2>&1 &

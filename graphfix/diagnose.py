@@ -782,6 +782,8 @@ def _input_dtype(ctx, ref, r):
 FIX_APPLIES: Dict[Tuple[str, str], Callable] = {
     ("const_input", "fold-constants"): lambda ctx, ref, r: _input(ref.node, r["input"]) in ctx.facts.foldable,
     ("reduce_axes_ignored", "target-opset"): lambda ctx, ref, r: _axes_value(ctx, _input(ref.node, 1)) is not None,
+    # a DequantizeLinear zero point is added for INT8 data only (8.6 rejects UINT8 data anyway)
+    ("input_required", "target-opset"): lambda ctx, ref, r: ctx.facts.dtype(ref.node.input[0]) == "INT8",
 }
 
 

@@ -12,13 +12,14 @@ mode='wrap' silently), and it fails the whole model on the first node it cannot 
 
 Everything is decided from the target's profile (graphfix/profiles): max_opset, and the rules
 that say a parser reads a newer form with older code. TensorRT 9.x parses opset 19 but ignores the
-opset-18 Reduce axes input, so a model using it goes down to 17 there too. Two exporter idioms are
+opset-18 Reduce axes input, so a model using it goes down to 17 there too. Three exporter idioms are
 fixed at any opset where the profile says so:
 - Shape(start, end) (opset 15; rule `shape_slice`, 8.6 and 9.x): the importer ignores start/end and
   returns the whole shape, so Squeeze/Slice/Concat built on it fail ("The shape of input ends
   misaligns with the shape of input axes", "node_cat: error while computing output extent")
   -> Shape + Slice;
-- CastLike (opset 15, `type_as`; no importer in 8.6) -> Cast with the known target type.
+- CastLike (opset 15, `type_as`; no importer in 8.6) -> Cast with the known target type;
+- DequantizeLinear without a zero point (rule `input_required`, 8.6) -> an explicit INT8 zero.
 Deprecated operator versions (GroupNormalization-18, Scatter) are rewritten for every target.
 """
 from __future__ import annotations
@@ -530,6 +531,33 @@ def castlike_to_cast(graph: gs.Graph, result: PassResult) -> None:
         result.count("castlike_replaced")
 
 
+def dequantize_zero_points(graph: gs.Graph, names: NameMaker, result: PassResult) -> None:
+    """DequantizeLinear(x, scale) -> DequantizeLinear(x, scale, 0): the 8.6 importer reads the zero
+    point unconditionally (without one: "vector::_M_range_check", seen on the rig). ONNX's default
+    zero point is 0 of x's type, so an explicit INT8 zero of the scale's shape means the same.
+    Only INT8 x: 8.6 rejects UINT8 data anyway. (QuantizeLinear without a zero point outputs UINT8,
+    which an INT8 zero point would change, so it is left alone.)"""
+    candidates = [n for _, n in walk(graph) if n.op == "DequantizeLinear" and is_default_domain(n)
+                  and (len(n.inputs) < 3 or not n.inputs[2].name)]
+    if not candidates:
+        return
+    facts = Facts(graph)
+    for node in candidates:
+        if facts.elem_type(node.inputs[0]) != onnx.TensorProto.INT8:
+            continue
+        shape = facts.shape(node.inputs[1])
+        if shape is None or any(d is None for d in shape):
+            result.warn(f"DequantizeLinear '{_label(node)}' kept without a zero point: the shape of its "
+                        f"scale '{node.inputs[1].name}' is unknown")
+            continue
+        zero = gs.Constant(names("zero_point"), np.zeros(shape, np.int8))
+        while len(node.inputs) > 2:    # an empty optional input ("") goes too
+            node.inputs.pop()
+        node.inputs.append(zero)
+        result.change("dequantize-zero-point", _label(node), {"shape": shape})
+        result.count("zero_points_added")
+
+
 def _op_facts(profile, op: str) -> Optional[dict]:
     facts = profile.op(op)
     return facts if facts is not None and facts.get("supported", True) else None
@@ -562,9 +590,11 @@ class TargetOpset(Pass):
     info = PassInfo(
         name="target-opset",
         summary="Lower the default-domain opset to the highest the target TensorRT parses, "
-                "converting every node whose form changed; fix Shape(start,end)/CastLike for TensorRT < 10",
+                "converting every node whose form changed; fix Shape(start,end)/CastLike for TensorRT < 10 and "
+                "give DequantizeLinear a zero point for 8.6",
         fixes="The shape of input ends misaligns with the shape of input axes / node_cat: error while "
-              "computing output extent / parser crash on opset >= 18 models from torch.onnx's dynamo exporter",
+              "computing output extent / parser crash on opset >= 18 models from torch.onnx's dynamo exporter "
+              "/ DequantizeLinear: vector::_M_range_check",
         after=("fold-constants",),
     )
 
@@ -584,6 +614,8 @@ class TargetOpset(Pass):
             split_shape_slices(graph, names, result)
         if not _imports(profile, "CastLike"):
             castlike_to_cast(graph, result)
+        if _has_rule(profile, "DequantizeLinear", "input_required"):
+            dequantize_zero_points(graph, names, result)
         return result
 
     def _repair_deprecated(self, graph: gs.Graph, names: NameMaker, result: PassResult) -> None:

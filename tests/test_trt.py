@@ -37,7 +37,6 @@ RIG_FIXTURES = trt_basic.trt_test_fixtures()
 NOT_FIXABLE_ON_8_6 = {
     "check_int64_weights": "2**40 does not fit INT32: kept INT64 with a warning, 8.6 clamps it",
     "int64_custom_op_boundary": "a custom-domain op with no plugin: 'Plugin not found'",
-    "fold_qdq_weights": "DequantizeLinear without a zero-point input: 8.6's importer range-checks it",
 }
 # Raw models: one per topic is enough to hold the "a failure says why" contract on real TensorRT.
 RAW_SAMPLE = sorted({next((n for n in RIG_FIXTURES if t in n), None) for t in trt_basic.TOPICS} - {None})

@@ -258,6 +258,40 @@ def test_dynamo_block_fixed_for_trt86():
     assert_equivalent(before, after, shapes={"x": [1, 6, 16]})
 
 
+def test_weight_dequantize_gets_an_int8_zero_point_for_trt86_only():
+    before, after, result = lowered("qdq_weights_without_zero_point")
+    for name, scale in (("dq_w1", "s1"), ("dq_w2", "s2")):
+        dq = node(after, name)
+        assert len(dq.input) == 3 and dq.input[2], dq.input
+        zero = inits(after)[dq.input[2]]
+        assert zero.dtype == np.int8 and zero.shape == inits(after)[scale].shape and not zero.any()
+    assert node(after, "dq_x").input == node(before, "dq_x").input      # had a zero point already
+    assert result.counts == {"zero_points_added": 2}
+    check_rewrite(before, after)
+    assert_equivalent(before, after)
+    assert_idempotent(PASS, before)
+    _, untouched, result10 = lowered("qdq_weights_without_zero_point", trt="10.0")
+    assert not result10.modified and ops(untouched) == ops(before)
+
+
+def test_per_axis_zero_point_follows_the_scale_and_uint8_data_is_left_alone():
+    from graphfix.fixtures._make import const, make_model, vi
+    nodes = [onnx.helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w"], name="dq_axis", axis=1),
+             onnx.helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+             onnx.helper.make_node("DequantizeLinear", ["u_q", "u_s"], ["u"], name="dq_uint8"),
+             onnx.helper.make_node("Add", ["y", "u"], ["z"], name="add")]
+    model = make_model(nodes, [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 4])],
+                       [vi("z", onnx.TensorProto.FLOAT, [2, 3])],
+                       [const("w_q", np.arange(12).reshape(4, 3) - 6, np.int8), const("w_s", [0.1, 0.2, 0.3], np.float32),
+                        const("u_q", [1, 2, 3], np.uint8), const("u_s", 0.5, np.float32)])
+    after, result = apply_pass(PASS, model)
+    zero = inits(after)[node(after, "dq_axis").input[2]]
+    assert zero.shape == (3,) and zero.dtype == np.int8
+    assert list(node(after, "dq_uint8").input) == ["u_q", "u_s"]      # 8.6 rejects UINT8 data anyway
+    assert result.counts == {"zero_points_added": 1}
+    assert_equivalent(model, after)
+
+
 def test_trt10_keeps_opset_18_to_20_and_idioms():
     before, after, result = lowered("opset18_dynamo_block", trt="10.0")
     assert not result.modified and ops(after) == ops(before) and opset(after) == 18

@@ -595,6 +595,19 @@ def test_integer_outputs_must_match_exactly_even_across_dtypes():
     assert outs[0].passed and outs[0].max_abs == 0
 
 
+def test_explicitly_quantized_networks_are_built_with_int8():
+    # seen on the rig: a Q/DQ network built with FP32 only fails with "Int8 precision has been set
+    # for a layer or layer output, but int8 is not configured in the builder"
+    from types import SimpleNamespace
+    from graphfix.checks.trt_worker import explicitly_quantized
+    trt = SimpleNamespace(LayerType=SimpleNamespace(QUANTIZE="q", DEQUANTIZE="dq", MATRIX_MULTIPLY="mm"))
+
+    def network(*types):
+        return SimpleNamespace(num_layers=len(types), get_layer=lambda i: SimpleNamespace(type=types[i]))
+    assert explicitly_quantized(trt, network("dq", "mm"))
+    assert not explicitly_quantized(trt, network("mm", "mm"))
+
+
 def test_engine_feeds_keep_scalar_shapes_and_follow_parser_renames():
     # both seen on the rig: np.ascontiguousarray made 0-D inputs (Clip min/max, If cond) shape (1,),
     # and the 8.6 parser renames an input that is also a graph output to "__<name>"

@@ -290,6 +290,9 @@ def _fold_events(result: TrtCheckResult, child: ChildRun, fixed) -> Optional[Lis
         result.engine_bytes = int(built["engine_bytes"]) or None
         result.timing_cache = built.get("timing_cache")
         result.optimization_level = built.get("optimization_level")
+        if built.get("int8_explicit"):
+            result.warnings.append("explicit quantization: the network has Q/DQ layers, so INT8 was enabled "
+                                   "for them (no calibration)")
         if not built["ok"]:
             messages = list(built.get("errors") or []) or [built.get("failure") or "engine build failed"]
             result.errors.extend(attribute_message(m, fixed) for m in messages)

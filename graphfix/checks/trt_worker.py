@@ -190,6 +190,14 @@ def tactic_sources(trt) -> List[Any]:
     return [getattr(trt.TacticSource, name) for name in TACTIC_SOURCES if hasattr(trt.TacticSource, name)]
 
 
+def explicitly_quantized(trt, network) -> bool:
+    """Whether the network holds Q/DQ layers: TensorRT then refuses to build unless INT8 is enabled
+    ("Int8 precision has been set for a layer ... but int8 is not configured", seen on the rig);
+    no calibration is involved, the Q/DQ scales say everything."""
+    qdq = {trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE}
+    return any(network.get_layer(i).type in qdq for i in range(network.num_layers))
+
+
 def build(trt, logger, builder, network, parser, req: Dict[str, Any], events: Events) -> Optional[bytes]:
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, Profile
 
@@ -206,6 +214,9 @@ def build(trt, logger, builder, network, parser, req: Dict[str, Any], events: Ev
     _usable_timing_cache(builder, cache)
     kwargs: Dict[str, Any] = dict(fp16=bool(req.get("fp16")), tf32=bool(req.get("tf32")), profiles=profiles,
                                   tactic_sources=tactic_sources(trt), load_timing_cache=cache)
+    int8 = explicitly_quantized(trt, network)
+    if int8:
+        kwargs["int8"] = True
     level = req.get("optimization_level")
     if level is not None and hasattr(trt.IBuilderConfig, "builder_optimization_level"):  # >= 8.6
         kwargs["builder_optimization_level"] = int(level)
@@ -225,7 +236,7 @@ def build(trt, logger, builder, network, parser, req: Dict[str, Any], events: Ev
     size = len(engine_bytes) if engine_bytes else 0
     events.emit("built", ok=bool(engine_bytes), seconds=seconds, engine_bytes=size,
                 errors=logger.since(mark, "E"), failure=failure, timing_cache=cache,
-                optimization_level=kwargs.get("builder_optimization_level"),
+                optimization_level=kwargs.get("builder_optimization_level"), int8_explicit=int8,
                 tactic_sources=[s for s in TACTIC_SOURCES if hasattr(trt.TacticSource, s)],
                 profile=wanted)
     return engine_bytes or None

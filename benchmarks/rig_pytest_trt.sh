@@ -19,10 +19,10 @@ done
 wait
 echo "elapsed $((SECONDS - start)) s"
 tail -qn 1 "$LOGS"/pytest_trt_*.log
-echo "total: $(cat "$LOGS"/pytest_trt_*.log | grep -c ' PASSED') passed," \
-     "$(cat "$LOGS"/pytest_trt_*.log | grep -c ' FAILED') failed," \
-     "$(cat "$LOGS"/pytest_trt_*.log | grep -c ' SKIPPED') skipped," \
-     "$(cat "$LOGS"/pytest_trt_*.log | grep -c ' ERROR') errors"
+echo "total: $(cat "$LOGS"/pytest_trt_*.log | grep -c '::.* PASSED') passed," \
+     "$(cat "$LOGS"/pytest_trt_*.log | grep -c '::.* FAILED') failed," \
+     "$(cat "$LOGS"/pytest_trt_*.log | grep -c '::.* SKIPPED') skipped," \
+     "$(cat "$LOGS"/pytest_trt_*.log | grep -c '::.* ERROR') errors"
 grep -h '^FAILED\|^ERROR' "$LOGS"/pytest_trt_*.log
 # exit 0 only when every shard finished and nothing failed
 if grep -L '^=.* in [0-9.]*s' "$LOGS"/pytest_trt_*.log | grep -q .; then echo "a shard did not finish"; exit 1; fi

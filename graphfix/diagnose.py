@@ -915,16 +915,31 @@ class _Checker:
                 if self._io_only_ok(name):
                     continue
                 self.add(*where, "error", f"{label} is {dt}: TensorRT {p.version} supports {dt} only for network "
-                         "inputs/outputs that go straight through a Cast", None, self._doc, "io-only-dtype")
+                         "inputs/outputs that go straight through a Cast", self._rewritten_with(name), self._doc,
+                         "io-only-dtype")
                 continue
             if eff in p.quantized_only_dtypes:
                 if self._quantized_ok(name):
                     continue
                 self.add(*where, "error", f"{label} is {dt}: TensorRT {p.version} supports {dt} only as the "
-                         "output of QuantizeLinear / input of DequantizeLinear", None, self._doc, "quantized-only-dtype")
+                         "output of QuantizeLinear / input of DequantizeLinear", self._rewritten_with(name), self._doc,
+                         "quantized-only-dtype")
                 continue
             self.add(*where, "error", f"{label} is {dt}, a type TensorRT {p.version} does not have", None,
                      self._doc, "unsupported-dtype")
+
+    def _rewritten_with(self, name: str) -> Optional[str]:
+        """The pass whose rewrite rules replace the op producing `name`, or every op reading it: the
+        tensor's type problem goes with them (quantize_dynamic's UINT8 chains and decompose-quantized)."""
+        from .plugin_rules import passes_for_op
+        f = self.facts
+        producer = f.producers.get(name)
+        refs = [producer] if producer is not None else list(f.consumers.get(name, []))
+        found = [passes_for_op(r.node.op_type, r.node.domain, self.profile.version) for r in refs]
+        if not found or not all(found):
+            return None
+        first = found[0][0]
+        return first if all(first in passes for passes in found) else None
 
     def _io_only_ok(self, name: str) -> bool:
         f = self.facts

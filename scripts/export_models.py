@@ -1,4 +1,4 @@
-"""Export tiny BERT-, GPT-2- and ViT-style models with PyTorch's ONNX exporters, as graphfix sees them.
+"""Export tiny BERT-, GPT-2-, ViT-, Llama- and T5-style models with PyTorch's ONNX exporters, as graphfix sees them.
 
 Real exporter output is what graphfix must handle: decomposed LayerNorm at opset 14, INT64 shape
 arithmetic, bool masks, dynamo's opset-18 idioms. The models are built from small random-weight
@@ -60,6 +60,7 @@ class ModelSpec:
     build: Callable[[], "object"]   # -> torch.nn.Module returning a tuple of tensors
     inputs: List[InputSpec]
     outputs: List[str]
+    exports: Tuple[Tuple[str, int, bool], ...] = EXPORTS
 
 
 class _Outputs:
@@ -106,9 +107,27 @@ def _vit():
     return _Outputs(ViTModel(cfg), ["pixel_values"], ["last_hidden_state", "pooler_output"])
 
 
+def _llama():
+    from transformers import LlamaConfig, LlamaModel
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=MAX_SEQ,
+                      use_cache=False, attn_implementation="eager")
+    return _Outputs(LlamaModel(cfg), ["input_ids", "attention_mask"], ["last_hidden_state"])
+
+
+def _t5():
+    from transformers import T5Config, T5Model
+    cfg = T5Config(vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
+                   num_heads=4, decoder_start_token_id=0, use_cache=False, attn_implementation="eager")
+    return _Outputs(T5Model(cfg), ["input_ids", "attention_mask", "decoder_input_ids"], ["last_hidden_state"])
+
+
 def _text_inputs(names) -> List[InputSpec]:
-    ranges = {"input_ids": (0, VOCAB - 1), "attention_mask": (0, 1), "token_type_ids": (0, 1)}
-    return [InputSpec(n, "int64", ["batch", "sequence"], *ranges[n], sample=[2, 8]) for n in names]
+    ranges = {"input_ids": (0, VOCAB - 1), "attention_mask": (0, 1), "token_type_ids": (0, 1),
+              "decoder_input_ids": (0, VOCAB - 1)}
+    seq = {"decoder_input_ids": ("decoder_sequence", 6)}
+    return [InputSpec(n, "int64", ["batch", seq.get(n, ("sequence",))[0]], *ranges[n],
+                      sample=[2, seq.get(n, (None, 8))[1]]) for n in names]
 
 
 MODELS = [
@@ -121,6 +140,13 @@ MODELS = [
               [InputSpec("pixel_values", "float32", ["batch", 3, IMAGE, IMAGE], -1.0, 1.0,
                          sample=[2, 3, IMAGE, IMAGE])],
               ["last_hidden_state", "pooler_output"]),
+    ModelSpec("llama", "LlamaModel: 2 layers, hidden 64, 4 heads, 2 KV heads (GQA), RMSNorm, rotary, "
+                       "vocab 512, no KV cache", _llama,
+              _text_inputs(["input_ids", "attention_mask"]), ["last_hidden_state"], EXPORTS[1:]),
+    ModelSpec("t5", "T5Model: encoder-decoder, 2+2 layers, d_model 64, 4 heads, relative position buckets, "
+                    "vocab 512, no KV cache", _t5,
+              _text_inputs(["input_ids", "attention_mask", "decoder_input_ids"]), ["last_hidden_state"],
+              EXPORTS[1:]),   # no LayerNorm (RMSNorm): the opset-14 export is the opset-17 graph
 ]
 
 
@@ -148,7 +174,8 @@ def _dynamic_axes(spec: ModelSpec) -> Dict[str, Dict[int, str]]:
 def _dynamic_shapes(spec: ModelSpec):
     import torch
     dims = {"batch": torch.export.Dim("batch", min=1, max=64),
-            "sequence": torch.export.Dim("sequence", min=2, max=MAX_SEQ)}
+            "sequence": torch.export.Dim("sequence", min=2, max=MAX_SEQ),
+            "decoder_sequence": torch.export.Dim("decoder_sequence", min=2, max=MAX_SEQ)}
     # keyed by the wrapper's one parameter, *args: a tuple in argument order
     return {"args": tuple({axis: dims[d] for axis, d in enumerate(i.shape) if isinstance(d, str)} for i in spec.inputs)}
 
@@ -201,6 +228,12 @@ def _versions() -> Dict[str, str]:
     return out
 
 
+def _manifest_order(entry: dict) -> Tuple[int, int]:
+    """Models in MODELS order, each model's exports in EXPORTS order."""
+    tag = entry["file"][len(entry["model"]) + 1:-len(".onnx")]
+    return [m.name for m in MODELS].index(entry["model"]), [t for t, _, _ in EXPORTS].index(tag)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("out_dir", help="directory for the .onnx files and manifest.json")
@@ -214,7 +247,7 @@ def main(argv=None) -> int:
     for spec in MODELS:
         if spec.name not in wanted:
             continue
-        for tag, opset, dynamo in EXPORTS:
+        for tag, opset, dynamo in spec.exports:
             fname = f"{spec.name}_{tag}.onnx"
             path = os.path.join(args.out_dir, fname)
             export_one(spec, opset, dynamo, path)
@@ -234,11 +267,16 @@ def main(argv=None) -> int:
             entries.append(entry)
             print(f"{fname:<22} {entry['bytes'] / 1024:7.1f} KiB  {entry['nodes']:4d} nodes  "
                   f"torch vs ORT max abs {err:.2e}", file=sys.stderr)
+    manifest_path = os.path.join(args.out_dir, "manifest.json")
+    if os.path.exists(manifest_path):   # models not exported this time keep their entries
+        with open(manifest_path) as f:
+            kept = [e for e in json.load(f)["models"] if e["model"] not in wanted]
+        entries = sorted(kept + entries, key=_manifest_order)
     manifest = {"schema": "graphfix.exported/1", "seed": SEED, "versions": _versions(),
                 "regenerate": "pip install torch==2.13.0 transformers onnxscript && "
                               "python scripts/export_models.py fixtures/exported",
                 "models": entries}
-    with open(os.path.join(args.out_dir, "manifest.json"), "w") as f:
+    with open(manifest_path, "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
     total = sum(e["bytes"] for e in entries)

@@ -3,9 +3,11 @@
 Each round parses the current model with TensorRT (in a child process, graphfix.checks.trt), maps
 every parser error to the passes that fix it (RULES below; errors that map to nothing bring in the
 passes `graphfix check` proposes for the model's problems), runs those passes with
-graphfix.pipeline.fix, and parses again. It stops when the model parses, when the parser crashes,
-when no pass maps to the remaining errors, when the mapped passes change nothing, when the errors
-are the same after a change, or after MAX_ROUNDS rounds. The report keeps every round.
+graphfix.pipeline.fix, and parses again. A parser crash (8.6 segfaults on dynamo opset-18 exports)
+is treated like an error without a cause: the passes `graphfix check` proposes run, and the loop
+goes on. It stops when the model parses, when the parser crashes with nothing left to try or again
+after the passes, when no pass maps to the remaining errors, when the mapped passes change nothing,
+when the errors are the same after a change, or after MAX_ROUNDS rounds. The report keeps every round.
 """
 from __future__ import annotations
 
@@ -252,23 +254,24 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
             report.parses = True
             rnd["stop"] = "parses"
             break
-        if outcome.crashed:
-            rnd["stop"] = "the parser crashed"
-            break
         signature = sorted(f"{e.get('node')}|{e.get('message')}" for e in outcome.errors)
         if signature == previous:
-            rnd["stop"] = "no progress: the same parser errors after the passes"
+            rnd["stop"] = ("the parser crashed" if outcome.crashed else
+                           "no progress: the same parser errors after the passes")
             break
         if n == max_rounds:
             rnd["stop"] = f"round limit ({max_rounds}) reached"
             break
-        plan = plan_passes(with_domains(outcome.errors, current), outcome.warnings)
+        if outcome.crashed:  # a crash says nothing about its cause: the static check proposes
+            plan = Plan(unmapped=[dict(e) for e in outcome.errors])
+        else:
+            plan = plan_passes(with_domains(outcome.errors, current), outcome.warnings)
         if plan.unmapped:
             add_static_findings(plan, current, str(target.version))
         chosen = [p for p in plan.passes if p in allowed]
         rnd["plan"] = {**plan.to_json(), "not_allowed_or_unavailable": [p for p in plan.passes if p not in allowed]}
         if not chosen:
-            rnd["stop"] = "no pass maps to the parser's errors"
+            rnd["stop"] = "the parser crashed" if outcome.crashed else "no pass maps to the parser's errors"
             break
         fixed, round_report = fix_fn(current, trt=str(target.version), passes=chosen, check=check,
                                      context=context, shapes=shapes, seed=seed)

@@ -238,6 +238,32 @@ def test_loop_plans_the_right_passes_for_errors_seen_on_the_rig(name, every_pass
     assert report.parses and report.ok, report.summary()
 
 
+def test_a_parser_crash_brings_in_the_passes_check_proposes(every_pass_allowed):
+    """TensorRT 8.6 segfaults on dynamo opset-18 exports (the rig: bert/gpt2/llama/t5). A stand-in
+    parser crashes the same way while the model is above opset 17; the loop must run what `check`
+    proposes (target-opset, with its folding) and go on until the model parses."""
+    import os
+    exported = os.path.join(os.path.dirname(__file__), "..", "fixtures", "exported", "llama_dynamo18.onnx")
+
+    def parser(model):
+        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        if opset > 17:
+            return ParseOutcome(False, True, errors=[err("TensorRT crashed (SIGSEGV) while parsing")])
+        return ParseOutcome(True, False)
+    model, report = fix_until_parses(onnx.load(exported), trt="8.6", parse=parser)
+    assert report.parses and report.ok, report.summary()
+    first = report.rounds[0]
+    assert first["parse"]["crashed"] and first["plan"]["passes"] == ["fold-constants", "target-opset"]
+    assert first["plan"]["reasons"]["target-opset"][0].startswith("check: ")
+
+
+def test_a_parser_crash_with_nothing_to_try_stops(every_pass_allowed):
+    def crashes(model):
+        return ParseOutcome(False, True, errors=[err("TensorRT crashed (SIGSEGV) while parsing")])
+    _, report = fix_until_parses(int64_model(), trt="8.6", parse=crashes, fix_fn=narrowing_fix())
+    assert [r.get("stop") for r in report.rounds] == ["the parser crashed"] and not report.ok
+
+
 def test_target_opset_brings_the_folding_it_needs():
     plan = plan_passes([err("This version of TensorRT only supports opset 17 and below")])
     assert plan.passes == ["fold-constants", "target-opset"]

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     ps = sub.add_parser("passes", help="list the passes (from their declarations)")
     ps.add_argument("--json", action="store_true")
 
+    dr = sub.add_parser("doctor", help="check this machine's TensorRT setup, and whether plans or timing caches run here")
+    dr.add_argument("files", nargs="*", help="serialized plans (.engine/.plan) or timing caches to examine")
+    dr.add_argument("--json", action="store_true", help="print the findings as JSON (schema: graphfix.doctor/1)")
+
     fx_out = sub.add_parser("fixtures", help="write the bundled example models (graphfix.fixtures) as .onnx")
     fx_out.add_argument("directory")
     fx_out.add_argument("names", nargs="*", help="fixtures to write (default: all)")
@@ -169,6 +173,14 @@ def cmd_fixtures(args) -> int:
 
 COMMANDS = {"fix": cmd_fix, "passes": cmd_passes, "validate": cmd_validate, "fixtures": cmd_fixtures}
 COMMANDS["check"] = cmd_check
+
+
+def cmd_doctor(args) -> int:
+    from .doctor.report import command
+    return command(args.files, as_json=args.json)
+
+
+COMMANDS["doctor"] = cmd_doctor
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,65 @@
+"""Child process of `graphfix doctor`: import TensorRT or TensorRT-RTX, start a builder, load the plugin
+libraries, and print what happened as one JSON line.
+
+Run as ``python -m graphfix.doctor.probe tensorrt|tensorrt_rtx [LIBRARY ...]``, never imported by
+graphfix: importing TensorRT or loading its libraries can abort the interpreter on a broken CUDA
+setup, and that must end this process, not `graphfix doctor`.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import sys
+from typing import Any, Dict, List
+
+
+def _load(paths: List[str]) -> Dict[str, Any]:
+    loaded = {}
+    for path in paths:
+        try:
+            ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+            loaded[path] = None
+        except OSError as exc:
+            loaded[path] = str(exc)
+    return loaded
+
+
+def probe(module: str, libraries: List[str]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"module": module, "imported": False, "libraries": {}}
+    try:
+        trt = __import__(module)
+    except BaseException as exc:  # an ImportError or the OSError of a missing libnvinfer
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        return out
+    out.update(imported=True, version=getattr(trt, "__version__", None), file=getattr(trt, "__file__", None))
+    out["libraries"] = _load(libraries)
+    messages: List[str] = []
+
+    class Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+
+        def log(self, severity, msg):
+            if severity in (trt.Logger.INTERNAL_ERROR, trt.Logger.ERROR):
+                messages.append(str(msg))
+
+    logger = Logger()
+    try:
+        builder = trt.Builder(logger)
+    except BaseException as exc:
+        builder = None
+        messages.append(f"{type(exc).__name__}: {exc}")
+    out["builder"] = builder is not None
+    out["builder_errors"] = messages[:5]
+    if builder is not None:
+        for flag in ("platform_has_fast_fp16", "platform_has_fast_int8", "platform_has_tf32"):
+            try:
+                value = getattr(builder, flag)
+            except Exception:
+                continue
+            out[flag] = bool(value)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(probe(sys.argv[1], sys.argv[2:])), flush=True)

@@ -83,6 +83,7 @@ class TrtCheckResult:
     plugins: List[str] = field(default_factory=list)
     seconds: float = 0.0
     log_tail: List[str] = field(default_factory=list)
+    clocks: Optional[Dict[str, Any]] = None   # GPU clocks/power state over the run (graphfix.doctor.clocks)
 
     @property
     def detail(self) -> str:
@@ -105,7 +106,7 @@ class TrtCheckResult:
         out = {k: getattr(self, k) for k in (
             "passed", "parsed", "built", "ran", "crashed", "timed_out", "signal", "stage", "model",
             "precision", "trt_version", "errors", "warnings", "build_seconds", "engine_bytes",
-            "timing_cache", "optimization_level", "profile", "shapes", "plugins")}
+            "timing_cache", "optimization_level", "profile", "shapes", "plugins", "clocks")}
         out["outputs"] = [{k: _finite(v) for k, v in o.to_json().items()} for o in self.outputs]
         out["seconds"] = round(self.seconds, 3)
         out["detail"] = self.detail
@@ -132,6 +133,11 @@ class TrtCheckResult:
             lines.append(f"  output {o.name}: max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g}, "
                          f"mean abs {o.mean_abs:.3g} (atol {o.atol:g}, rtol {o.rtol:g}) "
                          f"{'ok' if o.passed else 'OUT OF TOLERANCE'}")
+        if self.clocks:
+            c = self.clocks
+            lines.append(f"  GPU clocks during the run: SM {c['sm_mhz_min']}-{c['sm_mhz_max']} MHz, "
+                         f"{'/'.join(c['pstates']) or '?'}")
+            lines.extend(f"    warning: {w}" for w in self.warnings if w.startswith("the GPU") or w.startswith("the SM clock"))
         if self.crashed or self.timed_out:
             lines.append("  last TensorRT log lines:")
             lines.extend(f"    {line}" for line in self.log_tail[-8:])
@@ -236,7 +242,11 @@ def build_and_compare(original_model_path: str, fixed_model_path: str, *, fp16: 
                    "profile": profile, "timing_cache": os.path.abspath(timing_cache) if timing_cache else None,
                    "optimization_level": optimization_level, "workspace": workspace,
                    "engine_path": os.path.abspath(engine_path) if engine_path else None, "feeds": feed_specs}
-        child = run_worker(request, workdir, timeout=timeout, progress=progress, label=precision)
+        from ..doctor.clocks import ClockWatch
+        with ClockWatch() as watch:   # build times are only comparable at steady clocks
+            child = run_worker(request, workdir, timeout=timeout, progress=progress, label=precision)
+        result.clocks = watch.summary()
+        result.warnings.extend(watch.warnings())
         candidate = _fold_events(result, child, fixed)
         if candidate is not None and reference is not None:
             result.outputs, problems = compare_outputs(reference, candidate, output_tolerances(original, precision))

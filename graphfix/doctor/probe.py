@@ -40,7 +40,8 @@ def probe(module: str, libraries: List[str]) -> Dict[str, Any]:
             trt.ILogger.__init__(self)
 
         def log(self, severity, msg):
-            if severity in (trt.Logger.INTERNAL_ERROR, trt.Logger.ERROR):
+            # 8.6 logs "CUDA initialization failure with error: 35" as a warning, then returns no builder
+            if severity in (trt.Logger.INTERNAL_ERROR, trt.Logger.ERROR, trt.Logger.WARNING):
                 messages.append(str(msg))
 
     logger = Logger()

@@ -140,7 +140,7 @@ def _library_problem(path: str, error: str) -> Problem:
 
 
 def _builder_problem(message: str, gpus: List[Dict[str, Any]]) -> Problem:
-    m = re.search(r"[Cc]uda initialization failure with error:? ?(\d+)", message)
+    m = re.search(r"cuda initialization failure with error:? ?(\d+)", message, re.I)
     if m and int(m.group(1)) in CUDA_INIT_ERRORS:
         cause, fix = CUDA_INIT_ERRORS[int(m.group(1))]
         return Problem("error", f"TensorRT's builder does not start: {message}", cause, fix)

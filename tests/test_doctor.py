@@ -340,3 +340,17 @@ def test_rig_8_6_headers():
                 assert info.device["sm_count"] == manifest["gpu"]["sm_count"], name
         else:
             assert info.serialization_version == manifest["serialization_version"], name
+
+
+def test_doctor_loads_no_tensorrt_or_rtx_in_process():
+    import subprocess
+    import sys
+    code = ("import sys, graphfix.cli\n"
+            "from graphfix.doctor import environment, plan_header, verdict, report, clocks, nvml\n"
+            "before = sorted(m for m in ('tensorrt', 'tensorrt_rtx_bindings', 'onnxruntime') if m in sys.modules)\n"
+            "environment.gather()\n"
+            "after = sorted(m for m in ('tensorrt', 'tensorrt_rtx_bindings') if m in sys.modules)\n"
+            "print(before, after)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[] []"

@@ -247,7 +247,9 @@ def verdict(info: HeaderInfo, env: Dict[str, Any]) -> Verdict:
         return Verdict(False, f"built for compute {want}, GPU 0 is compute {have}: 'The engine plan file is generated "
                               f"on an incompatible device, expecting compute {have} got compute {want}, please rebuild.'",
                        "rebuild the engine on this GPU, or build it with a hardware-compatibility level "
-                       "(8.6+: AMPERE_PLUS runs on any Ampere or later GPU)", warnings)
+                       "(8.6+: AMPERE_PLUS runs on any Ampere or later GPU); where a check is bypassed, such a "
+                       "plan fails later with vague errors ('program not initialized', 'invalid device function')",
+                       warnings)
     sms = gpus[0].get("sm_count")
     if sms is not None and sms != info.device.get("sm_count"):
         warnings.append(f"built on a GPU with {info.device['sm_count']} SMs, GPU 0 has {sms}: 'Using an engine plan "
@@ -292,7 +294,8 @@ def _rtx_verdict(info: HeaderInfo, env: Dict[str, Any]) -> Verdict:
         return Verdict(None, f"no GPU here; the plan runs on GPUs of compute {targets} with TensorRT-RTX {local}")
     have = env["gpus"][0].get("compute_capability")
     if have not in info.compute_capabilities:
-        return Verdict(False, f"built for compute {targets}, GPU 0 is compute {have}",
+        return Verdict(False, f"built for compute {targets}, GPU 0 is compute {have}: its kernels are not in the "
+                              "plan (a run fails, at best with a vague 'program not initialized')",
                        f"rebuild with compute capability {have} among the builder's targets")
     return Verdict(True, f"TensorRT-RTX {local} and compute {have} are among the plan's targets")
 

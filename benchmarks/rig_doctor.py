@@ -23,7 +23,6 @@ Exit code 0 when it ran, 2 when TensorRT or a GPU is missing.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import glob
 import json
 import os

@@ -7,6 +7,7 @@ benchmarks/rig_doctor.py, go to tests/data/doctor/rig/; their test skips until t
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import struct
@@ -20,7 +21,6 @@ from graphfix.doctor.report import diagnose, exit_code, text
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "doctor")
 MANIFEST = json.load(open(os.path.join(DATA, "manifest.json")))
-RIG = os.path.join(DATA, "rig")
 PUBLIC_86 = "public-trt-8.6.1.6-sm89.plan.head"
 RTX_SM80 = "rtx-1.7-sm80.plan.head"
 
@@ -45,7 +45,7 @@ def env(trt=None, gpus=(), rtx=None, cuda_runtime=None, cuda_driver=None, probe=
         "tensorrt": {"package": {"distribution": "tensorrt", "version": trt} if trt else None,
                      "module": bool(trt) or probe is not None, "probe": trt_probe,
                      "libraries": {k: [] for k in ("nvinfer", "nvinfer_plugin", "nvinfer_vc_plugin",
-                                                   "nvonnxparser", "cudnn")}},
+                                                   "nvinfer_lean", "nvonnxparser", "cudnn")}},
         "tensorrt_rtx": {"package": {"version": rtx} if rtx else None, "module": bool(rtx),
                          "probe": {"imported": True, "version": rtx, "builder": True} if rtx else None,
                          "libraries": {"tensorrt_rtx": []}},
@@ -141,10 +141,12 @@ def test_ultralytics_prefix_is_seen_through():
     assert info.version_text == "8.6.1.6" and "Ultralytics" in info.wrapper
 
 
-def test_bytes_after_the_declared_end_are_a_note_not_an_error():
+def test_bytes_after_the_declared_end_mean_tensorrt_refuses_the_file():
     data, size = recorded(PUBLIC_86)
     info = parse_header(data, file_size=size + 16)
-    assert any("16 bytes after" in n for n in info.notes)
+    assert info.trailing_bytes == 16
+    v = verdict.verdict(info, env(trt="8.6.1.6", gpus=[("8.9", 128)]))
+    assert v.runs_here is False and "header.size == blobSize" in v.reason and f"first {size} bytes" in v.fix
 
 
 # ------------------------------------------------------------------------------ verdicts
@@ -154,13 +156,36 @@ def test_matching_plan_runs_here():
     assert v.runs_here is True and v.warnings == []
 
 
+def as_if_built_by(data: bytes, version) -> bytes:
+    """The 8.6 engine stream's four version tokens (0x38 + 24: code u32, value u8) set to `version`."""
+    out = bytearray(data)
+    for i, v in enumerate(version):
+        out[0x50 + 5 * i + 4] = v
+    return bytes(out)
+
+
 def test_other_version_says_rebuild_with_tensorrts_words():
     data, size = recorded(PUBLIC_86)
-    info = parse_header(edited(data, 24, bytes([8, 6, 0, 12])), file_size=size)   # as if built by 8.6.0.12
+    info = parse_header(as_if_built_by(data, (8, 6, 0, 12)), file_size=size)
     v = verdict.verdict(info, env(trt="8.6.1.6", gpus=[("8.9", 128)]))
     assert v.runs_here is False
     assert "expecting library version 8.6.1.6 got 8.6.0.12, please rebuild" in v.reason
     assert v.fix.startswith("rebuild the engine with TensorRT 8.6.1.6")
+
+
+def test_container_version_bytes_are_not_what_tensorrt_checks():
+    # the rig: TensorRT 8.6 deserialized copies with any of bytes 24..31 changed (edits.json)
+    data, size = recorded(PUBLIC_86)
+    info = parse_header(edited(data, 24, bytes([8, 6, 0, 12])), file_size=size)
+    assert info.version_text == "8.6.1.6" and "engine stream 8.6.1.6" in info.notes[0]
+    assert verdict.verdict(info, env(trt="8.6.1.6", gpus=[("8.9", 128)])).runs_here is True
+
+
+def test_other_serialization_version_is_refused():
+    data, size = recorded(PUBLIC_86)
+    info = parse_header(edited(data, 0x40, struct.pack("<Q", 232)), file_size=size)
+    v = verdict.verdict(info, env(trt="8.6.1.6", gpus=[("8.9", 128)]))
+    assert v.runs_here is False and "Current Version: 236, Serialized Engine Version: 232" in v.reason
 
 
 def test_other_compute_capability_says_incompatible_device():
@@ -212,12 +237,16 @@ def symptoms(e):
     return [(p.severity, p.symptom + " | " + p.cause + " | " + p.fix) for p in verdict.environment_problems(e)]
 
 
+def serious(e):
+    return [(s, t) for s, t in symptoms(e) if s != "info"]
+
+
 def test_driver_older_than_runtime_major_is_error_35():
     found = symptoms(env(trt="8.6.1.6", gpus=[("8.6",)], cuda_runtime="12.1", cuda_driver="11.8"))
     assert any(s == "error" and "error 35" in t for s, t in found)
     minor = symptoms(env(trt="8.6.1.6", gpus=[("8.6",)], cuda_runtime="12.4", cuda_driver="12.2"))
     assert any(s == "warning" and "minor-version compatibility" in t for s, t in minor)
-    assert not symptoms(env(trt="8.6.1.6", gpus=[("8.6",)], cuda_runtime="12.1", cuda_driver="12.4"))
+    assert not serious(env(trt="8.6.1.6", gpus=[("8.6",)], cuda_runtime="12.1", cuda_driver="12.4"))
 
 
 def test_builder_error_35_names_the_driver():
@@ -232,6 +261,7 @@ def test_builder_error_35_names_the_driver():
     ("OSError: libnvinfer.so.8: cannot open shared object file: No such file or directory", "TensorRT's own library"),
     ("ImportError: Could not find: cudnn64_8.dll. Is it on your PATH?", "cuDNN (cudnn64_8.dll)"),
     ("OSError: libcudart.so.12: cannot open shared object file", "the CUDA library libcudart.so.12"),
+    ("FileNotFoundError: Could not find: nvinfer.dll. Is it on your PATH?", "TensorRT's own library nvinfer.dll"),
 ])
 def test_import_failures_name_the_missing_library(error, cause):
     found = symptoms(env(probe={"imported": False, "error": error}))
@@ -245,13 +275,35 @@ def test_plugin_library_that_does_not_load():
     assert any(s == "warning" and "libnvinfer_vc_plugin does not load" in t for s, t in found)
 
 
+def test_cpp_install_without_bindings_still_checks_its_libraries():
+    e = env(probe={"imported": False, "libraries": {"/usr/lib/libnvinfer.so.8": None,
+                                                     "/usr/lib/libnvinfer_plugin.so.8": "libcudnn.so.8: cannot open"}})
+    e["tensorrt"]["module"] = False
+    e["tensorrt"]["libraries"]["nvinfer"] = ["/usr/lib/libnvinfer.so.8.6.1"]
+    found = symptoms(e)
+    assert any(s == "warning" and "libnvinfer_plugin does not load" in t for s, t in found)
+    assert any("pip install tensorrt==8.6.1" in t for _, t in found)
+
+
+def test_wheel_without_vc_plugin_lean_runtime_and_cudnn_8():
+    # the rig's TensorRT 8.6.0 wheel: no libnvinfer_vc_plugin, no libnvinfer_lean, cuDNN 9 only
+    e = env(trt="8.6.0", gpus=[("9.0", 132)])
+    e["tensorrt"]["libraries"].update(nvinfer=["/site/tensorrt/libnvinfer.so.8"],
+                                      cudnn=["/lib/x86_64-linux-gnu/libcudnn.so.9"])
+    found = symptoms(e)
+    assert [s for s, _ in found] == ["info", "info", "warning"]
+    assert "VERSION_COMPATIBLE builds fail" in found[1][1] and "cuDNN 8" in found[2][1]
+    e["tensorrt"]["libraries"]["cudnn"].append("/usr/lib/libcudnn.so.8")
+    assert len(symptoms(e)) == 2
+
+
 def test_gpu_capability_problems():
     old = symptoms(env(trt="8.6.1.6", gpus=[("3.7",)]))
     assert any(s == "error" and "below what TensorRT 8.x supports" in t for s, t in old)
     assert any("Network needs native FP16" in t for _, t in old)
-    pascal = symptoms(env(trt="8.6.1.6", gpus=[("6.1",)]))
+    pascal = serious(env(trt="8.6.1.6", gpus=[("6.1",)]))
     assert [s for s, t in pascal] == ["warning"] and "1/64" in pascal[0][1]
-    assert not symptoms(env(trt="8.6.1.6", gpus=[("9.0",)]))
+    assert not serious(env(trt="8.6.1.6", gpus=[("9.0",)]))
 
 
 def test_no_gpu_says_what_graphfix_can_still_do():
@@ -314,32 +366,87 @@ def test_doctor_text_with_files(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ the rig's headers
 
-def rig_manifest():
-    path = os.path.join(RIG, "manifest.json")
-    if not os.path.exists(path):
-        pytest.skip("no recorded TensorRT 8.6 rig headers yet: run benchmarks/rig_doctor.py on the GPU rig and "
-                    "commit its output as tests/data/doctor/rig/")
-    return json.load(open(path))
+RIG_DIRS = sorted(d for d in glob.glob(os.path.join(DATA, "rig*")) if os.path.exists(os.path.join(d, "manifest.json")))
+H100_RIG = os.path.join(DATA, "rig-8.6.0-h100")
 
 
-def test_rig_8_6_headers():
-    manifest = rig_manifest()
+@pytest.mark.parametrize("rig", RIG_DIRS or [None], ids=[os.path.basename(d) for d in RIG_DIRS] or ["none"])
+def test_rig_8_6_headers(rig):
+    if rig is None:
+        pytest.skip("no recorded TensorRT 8.6 rig headers: run benchmarks/rig_doctor.py on the GPU rig and commit "
+                    "its output as tests/data/doctor/rig/")
+    manifest = json.load(open(os.path.join(rig, "manifest.json")))
     # independent of the header: tensorrt.__version__ (no build number) and the full version strings
     # found in libnvinfer (benchmarks/rig_doctor.py, library_versions)
     release = tuple(int(p) for p in manifest["trt_version"].split(".")[:3])
     for name, entry in sorted(manifest["files"].items()):
-        with open(os.path.join(RIG, name), "rb") as f:
+        if not entry.get("file_size"):
+            continue                                   # a build that failed on the rig
+        with open(os.path.join(rig, name), "rb") as f:
             info = parse_header(f.read(), path=name, file_size=entry["file_size"])
         assert info.kind == entry["kind"], name
         if info.kind == "plan":
             assert info.version[:3] == release, name
             if manifest["library_versions"]:
                 assert info.version_text in manifest["library_versions"], name
-            if entry.get("hardware_compatibility") in (None, "NONE") and not entry.get("version_compatible"):
+            if not entry.get("version_compatible"):
                 assert info.compute_capabilities == [manifest["gpu"]["compute_capability"]], name
                 assert info.device["sm_count"] == manifest["gpu"]["sm_count"], name
+                assert info.hardware_compatibility == entry.get("hardware_compatibility", "NONE"), name
         else:
             assert info.serialization_version == manifest["serialization_version"], name
+
+
+def rig_header(name):
+    manifest = json.load(open(os.path.join(H100_RIG, "manifest.json")))
+    with open(os.path.join(H100_RIG, name), "rb") as f:
+        data = f.read()
+    return data, manifest["files"][name]["file_size"]
+
+
+def rig_info(name):
+    data, size = rig_header(name)
+    return parse_header(data, path=name, file_size=size)
+
+
+def test_rig_plan_verdicts_on_other_gpus():
+    plan = rig_info("fp32.plan.head")
+    hw = rig_info("hw-ampere-plus.plan.head")
+    assert plan.version_text == "8.6.0.12" and hw.hardware_compatibility == "AMPERE_PLUS"
+    h100 = env(trt="8.6.0", gpus=[("9.0", 132)])
+    same = verdict.verdict(plan, h100)
+    assert same.runs_here is True and "build 12 exactly" in same.warnings[0]
+    a100 = env(trt="8.6.0", gpus=[("8.0", 108)])
+    assert "expecting compute 8.0 got compute 9.0" in verdict.verdict(plan, a100).reason
+    assert verdict.verdict(hw, a100).runs_here is True
+    t4 = verdict.verdict(hw, env(trt="8.6.0", gpus=[("7.5", 40)]))
+    assert t4.runs_here is False and "Ampere or later" in t4.reason
+
+
+def test_doctor_agrees_with_tensorrt_on_flipped_header_bytes():
+    """Where the rig recorded TensorRT's verdict on a plan with one header byte flipped, for every byte
+    doctor reads (magic, declared size, version bytes it ignores like TensorRT, section tag, safe version)."""
+    data, size = rig_header("fp32.plan.head")
+    flips = json.load(open(os.path.join(H100_RIG, "edits.json")))["flipped_byte"]
+    h100 = env(trt="8.6.0.12", gpus=[("9.0", 132)])
+    checked = 0
+    for offset in list(range(0, 8)) + list(range(16, 40)) + list(range(56, 64)):
+        flipped = edited(data, offset, bytes([data[offset] ^ 1]))
+        tensorrt_ok = flips[str(offset)] == "OK"
+        try:
+            doctor_ok = verdict.verdict(parse_header(flipped, file_size=size), h100).runs_here is True
+        except HeaderError:
+            doctor_ok = False
+        assert doctor_ok == tensorrt_ok, (offset, flips[str(offset)])
+        checked += 1
+    assert checked == 40
+
+
+def test_rig_timing_cache_is_8_6():
+    cache = rig_info("fp32.timing-cache.head")
+    assert (cache.kind, cache.serialization_version, cache.line) == ("timing-cache", 236, "8.6")
+    v = verdict.verdict(cache, env(trt="10.3.0", gpus=[("9.0", 132)]))
+    assert v.runs_here is False and "made by TensorRT 8.6" in v.reason
 
 
 def test_doctor_loads_no_tensorrt_or_rtx_in_process():

@@ -26,6 +26,7 @@ LIBRARY_GLOBS = {
     "nvinfer_plugin": ["nvinfer_plugin*.dll"] if WINDOWS else ["libnvinfer_plugin.so*"],
     "nvinfer_vc_plugin": ["nvinfer_vc_plugin*.dll"] if WINDOWS else ["libnvinfer_vc_plugin.so*"],
     "nvonnxparser": ["nvonnxparser*.dll"] if WINDOWS else ["libnvonnxparser.so*"],
+    "nvinfer_lean": ["nvinfer_lean*.dll"] if WINDOWS else ["libnvinfer_lean.so*"],
     "cudnn": ["cudnn64_*.dll"] if WINDOWS else ["libcudnn.so*"],
     "cudart": ["cudart64_*.dll"] if WINDOWS else ["libcudart.so*"],
     "tensorrt_rtx": ["tensorrt_rtx*.dll"] if WINDOWS else ["libtensorrt_rtx.so*"],
@@ -210,10 +211,13 @@ def gather(*, probe: bool = True) -> Dict[str, Any]:
     trt: Dict[str, Any] = {"package": _distribution_version(TRT_DISTRIBUTIONS),
                            "module": importlib.util.find_spec("tensorrt") is not None,
                            "libraries": {k: libs[k] for k in ("nvinfer", "nvinfer_plugin", "nvinfer_vc_plugin",
-                                                              "nvonnxparser", "cudnn")}}
+                                                              "nvinfer_lean", "nvonnxparser", "cudnn")}}
     if probe and trt["module"]:
         plugins = [paths[0] for paths in (libs["nvinfer_plugin"], libs["nvinfer_vc_plugin"]) if paths]
         trt["probe"] = run_probe("tensorrt", plugins)
+    elif probe and libs["nvinfer"]:          # TensorRT without its Python bindings: do its libraries load?
+        trt["probe"] = run_probe("-", [paths[0] for paths in (libs["nvinfer"], libs["nvinfer_plugin"],
+                                                               libs["nvinfer_vc_plugin"]) if paths])
     rtx: Dict[str, Any] = {"package": _distribution_version(RTX_DISTRIBUTIONS),
                            "module": importlib.util.find_spec("tensorrt_rtx_bindings") is not None,
                            "libraries": {"tensorrt_rtx": libs["tensorrt_rtx"]}}

@@ -8,10 +8,13 @@ Outer container of a plan (TensorRT >= 8.6 and TensorRT-RTX):
 
     0   magic      b"ftrt" (TensorRT) | b"vtrt" (TensorRT-RTX)
     8   u32        container version: 1 (TensorRT 8.6.1.6), 2 (TensorRT-RTX 1.7)
-    16  u64        size of the whole plan in bytes (lets a truncated file be told apart)
-    24  4 x u8     TensorRT version: major, minor, patch, build (8,6,1,6 / 1,7,1,116); the same
-                   offsets Autoware's tensorrt_common reads on TensorRT 10, citing NVIDIA's
-                   answer in NVIDIA/TensorRT#3073
+    16  u64        size of the whole plan in bytes; TensorRT 8.6 refuses a file of any other size
+                   ("plan->header.size == blobSize", seen on the rig)
+    24  4 x u8     TensorRT version: major, minor, patch, build (8,6,0,12 / 8,6,1,6 / 1,7,1,116); the
+                   offsets Autoware's tensorrt_common reads on TensorRT 10, citing NVIDIA's answer
+                   in NVIDIA/TensorRT#3073. TensorRT 8.6 does not check these bytes (the rig
+                   deserialized copies with each of them changed): it checks the copy in the
+                   engine stream below, which is the version graphfix reports
     ftrt: 32       section table: {u32 tag, u32 0, u64 offset, u64 size} ... ("NGNE" = engine)
     vtrt: 28       b"vtrt"; 32: u64 bit set of target compute capabilities, bit i = the i-th
                    of 7.5, 8.0, 8.6, 8.9, 12.0, 12.1 (the order of the builder's ComputeCapability
@@ -25,10 +28,12 @@ The engine section, and a timing cache as a whole, is a "ptrt" stream:
 The serialization version is what TensorRT <= 8.5 compared ("Version tag does not match. Note:
 Current Version: 213, Serialized Engine Version: 232") and all a timing cache records of its
 maker. Before 8.6 a plan *was* such a stream, without the outer container. A plan's tokens start
-with the version again (four u8 tokens, token code 0x18002) and, on TensorRT 8.6, the build
-device: compute capability major and minor, clock rate (kHz), memory clock (kHz), bus width,
-L2 size, ..., SM count as i32/u64 tokens (codes 0x18007/0x18008), read from a public 8.6.1.6
-plan built on an RTX 4090 (8, 9, 2520000, 10501000, 384, 72 MiB, ..., 128: the 4090's figures).
+with the version again (four u8 tokens, token code 0x18002) and, on TensorRT 8.6, the hardware
+compatibility level (0 NONE, 1 AMPERE_PLUS: the one byte that differs between the rig's default
+and AMPERE_PLUS plans) and the build device: compute capability major and minor, clock rate
+(kHz), memory clock (kHz), bus width, L2 size, ..., SM count as i32/u64 tokens (codes
+0x18007/0x18008): the rig's H100 reads 9, 0, 1980000, 2619000, 5120, 50 MiB, ..., 132 and a
+public 8.6.1.6 plan built on an RTX 4090 reads 8, 9, 2520000, 10501000, 384, 72 MiB, ..., 128.
 TensorRT-RTX's ahead-of-time plans leave that record zero: they carry the target bit set instead.
 """
 from __future__ import annotations
@@ -55,9 +60,12 @@ SERIALIZATION_VERSIONS = {
 TOKEN_U8, TOKEN_I32, TOKEN_U64, TOKEN_F64 = 0x18002, 0x18007, 0x18008, 0x18009
 _PAYLOAD = {TOKEN_U8: 1, TOKEN_I32: 4, TOKEN_U64: 8, TOKEN_F64: 8}
 # TensorRT 8.6's build-device record, in token order after the version (see module docstring)
-DEVICE_FIELDS_8_6 = ("device_index", "cc_major", "cc_minor", "clock_khz", "memory_clock_khz",
+DEVICE_FIELDS_8_6 = ("hardware_compatibility_level", "cc_major", "cc_minor", "clock_khz", "memory_clock_khz",
                      "memory_bus_width", "l2_bytes", "persisting_l2_max_bytes", "shared_memory_per_block",
                      "shared_memory_per_sm", "unknown", "sm_count")
+
+
+HARDWARE_LEVELS = {0: "NONE", 1: "AMPERE_PLUS"}    # nvinfer1::HardwareCompatibilityLevel in 8.6
 
 
 class HeaderError(InputError):
@@ -73,6 +81,10 @@ class HeaderInfo:
     file_size: int
     declared_size: Optional[int] = None        # what the container says the whole file holds
     version: Optional[Tuple[int, ...]] = None  # (major, minor, patch, build) where recorded
+    hardware_compatibility: Optional[str] = None   # "NONE" | "AMPERE_PLUS" (8.6 plans)
+    trailing_bytes: int = 0                    # bytes after the plan's declared end (TensorRT refuses them)
+    engine_found: Optional[bool] = None        # plans: the section table names an engine ("NGNE")
+    safe_version: Optional[int] = None         # the engine stream's "safe" serialization version (0 = standard)
     serialization_version: Optional[int] = None
     line: Optional[str] = None                 # "8.6", from the version or the serialization version
     compute_capabilities: List[str] = field(default_factory=list)   # targets (RTX) or the build device
@@ -89,6 +101,7 @@ class HeaderInfo:
         return {"path": self.path, "kind": self.kind, "product": self.product, "layout": self.layout,
                 "file_size": self.file_size, "declared_size": self.declared_size,
                 "version": self.version_text, "serialization_version": self.serialization_version,
+                "hardware_compatibility": self.hardware_compatibility, "trailing_bytes": self.trailing_bytes,
                 "line": self.line, "compute_capabilities": self.compute_capabilities,
                 "device": self.device, "unknown_targets": self.unknown_targets,
                 "wrapper": self.wrapper, "notes": self.notes}
@@ -148,23 +161,28 @@ def _container(data: bytes, path: str, file_size: int, *, product: str) -> Heade
         if file_size < declared:
             raise HeaderError(path, f"truncated: the plan header declares {declared} bytes, the file has "
                                     f"{file_size} (an interrupted copy or download?)")
-        info.notes.append(f"{file_size - declared} bytes after the plan's declared end ({declared} bytes)")
+        info.trailing_bytes = file_size - declared
     if rtx:
         targets, = struct.unpack_from("<Q", data, 32)
         info.compute_capabilities = [cc for i, cc in enumerate(RTX_TARGETS) if targets >> i & 1]
         info.unknown_targets = [i for i in range(len(RTX_TARGETS), 64) if targets >> i & 1]
     engine = _section(data, 64 if rtx else 32, b"NGNE")
+    info.engine_found = engine is not None
     if engine is None or engine + 24 > len(data) or data[engine:engine + 4] != b"ptrt":
         info.notes.append("engine section not found in the first bytes; version read from the container only")
         return info
     stream = _stream_header(data, engine, rtx)
     info.serialization_version = stream[0]
+    if not rtx:
+        info.safe_version, = struct.unpack_from("<I", data, engine + 4)   # 0: the standard runtime's plan
     tokens = _tokens(data, stream[1], limit=40)
     recorded = tuple(v for code, v in tokens[:4] if code == TOKEN_U8)
-    if len(recorded) == 4 and recorded != version:
-        info.notes.append(f"the engine section records version {'.'.join(map(str, recorded))}, "
-                          f"the container {'.'.join(map(str, version))}")
-    if not rtx and version[:2] == (8, 6):
+    if len(recorded) == 4:                     # the copy TensorRT checks (see the module docstring)
+        info.version, info.line = recorded, f"{recorded[0]}.{recorded[1]}"
+        if recorded != version:
+            info.notes.append(f"the container's version bytes say {'.'.join(map(str, version))}, the engine "
+                              f"stream {'.'.join(map(str, recorded))} (the one TensorRT checks)")
+    if not rtx and info.version[:2] == (8, 6):
         _device_8_6(info, tokens[4:])
     elif not rtx:
         info.notes.append(f"the build device is not read for TensorRT {info.line} plans "
@@ -241,6 +259,8 @@ def _device_8_6(info: HeaderInfo, tokens: List[Tuple[int, int]]) -> None:
         return
     device = dict(zip(DEVICE_FIELDS_8_6, values))
     device.pop("unknown")
+    level = device.pop("hardware_compatibility_level")
+    info.hardware_compatibility = HARDWARE_LEVELS.get(level, f"unknown level {level}")
     if not (1 <= device["cc_major"] <= 20 and 0 <= device["cc_minor"] <= 9):
         info.notes.append("the build device's record does not look like one (layout changed?)")
         return

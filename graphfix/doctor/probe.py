@@ -1,7 +1,8 @@
 """Child process of `graphfix doctor`: import TensorRT or TensorRT-RTX, start a builder, load the plugin
 libraries, and print what happened as one JSON line.
 
-Run as ``python -m graphfix.doctor.probe tensorrt|tensorrt_rtx [LIBRARY ...]``, never imported by
+Run as ``python -m graphfix.doctor.probe tensorrt|tensorrt_rtx_bindings|- [LIBRARY ...]`` (``-``: load the
+libraries only), never imported by
 graphfix: importing TensorRT or loading its libraries can abort the interpreter on a broken CUDA
 setup, and that must end this process, not `graphfix doctor`.
 """
@@ -26,6 +27,9 @@ def _load(paths: List[str]) -> Dict[str, Any]:
 
 def probe(module: str, libraries: List[str]) -> Dict[str, Any]:
     out: Dict[str, Any] = {"module": module, "imported": False, "libraries": {}}
+    if module == "-":       # no Python bindings (a C++ install): only try to load the libraries
+        out["libraries"] = _load(libraries)
+        return out
     try:
         trt = __import__(module)
     except BaseException as exc:  # an ImportError or the OSError of a missing libnvinfer

@@ -62,7 +62,7 @@ def text(result: Dict[str, Any]) -> str:
     version = verdict.trt_version(env)
     lines.append(f"  version               {version or 'not installed'}"
                  + (f" (module {probe['file']})" if probe.get("file") else ""))
-    for role in ("nvinfer", "nvinfer_plugin", "nvinfer_vc_plugin", "nvonnxparser", "cudnn"):
+    for role in ("nvinfer", "nvinfer_plugin", "nvinfer_vc_plugin", "nvinfer_lean", "nvonnxparser", "cudnn"):
         status = ""
         for path, error in (probe.get("libraries") or {}).items():
             if trt["libraries"][role] and path == trt["libraries"][role][0]:

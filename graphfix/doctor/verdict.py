@@ -6,6 +6,7 @@ graphfix.doctor.plan_header; nothing here touches the machine.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -60,6 +61,9 @@ def environment_problems(env: Dict[str, Any]) -> List[Problem]:
     trt, rtx, cuda, gpus = env["tensorrt"], env["tensorrt_rtx"], env["cuda"], env["gpus"]
     probe = trt.get("probe")
     if not trt["module"]:
+        for path, error in sorted(((probe or {}).get("libraries") or {}).items()):
+            if error:
+                problems.append(_library_problem(path, error))
         if trt["libraries"]["nvinfer"]:
             problems.append(Problem("warning", "libnvinfer is here but Python cannot `import tensorrt`",
                                     "TensorRT's Python bindings are not installed for this interpreter",
@@ -81,6 +85,7 @@ def environment_problems(env: Dict[str, Any]) -> List[Problem]:
         problems.append(Problem("warning", "libnvinfer_plugin was not found",
                                 "TensorRT's plugin library is missing, so models with plugins (NMS, ROIAlign) cannot build",
                                 "install the tensorrt-libs wheel matching tensorrt, or add its lib directory to the loader path"))
+    problems.extend(_optional_library_problems(trt, _trt_line(env)))
     if rtx["module"] and rtx.get("probe") and not rtx["probe"].get("builder"):
         error = rtx["probe"].get("error") or " ".join(rtx["probe"].get("builder_errors") or []) or "no message"
         problems.append(Problem("warning", f"TensorRT-RTX does not start: {error}",
@@ -108,6 +113,32 @@ def environment_problems(env: Dict[str, Any]) -> List[Problem]:
     return problems
 
 
+def _optional_library_problems(trt: Dict[str, Any], line: Optional[str]) -> List[Problem]:
+    """Libraries TensorRT runs without, but some features need (the 8.6.0 wheel on the rig lacks two)."""
+    libs = trt["libraries"]
+    if not libs["nvinfer"] and not trt["module"]:
+        return []
+    out = []
+    if not libs["nvinfer_vc_plugin"]:
+        out.append(Problem("info", "libnvinfer_vc_plugin was not found",
+                           "it holds the plugins a version-compatible plan may use (the TensorRT 8.6.0 wheel lacks it)",
+                           "install TensorRT from the tar/deb packages where version-compatible plans need plugins"))
+    if not libs.get("nvinfer_lean"):
+        out.append(Problem("info", "libnvinfer_lean was not found: VERSION_COMPATIBLE builds fail "
+                                   "('Unable to load library: libnvinfer_lean.so...')",
+                           "the lean runtime that a version-compatible plan embeds is not installed",
+                           "install the lean runtime (tensorrt-lean wheel or the tar/deb packages), or build without "
+                           "VERSION_COMPATIBLE"))
+    cudnn = libs["cudnn"]
+    if line == "8" and cudnn and not any(re.search(r"cudnn(64_|\.so\.)8", p) for p in cudnn):
+        out.append(Problem("warning", f"TensorRT 8.x uses cuDNN 8, only {os.path.basename(cudnn[0])} is here",
+                           "layers and plugins that call cuDNN fail at build or run time (GroupNormalizationPlugin "
+                           "aborted this way on the rig)",
+                           "install cuDNN 8 (pip install nvidia-cudnn-cu12==8.9.*); graphfix validate already keeps "
+                           "cuDNN tactics off"))
+    return out
+
+
 def _lib_version(path: str) -> Optional[str]:
     m = re.search(r"\.so\.(\d+(?:\.\d+)*)$", path)
     return m.group(1) if m and "." in m.group(1) else None
@@ -132,10 +163,14 @@ def _import_problem(error: str) -> Problem:
 
 
 def _library_problem(path: str, error: str) -> Problem:
-    which = "libnvinfer_vc_plugin" if "vc_plugin" in path else "libnvinfer_plugin"
-    effect = ("version-compatible plans with plugins cannot run" if which.endswith("vc_plugin")
-              else "models with TensorRT plugins (EfficientNMS_TRT, ROIAlign_TRT, ...) cannot build")
-    return Problem("warning", f"{which} does not load: {error}", f"a library it needs is missing, so {effect}",
+    if "vc_plugin" in path:
+        which, effect = "libnvinfer_vc_plugin", "version-compatible plans with plugins cannot run"
+    elif "plugin" in path:
+        which, effect = "libnvinfer_plugin", "models with TensorRT plugins (EfficientNMS_TRT, ROIAlign_TRT, ...) cannot build"
+    else:
+        which, effect = "libnvinfer", "TensorRT cannot run at all"
+    return Problem("error" if which == "libnvinfer" else "warning", f"{which} does not load: {error}",
+                   f"a library it needs is missing, so {effect}",
                    "install the missing library (the message names it) or the tensorrt-libs wheel of the same version")
 
 
@@ -212,6 +247,17 @@ class Verdict:
 def verdict(info: HeaderInfo, env: Dict[str, Any]) -> Verdict:
     if info.product == "TensorRT-RTX":
         return _rtx_verdict(info, env)
+    if info.engine_found is False:
+        return Verdict(False, "the plan's section table names no engine: TensorRT says 'Engine not found in plan'",
+                       "the file is damaged: rebuild the engine or copy it again")
+    if info.safe_version:
+        return Verdict(False, f"the engine stream's safe serialization version is {info.safe_version}, not 0: a plan for "
+                              "TensorRT's safety runtime, or a damaged one; the standard runtime says 'Version tag "
+                              "does not match'", "build the plan with the standard TensorRT builder")
+    if info.trailing_bytes and not info.wrapper:
+        return Verdict(False, f"the file has {info.trailing_bytes} bytes after the plan's end: TensorRT refuses it "
+                              "('Serialization assertion plan->header.size == blobSize failed')",
+                       f"cut the file to its first {info.declared_size} bytes (something appended data to it)")
     local = trt_version(env)
     made = info.version_text
     what = "plan" if info.kind == "plan" else "timing cache"
@@ -230,6 +276,11 @@ def verdict(info: HeaderInfo, env: Dict[str, Any]) -> Verdict:
                        f"rebuild the engine with TensorRT {local} from the ONNX model, or run it with TensorRT {made}"
                        + (" (from 8.6 on, plans built with the version-compatible flag run on later TensorRT "
                           "of the same major version)" if info.version >= (8, 6) else ""))
+    expected = [n for n, (line, _) in SERIALIZATION_VERSIONS.items() if line == f"{local_parts[0]}.{local_parts[1]}"]
+    if expected and info.serialization_version not in expected:
+        return Verdict(False, f"serialization version {info.serialization_version}, TensorRT {local} reads {expected[0]}: "
+                              f"'Version tag does not match. Note: Current Version: {expected[0]}, Serialized Engine "
+                              f"Version: {info.serialization_version}'", f"rebuild the engine with TensorRT {local}")
     warnings = []
     if info.version and len(local_parts) < 4:
         warnings.append(f"the installed TensorRT reports {local} without its build number; the plan needs build "
@@ -243,6 +294,12 @@ def verdict(info: HeaderInfo, env: Dict[str, Any]) -> Verdict:
                              "reads, so TensorRT will check it when it deserializes the plan", None, warnings)
     want = f"{info.device['cc_major']}.{info.device['cc_minor']}"
     have = gpus[0].get("compute_capability")
+    if info.hardware_compatibility == "AMPERE_PLUS":
+        if have and _cc(have) >= (8, 0):
+            return Verdict(True, f"TensorRT {made} matches; a hardware-compatible (AMPERE_PLUS) plan, built on "
+                                 f"compute {want}, runs on compute {have}", None, warnings)
+        return Verdict(False, f"a hardware-compatible (AMPERE_PLUS) plan needs an Ampere or later GPU (compute 8.0+); "
+                              f"GPU 0 is compute {have}", "rebuild the engine on this GPU", warnings)
     if have != want:
         return Verdict(False, f"built for compute {want}, GPU 0 is compute {have}: 'The engine plan file is generated "
                               f"on an incompatible device, expecting compute {have} got compute {want}, please rebuild.'",

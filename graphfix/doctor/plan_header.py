@@ -53,7 +53,7 @@ SERIALIZATION_VERSIONS = {
     205: ("8.2", "NVIDIA/TensorRT#3073 (8.2.1.8)"),
     213: ("8.4", "NVIDIA/TensorRT#3073 (8.4.3.1), parser error 'Current Version: 213'"),
     232: ("8.5", "NVIDIA/TensorRT#3073 (8.5.3.1)"),
-    236: ("8.6", "public 8.6.1.6 plan (smile2game/nvidia-game model.plan)"),
+    236: ("8.6", "the rig's 8.6.0.12 plans and cache; a public 8.6.1.6 plan (smile2game/nvidia-game)"),
     240: ("10.10", "user report: TensorRT 10.10.0.31 refusing a plan of version 239"),
 }
 

@@ -112,13 +112,15 @@ def text(result: Dict[str, Any]) -> str:
 def _file_text(entry: Dict[str, Any]) -> List[str]:
     h, v = entry["header"], entry["verdict"]
     made = h["version"] or (f"{h['line']}" if h["line"] else "?")
-    lines = [f"{h['path']}: {h['product']} {h['kind']}, version {made}"
+    lines = [f"{h['path']}: {h['product']} {h['kind'].replace('-', ' ')}, version {made}"
              + (f", serialization version {h['serialization_version']}" if h["serialization_version"] is not None else "")]
     if h["compute_capabilities"]:
         label = "built on compute" if h["device"] else "targets compute"
         lines.append(f"  {label} {', '.join(h['compute_capabilities'])}"
                      + (f" ({h['device']['sm_count']} SMs, L2 {h['device']['l2_bytes'] // 2**20} MiB, "
                         f"clock {h['device']['clock_khz'] // 1000} MHz)" if h["device"] else ""))
+    if h["hardware_compatibility"] not in (None, "NONE"):
+        lines.append(f"  hardware compatibility {h['hardware_compatibility']}")
     if h["wrapper"]:
         lines.append(f"  note: {h['wrapper']}")
     lines.extend(f"  note: {n}" for n in h["notes"])

@@ -366,4 +366,6 @@ def _line_text(info: HeaderInfo) -> str:
 
 
 def _device_text(info: HeaderInfo) -> str:
+    if info.hardware_compatibility == "AMPERE_PLUS":
+        return " on a GPU of compute 8.0 or later (hardware-compatible plan)"
     return f" on a GPU of compute {', '.join(info.compute_capabilities)}" if info.compute_capabilities else ""

@@ -461,3 +461,46 @@ def test_doctor_loads_no_tensorrt_or_rtx_in_process():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[] []"
+
+
+def test_clock_watch_samples_in_the_background(monkeypatch):
+    readings = iter([sample(1980), sample(1980), sample(345, "P8")] + [sample(345, "P8")] * 50)
+    monkeypatch.setattr(clocks.nvml, "handles", lambda: ["gpu0"])
+    monkeypatch.setattr(clocks.nvml, "clocks", lambda handle: next(readings))
+    with clocks.ClockWatch(every=0.01) as watch:
+        import time
+        time.sleep(0.1)
+    summary = watch.summary()
+    assert summary["samples"] >= 3 and summary["pstates"] == ["P0", "P8"]
+    assert any("P0 -> P8" in w for w in watch.warnings())
+
+
+def test_validate_summary_shows_clocks_and_their_warnings():
+    from graphfix.checks.trt import TrtCheckResult
+    samples = [sample(1980), sample(345, "P8")]
+    result = TrtCheckResult(model="m.onnx", precision="fp32", clocks=clocks.summarize(samples),
+                            warnings=clocks.clock_warnings(samples))
+    text_out = result.summary()
+    assert "GPU clocks during the run: SM 345-1980 MHz, P0/P8" in text_out and "changed power state" in text_out
+    assert result.to_json()["clocks"]["samples"] == 2
+
+
+def test_gpus_pair_nvml_and_cuda_devices_by_name(monkeypatch):
+    monkeypatch.setattr(environment.nvml, "handles", lambda: ["a", "b"])
+    monkeypatch.setattr(environment.nvml, "device", lambda h: {"name": {"a": "NVIDIA A100", "b": "NVIDIA H100"}[h],
+                                                               "compute_capability": {"a": "8.0", "b": "9.0"}[h],
+                                                               "memory_bytes": 80 << 30})
+    monkeypatch.setattr(environment.nvml, "clocks", lambda h: sample(1410))
+    # CUDA numbers the faster GPU first; NVML by PCI bus
+    monkeypatch.setattr(environment, "_cuda_devices", lambda: [{"name": "NVIDIA H100", "sm_count": 132},
+                                                               {"name": "NVIDIA A100", "sm_count": 108}])
+    found = environment.gpus()
+    assert [(g["name"], g["sm_count"], g["fast"]["fp8"]) for g in found] == \
+        [("NVIDIA A100", 108, False), ("NVIDIA H100", 132, True)]
+
+
+def test_a_probe_that_aborts_is_reported_not_raised(tmp_path, monkeypatch):
+    (tmp_path / "crashing_trt.py").write_text("import os\nos.abort()\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = environment.run_probe("crashing_trt", [])
+    assert result["imported"] is False and "killed by signal 6" in result["error"]

@@ -25,6 +25,17 @@ def _load(paths: List[str]) -> Dict[str, Any]:
     return loaded
 
 
+def mapped_libraries() -> List[str]:
+    """The TensorRT/CUDA/cuDNN libraries this process really loaded (Linux: /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split()[-1] for line in f if line.rstrip().endswith(tuple("0123456789o"))}
+    except OSError:
+        return []
+    keep = ("libnvinfer", "libnvonnxparser", "libcudart", "libcudnn", "libcublas", "libtensorrt", "libcuda.so")
+    return sorted(p for p in paths if p.startswith("/") and any(k in p.rsplit("/", 1)[-1] for k in keep))
+
+
 def probe(module: str, libraries: List[str]) -> Dict[str, Any]:
     out: Dict[str, Any] = {"module": module, "imported": False, "libraries": {}}
     if module == "-":       # no Python bindings (a C++ install): only try to load the libraries
@@ -56,6 +67,7 @@ def probe(module: str, libraries: List[str]) -> Dict[str, Any]:
         messages.append(f"{type(exc).__name__}: {exc}")
     out["builder"] = builder is not None
     out["builder_errors"] = messages[:5]
+    out["loaded"] = mapped_libraries()
     if builder is not None:
         for flag in ("platform_has_fast_fp16", "platform_has_fast_int8", "platform_has_tf32"):
             try:

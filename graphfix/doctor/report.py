@@ -75,6 +75,8 @@ def text(result: Dict[str, Any]) -> str:
                 if k.startswith("platform_has_") and v]
         if probe.get("builder"):
             lines.append(f"  TensorRT says fast: {', '.join(fast) or 'none'}")
+        for path in probe.get("loaded") or []:
+            lines.append(f"  loaded                {path}")
     rtx_probe = rtx.get("probe") or {}
     rtx_version = rtx_probe.get("version") or (rtx.get("package") or {}).get("version")
     lines.append(f"TensorRT-RTX     {rtx_version or 'not installed'}"

@@ -11,8 +11,9 @@ version compatible -- plus a timing cache, and writes to OUT_DIR:
 - manifest.json (schema graphfix.rig_doctor/1): TensorRT's version (and the full version strings
   found in libnvinfer, an independent source for the build number), the GPU (compute capability,
   SM count), each file's real size and settings, whether TensorRT deserializes it, and "edits":
-  copies of the default plan/cache with one header field changed (version patch, compute
-  capability minor, SM count; cache serialization version) or cut short, each deserialized by
+  copies of the default plan/cache with one header field changed (the container's and the engine
+  stream's version patch, the stream's serialization version, compute capability minor, SM count;
+  the cache's serialization version) or cut short, each deserialized by
   TensorRT in a child process, with TensorRT's own messages next to graphfix doctor's verdict --
   the evidence that the fields graphfix reads are the ones TensorRT checks;
 - doctor.json / doctor_files.json: `graphfix doctor --json` here, and on the full plans/cache.
@@ -148,6 +149,9 @@ def edits(default_plan: bytes, cache: bytes, gpu: Dict[str, Any]) -> Dict[str, b
         patched = bytearray(default_plan)
         patched[engine + 24 + 2 * 5 + 4] += 1
         out["inner-version-patch-plus-1.plan"] = bytes(patched)
+        patched = bytearray(default_plan)
+        patched[engine + 8] += 1                          # the stream's serialization version (236)
+        out["serialization-version-plus-1.plan"] = bytes(patched)
     if gpu.get("compute_capability"):
         major, minor = (int(p) for p in gpu["compute_capability"].split("."))
         at = token_offset(default_plan, major, minor)

@@ -47,7 +47,8 @@ def test_header_version_and_device_are_tensorrts_and_the_gpus(rig):
 
 
 @pytest.mark.parametrize("edit", ["version-patch-plus-1.plan", "inner-version-patch-plus-1.plan",
-                                  "cc-minor-plus-1.plan", "sm-count-minus-2.plan"])
+                                  "serialization-version-plus-1.plan", "cc-minor-plus-1.plan",
+                                  "sm-count-minus-2.plan"])
 def test_doctor_agrees_with_tensorrt_on_edited_plans(rig, edit):
     """One header field changed: doctor says "does not run here" exactly when TensorRT refuses the plan,
     and quotes TensorRT's message (version / device), or its warning for another model of device."""

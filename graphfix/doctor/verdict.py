@@ -287,8 +287,8 @@ def verdict(info: HeaderInfo, env: Dict[str, Any]) -> Verdict:
                         f"{info.version[3]} exactly (TensorRT compares major, minor, patch and build)")
     gpus = env["gpus"]
     if not gpus:
-        return Verdict(None, f"no GPU here; the plan needs a GPU of compute capability "
-                             f"{', '.join(info.compute_capabilities) or '(not recorded)'}", None, warnings)
+        return Verdict(None, f"no GPU here; the plan runs{_device_text(info) or ' on the GPU model it was built on'}",
+                       None, warnings)
     if not info.device:
         return Verdict(None, "the TensorRT version matches; the build device is not recorded in a layout graphfix "
                              "reads, so TensorRT will check it when it deserializes the plan", None, warnings)

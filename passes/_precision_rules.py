@@ -235,6 +235,8 @@ def load_calibration(path: str) -> Dict[str, np.ndarray]:
 def calibration_feeds(model: onnx.ModelProto, calibration) -> Tuple[Dict[str, np.ndarray], str]:
     """(feeds, where they came from): the user's calibration data, else the checks' seeded inputs."""
     from graphfix.checks.inputs import graph_inputs, make_feeds
+    from graphfix.checks.ort import _quiet_polygraphy
+    _quiet_polygraphy()
     if calibration is None:
         return next(iter(make_feeds(model, seed=1))), "seeded inputs (seed 1)"
     data = load_calibration(calibration) if isinstance(calibration, str) else dict(calibration)

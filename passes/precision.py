@@ -30,10 +30,9 @@ from graphfix.profiles import load_profile
 from graphfix.registry import register_pass
 from graphfix.target import TrtVersion
 
-from ._precision_rules import (DEFAULT_VALUE_FRACTION, FLOAT, LOW_MAX, LOW_TYPES, calibration_feeds,
-                               const_of, constant_reason, float_slots, label, mask_extreme, measure_absmax,
-                               op_reason, producer, safe_mask_value, to_low,
-                               with_finite_masks)
+from ._precision_rules import (DEFAULT_VALUE_FRACTION, FLOAT, LOW_MAX, LOW_TYPES, calibration_feeds, const_of,
+                               constant_reason, float_slots, label, load_calibration, mask_extreme, measure_absmax,
+                               op_reason, producer, safe_mask_value, to_low, with_finite_masks)
 
 LOW_NAMES = {onnx.TensorProto.FLOAT16: "FLOAT16", onnx.TensorProto.BFLOAT16: "BFLOAT16"}
 CONSTANT_PRODUCERS = ("Constant", "ConstantOfShape")
@@ -47,6 +46,33 @@ def builder_fp16_flag(target, precision: Optional[str]) -> bool:
     8.6 and 10.x (weakly typed builders choose kernels by flag); no on 11.x, whose strongly typed
     networks take the ONNX's types as the engine's."""
     return precision == "fp16" and TrtVersion.parse(target) < TrtVersion(11, 0)
+
+
+def add_precision_arguments(parser) -> None:
+    """`graphfix fix` flags of this pass."""
+    import argparse
+    g = parser.add_argument_group("precision (opt-in pass 'precision')")
+    g.add_argument("--precision", choices=sorted(LOW_TYPES),
+                   help="convert to mixed FP16/BF16 in the ONNX, keeping FP32 islands where needed (default: none)")
+    g.add_argument("--keep-io-types", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep graph input/output types (default); --no-keep-io-types makes FLOAT I/O low precision")
+    g.add_argument("--calibration-data", metavar="FILE.npz",
+                   help="inputs (one array per graph input) on which activations are measured "
+                        "(default: the seeded inputs of the checks)")
+
+
+def precision_options(args) -> dict:
+    """PassContext options from the CLI flags; the calibration file is read now (bad file: exit 2).
+    With ``--check trt``, the engine gets the FP16 flag where the target needs it (builder_fp16_flag)."""
+    if not getattr(args, "precision", None):
+        return {}
+    from graphfix.target import resolve_target
+    options = {"precision": args.precision, "keep_io_types": args.keep_io_types}
+    if args.calibration_data:
+        options["calibration_data"] = load_calibration(args.calibration_data)
+    if getattr(args, "check", None) == "trt" and builder_fp16_flag(resolve_target(args.trt).version, args.precision):
+        args.fp16 = True
+    return options
 
 
 @register_pass

@@ -105,7 +105,7 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
                                graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         return OnnxrtRunner(sess, name=name)
 
-    reference, candidate = runnable_copy(reference), runnable_copy(candidate)
+    reference, candidate = runnable_copy(reference), with_reference_float_io(reference, runnable_copy(candidate))
     if not ort_can_load(reference):
         return EquivalenceResult(False, error=REFERENCE_NOT_RUNNABLE + _load_error(reference), unchecked=True)
     not_tensors = [v.name for v in graph_inputs(reference) + list(reference.graph.output)
@@ -183,6 +183,43 @@ def runnable_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     if not unique:
         for i, node in enumerate(copy.graph.node):
             node.name = f"gf.check.{i}"
+    return copy
+
+
+_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE)
+
+
+def with_reference_float_io(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> onnx.ModelProto:
+    """The candidate with Casts at graph inputs/outputs whose float type differs from the reference's
+    (a precision rewrite asked to change I/O types), so both take the same feeds and give outputs
+    of the same type; other models are returned as they are."""
+    ref_types = {v.name: v.type.tensor_type.elem_type for v in list(graph_inputs(reference)) + list(reference.graph.output)}
+    differ = {v.name for v in list(graph_inputs(candidate)) + list(candidate.graph.output)
+              if v.type.tensor_type.elem_type in _FLOATS and ref_types.get(v.name, v.type.tensor_type.elem_type)
+              in _FLOATS and ref_types.get(v.name) != v.type.tensor_type.elem_type}
+    if not differ:
+        return candidate
+    copy = onnx.ModelProto()
+    copy.CopyFrom(candidate)
+    differs = [v for v in list(graph_inputs(copy)) + list(copy.graph.output) if v.name in differ]
+    g, first, last = copy.graph, [], []
+    in_names = {v.name for v in graph_inputs(copy)}
+    for v in differs:
+        inner, want = f"{v.name}.gf_check", ref_types[v.name]
+        if v.name in in_names:     # fed the reference type, cast to what the candidate reads
+            for node in g.node:
+                node.input[:] = [inner if x == v.name else x for x in node.input]
+            first.append(onnx.helper.make_node("Cast", [v.name], [inner], to=v.type.tensor_type.elem_type))
+        else:                      # cast to the reference's output type
+            for node in g.node:
+                node.output[:] = [inner if x == v.name else x for x in node.output]
+                node.input[:] = [inner if x == v.name else x for x in node.input]
+            last.append(onnx.helper.make_node("Cast", [inner], [v.name], to=want))
+        v.type.tensor_type.elem_type = want
+    nodes = first + list(g.node) + last       # still in topological order
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]
     return copy
 
 

@@ -11,7 +11,7 @@ normalizations, Softmax, statistics reductions, Exp/Log/Pow/Sqrt/Reciprocal on u
 CumSum, Range, Q/DQ, ops the target imports in FP32 only; by value: constants that overflow or
 underflow in bulk, activations above a fraction of the low type's max on the calibration run). A
 node with no such reason whose float inputs all come from FP32 and whose readers are all FP32 stays
-FP32 too: converting it would only add Casts. Constants are stored in the low type (a -inf or
+FP32 too: converting it would only add Casts (MatMul, Gemm, Conv and the like convert all the same). Constants are stored in the low type (a -inf or
 finfo(float32).min mask gets a finite stand-in); one Cast per tensor and direction joins the
 islands; a Cast that would read a Cast reads its source instead. The report lists each FP32 node
 with its reason and island.
@@ -38,6 +38,8 @@ LOW_NAMES = {onnx.TensorProto.FLOAT16: "FLOAT16", onnx.TensorProto.BFLOAT16: "BF
 CONSTANT_PRODUCERS = ("Constant", "ConstantOfShape")
 MASK_FLOW = frozenset({"Mul", "Add", "Sub", "Neg", "Where", "Unsqueeze", "Squeeze", "Reshape", "Expand", "Cast",
                        "Concat", "Slice", "Transpose", "Min", "Max", "Tile", "Identity"})
+# Worth their Casts: the speed of low precision is in these, so they convert even between FP32 nodes
+COMPUTE_HEAVY = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum", "Attention", "MatMulInteger"})
 BETWEEN_FP32 = "between FP32 nodes: converting it would only add Casts"
 
 
@@ -239,7 +241,7 @@ class _Plan:
             changed = False
             for node in self.nodes:
                 s = self.slots.get(id(node))
-                if s is None or id(node) in self.reason:
+                if s is None or id(node) in self.reason or node.op in COMPUTE_HEAVY:
                     continue
                 srcs = [node.inputs[i] for i in s.float_inputs]
                 outs = [node.outputs[i] for i in s.float_outputs]

@@ -46,11 +46,14 @@ class EquivalenceResult:
     # True when nothing could be compared because ORT cannot run the *reference* model (an opset
     # newer than the installed ORT knows): the rewrite is neither confirmed nor refuted
     unchecked: bool = False
+    note: Optional[str] = None       # how the check ran where it is not plain (BF16 emulated)
 
     def to_json(self) -> dict:
         doc = {"passed": self.passed, "error": self.error, "outputs": [o.to_json() for o in self.outputs]}
         if self.unchecked:
             doc["unchecked"] = True
+        if self.note:
+            doc["note"] = self.note
         return doc
 
     def worst(self) -> str:
@@ -106,6 +109,10 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
         return OnnxrtRunner(sess, name=name)
 
     reference, candidate = runnable_copy(reference), with_reference_float_io(reference, runnable_copy(candidate))
+    note = None
+    from .emulate import emulate_bf16, has_bf16
+    if has_bf16(candidate) and not ort_can_load(candidate):   # ONNX Runtime's CPU lacks BF16 kernels
+        candidate, note = emulate_bf16(candidate), "BF16 emulated: FP32 arithmetic, BF16 storage"
     if not ort_can_load(reference):
         return EquivalenceResult(False, error=REFERENCE_NOT_RUNNABLE + _load_error(reference), unchecked=True)
     not_tensors = [v.name for v in graph_inputs(reference) + list(reference.graph.output)
@@ -129,7 +136,7 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
     if missing:
         return EquivalenceResult(False, list(stats.values()), error=f"outputs not compared: {missing}")
     outs = [stats[o.name] for o in reference.graph.output]
-    return EquivalenceResult(all(o.passed for o in outs), outs)
+    return EquivalenceResult(all(o.passed for o in outs), outs, note=note)
 
 
 def accuracy_stats(results, tolerances: Dict[str, Tuple[float, float]]) -> Dict[str, "OutputStats"]:

@@ -146,6 +146,7 @@ def test_off_by_default_and_through_the_pipeline():
     rec = next(p for p in report.passes if p.name == "precision")
     assert rec.status == "applied" and rec.check["passed"] and rec.check["tolerance"] == [1e-2, 1e-2]
     assert report.ok and report.checks[0]["passed"] and report.checks[0]["tolerance"] == [1e-2, 1e-2]
+    assert [n.op_type for n in fixed.graph.node if n.op_type == "MatMul"]
     again, second = graphfix.fix(fixed, trt="10.0", context=PassContext(options=FP16), check="none")
     assert not [p.name for p in second.passes if p.status == "applied"]
     assert again.SerializeToString() == fixed.SerializeToString()
@@ -175,3 +176,25 @@ def test_check_warns_strongly_typed_fp16_request():
     assert "fp16-strongly-typed" not in [f.rule for f in check_model(model, trt="11.0").findings]
     mixed, _ = apply_pass("precision", model, "11.0", options=FP16)
     assert "fp16-strongly-typed" not in [f.rule for f in check_model(mixed, trt="11.0", fp16=True).findings]
+
+
+def test_bf16_checked_in_emulation_through_the_pipeline():
+    """ONNX Runtime's CPU has no BF16 MatMul/Gemm: the check runs an FP32-arithmetic, BF16-storage copy."""
+    model = build("prec_small_cnn")
+    fixed, report = graphfix.fix(model, trt="10.0", context=PassContext(options={"precision": "bf16"}))
+    rec = next(p for p in report.passes if p.name == "precision")
+    assert rec.status == "applied" and rec.check["note"].startswith("BF16 emulated")
+    assert rec.check["tolerance"] == [5e-2, 5e-2] and report.ok
+    assert any(i.data_type == T.BFLOAT16 for i in fixed.graph.initializer)
+    assert 0 < max(o["max_abs"] for o in rec.check["outputs"]) < 5e-2   # BF16 rounding is visible, and bounded
+
+
+def test_layernorm_fused_first_then_matmul_converts():
+    """In the pipeline fuse-layernorm runs first; the LayerNormalization stays FP32, the MatMul converts."""
+    fixed, report = graphfix.fix(build("prec_layernorm_overflow"), trt="10.0", context=PassContext(options=FP16))
+    kept = {c["target"]: c["details"]["reason"] for p in report.passes if p.name == "precision"
+            for c in p.changes if c["action"] == "keep-fp32"}
+    assert any("normalization" in r for r in kept.values()), kept
+    types = elem_types(fixed)
+    assert types[next(n.output[0] for n in fixed.graph.node if n.op_type == "MatMul")] == T.FLOAT16
+    assert report.ok

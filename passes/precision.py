@@ -266,13 +266,22 @@ class _Plan:
             return False
         for reader in t.outputs:
             if reader.op == "Cast":
-                if reader.attrs.get("to") == self.low:
+                if reader.attrs.get("to") == self.low or (reader.attrs.get("to") == FLOAT
+                                                          and self._retargets(reader)):
                     return False
                 continue
             if id(reader) in self.slots:
                 if self.is_low(reader) and any(reader.inputs[i] is t for i in self.slots[id(reader)].float_inputs):
                     return False
         return True
+
+    def _retargets(self, cast: gs.Node) -> bool:
+        """A Cast to FLOAT read only by low nodes becomes a Cast to the low type (see apply)."""
+        out = cast.outputs[0]
+        if any(out is o for o in self.graph.outputs) or not out.outputs:
+            return False
+        return all(id(r) in self.slots and self.is_low(r) and
+                   any(r.inputs[i] is out for i in self.slots[id(r)].float_inputs) for r in out.outputs)
 
     # ------------------------------------------------------------------- apply
     def apply(self, result: PassResult) -> None:

@@ -198,3 +198,17 @@ def test_layernorm_fused_first_then_matmul_converts():
     types = elem_types(fixed)
     assert types[next(n.output[0] for n in fixed.graph.node if n.op_type == "MatMul")] == T.FLOAT16
     assert report.ok
+
+
+@pytest.mark.parametrize("name", ["gpt2_ts17", "t5_ts17", "llama_dynamo18"])
+def test_exported_transformers(name):
+    """On exports: the ORT check passes with the FP16 tolerance, and a second fix changes nothing."""
+    import os
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "exported", name + ".onnx")
+    fixed, report = graphfix.fix(path, trt="10.0", context=PassContext(options=FP16))
+    rec = next(p for p in report.passes if p.name == "precision")
+    assert rec.status == "applied" and report.ok, (rec.error, report.checks)
+    assert rec.counts["nodes_low"] > rec.counts["nodes_fp32"] > 0
+    again, second = graphfix.fix(fixed, trt="10.0", context=PassContext(options=FP16), check="none")
+    assert not [p.name for p in second.passes if p.status == "applied"]
+    assert again.SerializeToString() == fixed.SerializeToString()

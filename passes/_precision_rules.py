@@ -107,10 +107,11 @@ def float_slots(node: gs.Node, dtypes: Dict[str, int], opset: int, low: int) -> 
             if not t.name or dtypes.get(t.name) != FLOAT:
                 continue
             formal = _formal(params, i)
-            if formal is None or formal.type_str not in constraints:
-                slots.problem = f"{node.op}'s {kind}put {i} has a fixed type"
+            if formal is None:
+                slots.problem = f"{node.op} has no {kind}put {i} in its ONNX schema"
                 return slots
-            into.setdefault(formal.type_str, []).append(i)
+            if formal.type_str in constraints:   # a fixed "tensor(float)" (Resize scales) stays FLOAT
+                into.setdefault(formal.type_str, []).append(i)
     for var in sorted(set(slots.inputs) | set(slots.outputs)):
         if TYPE_STR[low] not in constraints[var]:
             slots.problem = f"ONNX {node.op}-{schema.since_version} does not allow {TYPE_STR[low]}"

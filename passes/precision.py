@@ -68,7 +68,11 @@ def precision_options(args) -> dict:
     With ``--check trt``, the engine gets the FP16 flag where the target needs it (builder_fp16_flag)."""
     if not getattr(args, "precision", None):
         return {}
+    from graphfix.errors import UsageError
     from graphfix.target import resolve_target
+    if getattr(args, "until_parses", False):   # the loop runs the passes parser errors call for, only
+        raise UsageError("--precision does not combine with --until-parses: run graphfix fix --precision "
+                         "on the loop's output")
     options = {"precision": args.precision, "keep_io_types": args.keep_io_types}
     if args.calibration_data:
         options["calibration_data"] = load_calibration(args.calibration_data)
@@ -292,7 +296,9 @@ class _Plan:
             if node.op == "Cast":
                 continue
             if self.is_low(node):
-                wants[id(node)] = {i: low for i in self.slots[id(node)].float_inputs}
+                typed = set(self.slots[id(node)].float_inputs)   # other FLOAT inputs have a fixed type
+                wants[id(node)] = {i: (low if i in typed else FLOAT) for i, t in enumerate(node.inputs)
+                                   if i in typed or (t.name and self.dtypes.get(t.name) == FLOAT)}
             else:
                 wants[id(node)] = {i: FLOAT for i, t in enumerate(node.inputs)
                                    if t.name and self.dtypes.get(t.name) == FLOAT}

@@ -16,7 +16,7 @@ from graphfix.passes.precision import builder_fp16_flag
 
 FP16 = {"precision": "fp16"}
 FIXTURES = ["prec_layernorm_overflow", "prec_attention_masks", "prec_exp_large", "prec_small_cnn",
-            "prec_int_cast_shared"]
+            "prec_int_cast_shared", "prec_resize_scales"]
 
 
 def _convert(name, trt="10.0", **options):
@@ -161,6 +161,7 @@ def test_cli_flags(tmp_path, capsys):
     assert main(["fix", str(src), "-o", str(out), "--precision", "fp16", "--calibration-data",
                  str(tmp_path / "missing.npz")]) == 2
     assert "missing.npz" in capsys.readouterr().err
+    assert main(["fix", str(src), "-o", str(out), "--precision", "fp16", "--until-parses"]) == 2
 
 
 def test_builder_flag_by_version():
@@ -212,3 +213,13 @@ def test_exported_transformers(name):
     again, second = graphfix.fix(fixed, trt="10.0", context=PassContext(options=FP16), check="none")
     assert not [p.name for p in second.passes if p.status == "applied"]
     assert again.SerializeToString() == fixed.SerializeToString()
+
+
+def test_fixed_float_input_stays_float():
+    """Resize's `scales` is tensor(float) in ONNX: the Resize converts, its scales input stays FLOAT."""
+    model, out, result = _convert("prec_resize_scales")
+    types = elem_types(out)
+    resize = next(n for n in out.graph.node if n.op_type == "Resize")
+    assert types[resize.output[0]] == T.FLOAT16 and types[resize.input[2]] == T.FLOAT
+    assert "resize" not in _kept(result)
+    assert compare_models(model, out, tolerance=result.tolerance).passed

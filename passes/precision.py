@@ -281,11 +281,17 @@ class _Plan:
 
     def _retargets(self, cast: gs.Node) -> bool:
         """A Cast to FLOAT read only by low nodes becomes a Cast to the low type (see apply)."""
-        out = cast.outputs[0]
-        if any(out is o for o in self.graph.outputs) or not out.outputs:
+        return self._read_only_low(cast.outputs[0])
+
+    def _read_only_low(self, t) -> bool:
+        """Whether every reader of `t` is a low node reading it where its type follows the node's."""
+        if any(t is o for o in self.graph.outputs) or not t.outputs:
             return False
-        return all(id(r) in self.slots and self.is_low(r) and
-                   any(r.inputs[i] is out for i in self.slots[id(r)].float_inputs) for r in out.outputs)
+        for r in t.outputs:
+            typed = self.slots[id(r)].float_inputs if self.is_low(r) else []
+            if not all(k in typed for k, x in enumerate(r.inputs) if x is t):
+                return False
+        return True
 
     # ------------------------------------------------------------------- apply
     def apply(self, result: PassResult) -> None:
@@ -306,10 +312,9 @@ class _Plan:
         for node in low_nodes:
             for i in self.slots[id(node)].float_outputs:
                 low_tensors[id(node.outputs[i])] = node.outputs[i]
-        retargeted = [n for n in self.nodes if n.op == "Cast" and n.attrs.get("to") == FLOAT
-                      and self._all_low_readers(n.outputs[0], wants)]
+        retargeted = [n for n in self.nodes if n.op == "Cast" and n.attrs.get("to") == FLOAT and self._retargets(n)]
         constants = [n for n in self.nodes if n.op in CONSTANT_PRODUCERS and n.outputs
-                     and self.dtypes.get(n.outputs[0].name) == FLOAT and self._all_low_readers(n.outputs[0], wants)
+                     and self.dtypes.get(n.outputs[0].name) == FLOAT and self._read_only_low(n.outputs[0])
                      and self._convertible_constant(n)]
         for n in retargeted + constants:
             low_tensors[id(n.outputs[0])] = n.outputs[0]
@@ -351,15 +356,6 @@ class _Plan:
         remove_dead_nodes(graph)
         toposort_if_needed(graph)
         self._report(low_nodes, result)
-
-    def _all_low_readers(self, t, wants) -> bool:
-        if any(t is o for o in self.graph.outputs):
-            return False
-        readers = list(t.outputs)
-        return bool(readers) and all(any(r.inputs[i] is t and w == self.low for i, w in wants.get(id(r), {}).items())
-                                     and not any(r.inputs[i] is t and w != self.low
-                                                 for i, w in wants.get(id(r), {}).items())
-                                     for r in readers)
 
     def _convertible_constant(self, node: gs.Node) -> bool:
         value = node.attrs.get("value")

@@ -202,8 +202,8 @@ def with_reference_float_io(reference: onnx.ModelProto, candidate: onnx.ModelPro
     of the same type; other models are returned as they are."""
     ref_types = {v.name: v.type.tensor_type.elem_type for v in list(graph_inputs(reference)) + list(reference.graph.output)}
     differ = {v.name for v in list(graph_inputs(candidate)) + list(candidate.graph.output)
-              if v.type.tensor_type.elem_type in _FLOATS and ref_types.get(v.name, v.type.tensor_type.elem_type)
-              in _FLOATS and ref_types.get(v.name) != v.type.tensor_type.elem_type}
+              if v.name in ref_types and v.type.tensor_type.elem_type in _FLOATS and ref_types[v.name] in _FLOATS
+              and ref_types[v.name] != v.type.tensor_type.elem_type}
     if not differ:
         return candidate
     copy = onnx.ModelProto()

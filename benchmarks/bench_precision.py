@@ -48,12 +48,26 @@ TORCH_STUB = ("__version__ = '0.0'\n\nclass _Anything:\n    def __init__(self, *
               "def __getattr__(name):\n    return _Anything\n")
 
 
-def fp32_nodes(model: onnx.ModelProto) -> int:
+def fp32_nodes(model: onnx.ModelProto) -> Tuple[int, int]:
+    """(nodes computing in FP32, islands): non-Cast, non-Constant nodes with a FLOAT output, and
+    their groups connected by tensors between them."""
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info)
              + list(inferred.graph.output)}
-    return sum(1 for n in model.graph.node if n.op_type not in ("Cast", "Constant")
-               and any(types.get(o) == onnx.TensorProto.FLOAT for o in n.output))
+    nodes = [n for n in model.graph.node if n.op_type not in ("Cast", "Constant")
+             and any(types.get(o) == onnx.TensorProto.FLOAT for o in n.output)]
+    parent = list(range(len(nodes)))
+
+    def find(k):
+        while parent[k] != k:
+            k = parent[k]
+        return k
+    made = {o: k for k, n in enumerate(nodes) for o in n.output}
+    for k, n in enumerate(nodes):
+        for i in n.input:
+            if i in made:
+                parent[find(k)] = find(made[i])
+    return len(nodes), len({find(k) for k in range(len(nodes))})
 
 
 def casts(model: onnx.ModelProto) -> int:
@@ -128,7 +142,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name, path in model_paths(work, set(args.models.split(",")) if args.models else None).items():
             original = onnx.load(path)
             feeds = next(iter(make_feeds(original, seed=1)))
-            row = {"model": name, "nodes": len(original.graph.node), "fp32_nodes_before": fp32_nodes(original)}
+            row = {"model": name, "nodes": len(original.graph.node), "fp32_nodes_before": fp32_nodes(original)[0]}
             for tool, fn in TOOLS:
                 out = os.path.join(work, f"{name}.{tool}.onnx")
                 t0 = time.perf_counter()
@@ -136,7 +150,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                     converted = fn(path, out)
                     seconds = time.perf_counter() - t0
                     worst, mean = errors(original, converted, feeds)
-                    row[tool] = {"max_abs": worst, "mean_abs": mean, "fp32_nodes": fp32_nodes(converted),
+                    n_fp32, islands = fp32_nodes(converted)
+                    row[tool] = {"max_abs": worst, "mean_abs": mean, "fp32_nodes": n_fp32, "fp32_islands": islands,
                                  "casts_added": casts(converted) - casts(original), "seconds": round(seconds, 2)}
                 except Exception as exc:
                     row[tool] = {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
@@ -167,14 +182,14 @@ def _cell(r: dict) -> str:
         return "failed"
     err = r["max_abs"]
     e = "inf/NaN" if err == float("inf") else f"{err:.1e} ({r['mean_abs']:.0e})"
-    return f"{e} / {r['fp32_nodes']} / {r['casts_added']} / {r['seconds']:.1f}s"
+    return f"{e} / {r['fp32_nodes']} ({r['fp32_islands']}) / {r['casts_added']} / {r['seconds']:.1f}s"
 
 
 def _table(doc: dict) -> str:
     lines = [f"FP16 conversion, CPU (ONNX Runtime {doc['onnxruntime']}, onnx {doc['onnx']}, nvidia-modelopt "
              f"{doc['nvidia-modelopt']}, onnxconverter-common {doc['onnxconverter-common']}; AutoCast with a torch "
              f"stub: {doc['autocast_torch_stubbed']}).",
-             "Cells: max abs error (mean abs error) vs ONNX Runtime FP32 / nodes computing in FP32 / Casts added "
+             "Cells: max abs error (mean abs error) vs ONNX Runtime FP32 / nodes computing in FP32 (islands) / Casts added "
              "(negative: the tool removed Casts) / conversion time.", "",
              "| model | nodes (FP32) | graphfix | AutoCast | blanket (onnxconverter-common) |",
              "| --- | ---: | --- | --- | --- |"]

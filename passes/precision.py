@@ -201,8 +201,8 @@ class _Plan:
         if not names:
             return
         inputs = {t.name for t in self.graph.inputs}
+        feeds, source = calibration_feeds(self.model, calibration)   # the user's data must fit: raises
         try:
-            feeds, source = calibration_feeds(self.model, calibration)
             probe, _ = with_finite_masks(self.model, self.low)
             absmax = measure_absmax(probe, [n for n in names if n not in inputs], feeds)
             absmax.update({n: float(np.abs(a.astype(np.float64)).max()) if a.size else 0.0

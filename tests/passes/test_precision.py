@@ -86,6 +86,8 @@ def test_calibration_data_drives_the_value_rule(tmp_path):
     _, _, calibrated = _convert("prec_small_cnn", calibration_data=str(path))
     kept = _kept(calibrated)
     assert "conv1" in kept and str(path) in kept["conv1"], kept
+    with pytest.raises(ValueError, match="lacks inputs"):      # the pipeline reports the pass as failed
+        _convert("prec_small_cnn", calibration_data={"not_x": np.zeros((1, 3, 16, 16), np.float32)})
 
 
 @pytest.mark.parametrize("name", FIXTURES)

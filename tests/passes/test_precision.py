@@ -225,3 +225,13 @@ def test_fixed_float_input_stays_float():
     assert types[resize.output[0]] == T.FLOAT16 and types[resize.input[2]] == T.FLOAT
     assert "resize" not in _kept(result)
     assert compare_models(model, out, tolerance=result.tolerance).passed
+
+
+def test_check_trt_gets_the_fp16_flag_where_the_target_needs_it():
+    from argparse import Namespace
+    from graphfix.passes.precision import precision_options
+    for trt, flag in (("8.6", True), ("10.3", True), ("11.0", False)):
+        args = Namespace(precision="fp16", keep_io_types=True, calibration_data=None, check="trt", trt=trt,
+                         fp16=False, until_parses=False)
+        assert precision_options(args) == {"precision": "fp16", "keep_io_types": True}
+        assert args.fp16 is flag, trt

@@ -185,8 +185,25 @@ def _cell(r: dict) -> str:
     return f"{e} / {r['fp32_nodes']} ({r['fp32_islands']}) / {r['casts_added']} / {r['seconds']:.1f}s"
 
 
+NOTES = """# FP16 conversion: graphfix vs ModelOpt AutoCast vs onnxconverter-common (CPU)
+
+Written by `nice -n 10 python benchmarks/bench_precision.py OUT_PREFIX` on the 2-core development
+machine (shared with other jobs: times are noisy). graphfix: `graphfix.fix(..., trt="10.0")` with
+precision fp16, the whole pipeline (LayerNorm fusion included). AutoCast: `convert_to_mixed_precision(
+..., low_precision_type="fp16", keep_io_types=True)`, defaults otherwise. Blanket:
+`onnxconverter_common.float16.convert_float_to_float16(model, keep_io_types=True)`.
+"failed": ONNX Runtime could not run the converted model (reason below the table).
+ONNX Runtime's CPU kernels compute FP16 nodes that lack an FP16 kernel in FP32 (Pow, ReduceMean, ...),
+so overflow that an FP16 engine would hit does not show here; TensorRT: `benchmarks/rig_precision.py`.
+AutoCast ran with a stub `torch`: modelopt.onnx imports torch, and `pip install "nvidia-modelopt[onnx]"`
+would pull torch 2.14 with CUDA 13 libraries and replace onnx 1.23 by 1.21 and onnxruntime by
+onnxruntime-gpu here, so nvidia-modelopt, onnxscript, onnx-ir, onnxslim, lief, nvidia-ml-py and tqdm
+were installed with `--no-deps`. The AutoCast errors on the LayerNorm fixtures were not investigated.
+"""
+
+
 def _table(doc: dict) -> str:
-    lines = [f"FP16 conversion, CPU (ONNX Runtime {doc['onnxruntime']}, onnx {doc['onnx']}, nvidia-modelopt "
+    lines = [NOTES, f"FP16 conversion, CPU (ONNX Runtime {doc['onnxruntime']}, onnx {doc['onnx']}, nvidia-modelopt "
              f"{doc['nvidia-modelopt']}, onnxconverter-common {doc['onnxconverter-common']}; AutoCast with a torch "
              f"stub: {doc['autocast_torch_stubbed']}).",
              "Cells: max abs error (mean abs error) vs ONNX Runtime FP32 / nodes computing in FP32 (islands) / Casts added "

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--quiet", action="store_true", help="print no summary")
     from .plugin_rules.cli_args import add_plugin_arguments
     add_plugin_arguments(fx)
+    from .passes.precision import add_precision_arguments
+    add_precision_arguments(fx)
     fx.add_argument("--until-parses", action="store_true",
                     help="drive the passes by TensorRT's parser: parse, run the passes its errors call for, "
                          "parse again, until it parses or nothing changes (needs TensorRT)")
@@ -62,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--json", action="store_true", help="print the findings as JSON (schema: graphfix.diagnose)")
     ck.add_argument("--no-real-parser", action="store_true",
                     help="do not run TensorRT's own parser even where TensorRT and a GPU are present")
+    ck.add_argument("--fp16", action="store_true",
+                    help="an FP16 engine is wanted: on strongly typed TensorRT (11.x) warn if the model has no FP16 types")
 
     ps = sub.add_parser("passes", help="list the passes (from their declarations)")
     ps.add_argument("--json", action="store_true")
@@ -100,7 +104,8 @@ def cmd_fix(args) -> int:
 
     refuse_overwrite(args.output, args.input, args.in_place)   # before any work, not only at save
     from .plugin_rules.cli_args import plugin_options
-    context = PassContext(int32_io=args.int32_io, options=plugin_options(args))
+    from .passes.precision import precision_options
+    context = PassContext(int32_io=args.int32_io, options={**plugin_options(args), **precision_options(args)})
     check = "ort" if args.check == "trt" else args.check
     if args.until_parses:
         from .fix_loop import fix_until_parses
@@ -124,7 +129,7 @@ def cmd_fix(args) -> int:
 
 def cmd_check(args) -> int:
     from .diagnose import check_model
-    result = check_model(args.model, trt=args.trt, real_parser=not args.no_real_parser)
+    result = check_model(args.model, trt=args.trt, real_parser=not args.no_real_parser, fp16=args.fp16)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.table())
     return result.exit_code
 

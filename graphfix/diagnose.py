@@ -806,7 +806,8 @@ def _when_holds(ctx: _Ctx, ref: NodeRef, when: Optional[dict]) -> bool:
 # The checker
 
 class _Checker:
-    def __init__(self, model: onnx.ModelProto, profile: Profile):
+    def __init__(self, model: onnx.ModelProto, profile: Profile, fp16: bool = False):
+        self.fp16 = fp16                 # an FP16 engine is wanted
         self.facts = ModelFacts(model)
         self.profile = profile
         self.ctx = _Ctx(self.facts, profile)
@@ -824,6 +825,8 @@ class _Checker:
 
     def run(self) -> List[Finding]:
         self._model_level()
+        if self.fp16:
+            self._fp16_request()
         self._tensor_dtypes()
         for ref in self.facts.nodes:
             self._node(ref)
@@ -850,6 +853,21 @@ class _Checker:
         if doubles and "DOUBLE" in p.narrowed_dtypes:
             self.add(None, None, "warning", f"DOUBLE inputs/outputs ({', '.join(doubles)}) are computed in FP32 "
                      "and bound as FLOAT", None, self._doc, "double-narrowed")
+
+    def _fp16_request(self) -> None:
+        """Strongly typed TensorRT (11.x, TensorRT-RTX) has no FP16 builder flag: the ONNX's types are
+        the engine's, so an FP32-only model builds an FP32 engine."""
+        if not self.profile.extra.get("strongly_typed"):
+            return
+        f = self.facts
+        low = ("FLOAT16", "BFLOAT16")
+        names = set(f.initializers) | {o for r in f.nodes for o in r.node.output if o} | set(f.graph_inputs)
+        if any(f.dtype(n) in low for n in names):
+            return
+        self.add(None, None, "warning", f"an FP16 engine was asked for, but TensorRT {self.profile.version} builds "
+                 "strongly typed networks (no FP16 builder flag) and this model has no FP16/BF16 tensors: it "
+                 "would build in FP32; convert it with graphfix fix --precision fp16", "precision",
+                 "trt-11-notes", "fp16-strongly-typed")
 
     def _int64_narrowing(self) -> None:
         f = self.facts
@@ -1100,12 +1118,13 @@ class _Checker:
 # ------------------------------------------------------------------------------------------------
 # Entry points
 
-def check_model(src, trt=None, real_parser: bool = False) -> CheckResult:
-    """Check a model (path, bytes or ModelProto) against a TensorRT version (default: resolve_target)."""
+def check_model(src, trt=None, real_parser: bool = False, fp16: bool = False) -> CheckResult:
+    """Check a model (path, bytes or ModelProto) against a TensorRT version (default: resolve_target).
+    ``fp16``: an FP16 engine is wanted (strongly typed targets need the precision in the ONNX)."""
     loaded = load_model(src)
     target = resolve_target(trt)
     profile = load_profile(target.version)
-    findings = _Checker(loaded.model, profile).run()
+    findings = _Checker(loaded.model, profile, fp16=fp16).run()
     findings.sort(key=lambda x: (x.node is not None, SEVERITY_ORDER.get(x.severity, 9)))
     result = CheckResult(loaded.source, target, profile, findings)
     if real_parser:

@@ -32,8 +32,9 @@ def _split(names: Union[str, Sequence[str], None]) -> Optional[List[str]]:
     return [n.strip() for n in names if n.strip()]
 
 
-def select_passes(target: Target, passes=None, skip=None) -> Tuple[List[type], List[PassReport]]:
-    """Passes to run (pipeline order) and skip records for the registered ones left out, with why."""
+def select_passes(target: Target, passes=None, skip=None, options=None) -> Tuple[List[type], List[PassReport]]:
+    """Passes to run (pipeline order) and skip records for the registered ones left out, with why.
+    An opt-in pass also runs when `options` sets the option of its name (``precision="fp16"``)."""
     reg = registered()
     wanted, skipped = _split(passes), set(_split(skip) or [])
     for name in (wanted or []) + sorted(skipped):
@@ -47,7 +48,7 @@ def select_passes(target: Target, passes=None, skip=None) -> Tuple[List[type], L
             reports.append(PassReport(info.name, SKIPPED, error="skipped on request"))
         elif wanted is not None and info.name not in wanted:
             continue
-        elif wanted is None and not info.default:
+        elif wanted is None and not info.default and not (options or {}).get(info.name.replace("-", "_")):
             continue
         elif not info.trt.contains(target.version):
             reports.append(PassReport(info.name, SKIPPED,
@@ -73,7 +74,7 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
     target = resolve_target(trt)
     ctx = context or PassContext()
     ctx.target = target.version
-    to_run, skipped = select_passes(target, passes, skip)
+    to_run, skipped = select_passes(target, passes, skip, ctx.options)
     report = Report(input=model_summary(loaded.model, loaded.path), target=target.to_json())
     report.passes.extend(skipped)
 
@@ -124,7 +125,8 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
                      f"at {_where(exc)}")
         rec.seconds = time.perf_counter() - t0
         return rec, model
-    problems = check_rewrite(model, new_model, allow_io_change=ctx.int32_io) if info.ort_checkable \
+    io_declared = any(c.get("action") == "change-io-type" for c in rec.changes)   # asked for (--no-keep-io-types)
+    problems = check_rewrite(model, new_model, allow_io_change=ctx.int32_io or io_declared) if info.ort_checkable \
         else _light_problems(model, new_model, ctx, rec.changes)
     if not problems and info.ort_checkable and check in ("ort", "trt"):
         from .checks.ort import compare_models

@@ -16,6 +16,7 @@ PIPELINE_ORDER: List[str] = [
     "int64-to-int32",
     "cast-bool",
     "fuse-layernorm",
+    "precision",
     "plugins",
     "cleanup",
 ]

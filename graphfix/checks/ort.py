@@ -46,11 +46,14 @@ class EquivalenceResult:
     # True when nothing could be compared because ORT cannot run the *reference* model (an opset
     # newer than the installed ORT knows): the rewrite is neither confirmed nor refuted
     unchecked: bool = False
+    note: Optional[str] = None       # how the check ran where it is not plain (BF16 emulated)
 
     def to_json(self) -> dict:
         doc = {"passed": self.passed, "error": self.error, "outputs": [o.to_json() for o in self.outputs]}
         if self.unchecked:
             doc["unchecked"] = True
+        if self.note:
+            doc["note"] = self.note
         return doc
 
     def worst(self) -> str:
@@ -105,7 +108,11 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
                                graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         return OnnxrtRunner(sess, name=name)
 
-    reference, candidate = runnable_copy(reference), runnable_copy(candidate)
+    reference, candidate = runnable_copy(reference), with_reference_float_io(reference, runnable_copy(candidate))
+    note = None
+    from .emulate import emulate_bf16, has_bf16
+    if has_bf16(candidate) and not ort_can_load(candidate):   # ONNX Runtime's CPU lacks BF16 kernels
+        candidate, note = emulate_bf16(candidate), "BF16 emulated: FP32 arithmetic, BF16 storage"
     if not ort_can_load(reference):
         return EquivalenceResult(False, error=REFERENCE_NOT_RUNNABLE + _load_error(reference), unchecked=True)
     not_tensors = [v.name for v in graph_inputs(reference) + list(reference.graph.output)
@@ -129,7 +136,7 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
     if missing:
         return EquivalenceResult(False, list(stats.values()), error=f"outputs not compared: {missing}")
     outs = [stats[o.name] for o in reference.graph.output]
-    return EquivalenceResult(all(o.passed for o in outs), outs)
+    return EquivalenceResult(all(o.passed for o in outs), outs, note=note)
 
 
 def accuracy_stats(results, tolerances: Dict[str, Tuple[float, float]]) -> Dict[str, "OutputStats"]:
@@ -183,6 +190,43 @@ def runnable_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     if not unique:
         for i, node in enumerate(copy.graph.node):
             node.name = f"gf.check.{i}"
+    return copy
+
+
+_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE)
+
+
+def with_reference_float_io(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> onnx.ModelProto:
+    """The candidate with Casts at graph inputs/outputs whose float type differs from the reference's
+    (a precision rewrite asked to change I/O types), so both take the same feeds and give outputs
+    of the same type; other models are returned as they are."""
+    ref_types = {v.name: v.type.tensor_type.elem_type for v in list(graph_inputs(reference)) + list(reference.graph.output)}
+    differ = {v.name for v in list(graph_inputs(candidate)) + list(candidate.graph.output)
+              if v.name in ref_types and v.type.tensor_type.elem_type in _FLOATS and ref_types[v.name] in _FLOATS
+              and ref_types[v.name] != v.type.tensor_type.elem_type}
+    if not differ:
+        return candidate
+    copy = onnx.ModelProto()
+    copy.CopyFrom(candidate)
+    differs = [v for v in list(graph_inputs(copy)) + list(copy.graph.output) if v.name in differ]
+    g, first, last = copy.graph, [], []
+    in_names = {v.name for v in graph_inputs(copy)}
+    for v in differs:
+        inner, want = f"{v.name}.gf_check", ref_types[v.name]
+        if v.name in in_names:     # fed the reference type, cast to what the candidate reads
+            for node in g.node:
+                node.input[:] = [inner if x == v.name else x for x in node.input]
+            first.append(onnx.helper.make_node("Cast", [v.name], [inner], to=v.type.tensor_type.elem_type))
+        else:                      # cast to the reference's output type
+            for node in g.node:
+                node.output[:] = [inner if x == v.name else x for x in node.output]
+                node.input[:] = [inner if x == v.name else x for x in node.input]
+            last.append(onnx.helper.make_node("Cast", [inner], [v.name], to=want))
+        v.type.tensor_type.elem_type = want
+    nodes = first + list(g.node) + last       # still in topological order
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]
     return copy
 
 

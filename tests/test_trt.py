@@ -469,7 +469,7 @@ def test_cli_validate_missing_file_exits_2(trt_here, mlp_path, tmp_path):
 def test_cli_validate_without_tensorrt_exits_2(monkeypatch, mlp_path, capsys):
     monkeypatch.setattr(trt_check, "trt_unavailable_reason", lambda: "tensorrt is not installed")
     assert main(["validate", mlp_path, mlp_path]) == 2
-    assert "TensorRT is not available here: tensorrt is not installed" in capsys.readouterr().err
+    assert "validate needs TensorRT: tensorrt is not installed" in capsys.readouterr().err
 
 
 def test_fix_check_trt_adds_the_trt_check(use_worker, trt_here, mlp_path, tmp_path):

@@ -174,7 +174,7 @@ def _verdict(result, groups) -> str:
     if not result.clean:
         return f"{head}: problems remain"
     fixable = sorted({f.fix_pass for f in result.findings if f.fix_pass})
-    if fixable:
+    if fixable and groups:
         return (f"{head}: clean (TensorRT {result.target.version} should import every node); `graphfix fix` "
                 f"still repairs the warnings above ({', '.join(fixable)})")
     return f"{head}: clean"

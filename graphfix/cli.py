@@ -136,8 +136,7 @@ def _refuse_flags_fix_ignores(args) -> None:
     engine = [flag for dest, flag in ENGINE_FLAGS.items() if getattr(args, dest, None)
               and not (dest == "trt_timeout" and args.until_parses)] if args.check != "trt" else []
     if engine:
-        raise UsageError(f"{', '.join(engine)}: used only with --check trt (they set how the TensorRT "
-                         "engine is built and compared)")
+        raise UsageError(f"{', '.join(engine)}: used only with --check trt (TensorRT engine build options)")
     if args.plugins and args.check != "trt" and not args.until_parses:
         raise UsageError("--plugins: used only with --check trt or --until-parses (TensorRT loads them)")
     if args.plugin_as_function:
@@ -240,9 +239,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         code = COMMANDS[args.command](args)
         console.clear_status()
-        sys.stdout.flush()
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            console.silence_closed_stdout()
         return code
-    except BrokenPipeError:   # stdout closed early (`graphfix check m.onnx | head`): not an error
+    except BrokenPipeError:   # stdout closed early (`graphfix passes | head -1`): not an error
         console.silence_closed_stdout()
         return EXIT_OK
     except (InputError, OutputError, UsageError) as exc:

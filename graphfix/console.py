@@ -143,9 +143,14 @@ def clear_status() -> None:
 
 
 def out(text: str = "") -> None:
-    """Print a result on stdout (after clearing the status line)."""
+    """Print a result on stdout (after clearing the status line). A reader that went away
+    (`| head`) ends the output quietly; the command still returns its own exit code."""
     clear_status()
-    sys.stdout.write(text + "\n")
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_closed_stdout()
 
 
 def terminal_width(stream=None, default: int = 100) -> int:

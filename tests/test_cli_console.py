@@ -144,8 +144,9 @@ def test_third_party_warnings_kept_off_unless_verbose():
     with warnings.catch_warnings(record=True) as seen:
         warnings.warn_explicit("overflow", RuntimeWarning, "comparator.py", 1, module="polygraphy.comparator")
     assert seen == []
-    console.quiet_libraries()
     from polygraphy.logger import G_LOGGER
+    G_LOGGER.module_severity = G_LOGGER.INFO
+    console.quiet_libraries()
     assert G_LOGGER.module_severity.get() >= G_LOGGER.ERROR
 
 

@@ -257,7 +257,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         console.LOG.error("interrupted")
         return 130
     finally:
-        console.clear_status()
+        console.reset()
 
 
 if __name__ == "__main__":

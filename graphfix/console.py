@@ -38,6 +38,10 @@ def progress_enabled() -> bool:
     return v >= VERBOSE or (v == NORMAL and _is_tty(sys.stderr))
 
 
+def is_configured() -> bool:
+    return bool(_state["configured"])
+
+
 def verbosity() -> int:
     return _state["verbosity"]
 
@@ -88,7 +92,10 @@ class _Formatter(logging.Formatter):
 
 
 def configure(level: int = NORMAL) -> None:
-    """Set up logging for a command line run (idempotent; the last call wins)."""
+    """Set up logging for a command line run (idempotent; the last call wins; reset() undoes it)."""
+    import warnings
+    if not _state["configured"]:
+        _state["saved_filters"] = list(warnings.filters)
     _state.update(configured=True, verbosity=level, started=time.monotonic())
     for h in list(LOG.handlers):
         if isinstance(h, _Handler):
@@ -99,6 +106,26 @@ def configure(level: int = NORMAL) -> None:
     LOG.propagate = False
     LOG.setLevel(logging.DEBUG if level >= DEBUG else logging.INFO if level >= NORMAL else logging.ERROR)
     _configure_third_party(level)
+
+
+def reset() -> None:
+    """Undo configure() (the end of a command line run inside a longer-lived process, e.g. tests)."""
+    import warnings
+    clear_status()
+    for h in list(LOG.handlers):
+        if isinstance(h, _Handler):
+            LOG.removeHandler(h)
+    py_warnings = logging.getLogger("py.warnings")
+    for h in list(py_warnings.handlers):
+        if isinstance(h, _Handler):
+            py_warnings.removeHandler(h)
+    py_warnings.propagate = True
+    LOG.propagate = True
+    LOG.setLevel(logging.NOTSET)
+    logging.captureWarnings(False)
+    if "saved_filters" in _state:
+        warnings.filters[:] = _state.pop("saved_filters")
+    _state.update(configured=False, verbosity=NORMAL, status=False)
 
 
 def _configure_third_party(level: int) -> None:

@@ -140,14 +140,22 @@ def test_progress_off_when_not_a_terminal_and_a_status_line_on_one(tmp_path, cap
 
 def test_third_party_warnings_kept_off_unless_verbose():
     import warnings
-    console.configure(console.NORMAL)
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.warn_explicit("overflow", RuntimeWarning, "comparator.py", 1, module="polygraphy.comparator")
-    assert seen == []
     from polygraphy.logger import G_LOGGER
-    G_LOGGER.module_severity = G_LOGGER.INFO
-    console.quiet_libraries()
-    assert G_LOGGER.module_severity.get() >= G_LOGGER.ERROR
+    console.configure(console.NORMAL)
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.warn_explicit("overflow", RuntimeWarning, "comparator.py", 1, module="polygraphy.comparator")
+        assert seen == []
+        G_LOGGER.module_severity = G_LOGGER.INFO
+        console.quiet_libraries()
+        assert G_LOGGER.module_severity.get() >= G_LOGGER.ERROR
+    finally:
+        console.reset()
+    assert not console.is_configured()
+    with warnings.catch_warnings(record=True) as seen:       # reset() gives the filters back
+        warnings.simplefilter("always")
+        warnings.warn_explicit("overflow", RuntimeWarning, "comparator.py", 1, module="polygraphy.comparator")
+    assert len(seen) == 1
 
 
 # --- closed pipes -------------------------------------------------------------------------------------

@@ -93,6 +93,7 @@ def parse_shapes(text: Optional[str]):
 
 
 def cmd_fix(args) -> int:
+    console.progress("starting (importing onnx)")   # the imports below take a second or more
     from .model_io import refuse_overwrite, save_model
     from .pass_api import PassContext
     from .pipeline import fix
@@ -149,6 +150,7 @@ def _refuse_flags_fix_ignores(args) -> None:
 
 
 def cmd_check(args) -> int:
+    console.progress("starting (importing onnx)")
     from .diagnose import check_model
     console.progress("checking %s", args.model)
     result = check_model(args.model, trt=args.trt, real_parser=not args.no_real_parser)
@@ -193,6 +195,7 @@ def _write_text_atomic(path: str, text: str) -> None:
 
 
 def cmd_validate(args) -> int:
+    console.quiet_libraries()
     from .checks.trt import validate_command
     return validate_command(args)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Optional
 
@@ -21,7 +22,9 @@ LOG = logging.getLogger("graphfix")
 QUIET, NORMAL, VERBOSE, DEBUG = -1, 0, 1, 2
 PROGRESS = "progress"          # LogRecord attribute set on progress records
 
-_state = {"configured": False, "verbosity": NORMAL, "status": False, "started": time.monotonic()}
+_state = {"configured": False, "verbosity": NORMAL, "status": False, "started": time.monotonic(), "text": ""}
+_lock = threading.RLock()       # the status line is redrawn by a ticker thread (elapsed seconds)
+TICK_SECONDS = 1.0
 
 
 def progress(message: str, *args, logger: Optional[logging.Logger] = None) -> None:
@@ -59,9 +62,10 @@ class _Handler(logging.Handler):
                 return
             if record.levelno < logging.WARNING and not is_progress and v < VERBOSE:
                 return
-            clear_status()
-            sys.stderr.write(self.format(record) + "\n")
-            sys.stderr.flush()
+            with _lock:
+                clear_status()
+                sys.stderr.write(self.format(record) + "\n")
+                sys.stderr.flush()
         except BrokenPipeError:
             pass
         except Exception:  # a logging failure must never end the run
@@ -69,14 +73,40 @@ class _Handler(logging.Handler):
 
     @staticmethod
     def _status(text: str) -> None:
-        width = terminal_width(sys.stderr)
-        elapsed = time.monotonic() - _state["started"]
-        line = f"graphfix: {text} [{elapsed:.0f}s]"
-        if len(line) > width - 1:
-            line = line[:width - 2] + "~"
-        sys.stderr.write("\r\033[K" + line)
-        sys.stderr.flush()
-        _state["status"] = True
+        with _lock:
+            _state["text"] = text
+            _draw_status()
+        _start_ticker()
+
+
+def _draw_status() -> None:
+    width = terminal_width(sys.stderr)
+    elapsed = time.monotonic() - _state["started"]
+    line = f"graphfix: {_state['text']} [{elapsed:.0f}s]"
+    if len(line) > width - 1:
+        line = line[:width - 2] + "~"
+    sys.stderr.write("\r\033[K" + line)
+    sys.stderr.flush()
+    _state["status"] = True
+
+
+def _start_ticker() -> None:
+    """One daemon thread per process redraws the status line each second, so that a long step
+    (folding a big model, an engine build) shows time passing instead of a frozen line."""
+    if _state.get("ticker"):
+        return
+
+    def tick() -> None:
+        while True:
+            time.sleep(TICK_SECONDS)
+            with _lock:
+                if _state["status"] and _state["configured"]:
+                    try:
+                        _draw_status()
+                    except (OSError, ValueError):
+                        pass
+    _state["ticker"] = threading.Thread(target=tick, name="graphfix-status", daemon=True)
+    _state["ticker"].start()
 
 
 class _Formatter(logging.Formatter):
@@ -160,13 +190,14 @@ def quiet_libraries() -> None:
 
 
 def clear_status() -> None:
-    if _state["status"]:
-        try:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-        except (BrokenPipeError, ValueError):
-            pass
-        _state["status"] = False
+    with _lock:
+        if _state["status"]:
+            _state["status"] = False
+            try:
+                sys.stderr.write("\r\033[K")
+                sys.stderr.flush()
+            except (BrokenPipeError, ValueError):
+                pass
 
 
 def out(text: str = "") -> None:

@@ -64,7 +64,14 @@ class Group:
 
     @property
     def nodes(self) -> List[str]:
-        return [f.node for f in self.findings if f.node]
+        """Distinct node names, in order (one node can have several findings, e.g. per tensor)."""
+        return list(dict.fromkeys(f.node for f in self.findings if f.node))
+
+    @property
+    def tensors(self) -> List[str]:
+        """For model-level findings: the first quoted name in each reason (the tensor it is about)."""
+        names = [re.findall(r"'([^']*)'", f.reason)[:1] for f in self.findings]
+        return list(dict.fromkeys(n[0] for n in names if n))
 
 
 def _reason_key(reason: str) -> str:
@@ -76,10 +83,7 @@ def _reason_key(reason: str) -> str:
 def group_findings(findings) -> List[Group]:
     groups = {}
     for f in findings:
-        if f.node is None:      # model-level findings stay on their own
-            key: Tuple = ("model", f.severity, f.reason, f.rule)
-        else:
-            key = (f.severity, f.op, _reason_key(f.reason), f.fix_pass, f.rule)
+        key: Tuple = (f.node is None, f.severity, f.op, _reason_key(f.reason), f.fix_pass, f.rule)
         g = groups.get(key)
         if g is None:
             g = groups[key] = Group(f.severity, f.op, f.reason, f.fix_pass, f.rule)
@@ -88,6 +92,8 @@ def group_findings(findings) -> List[Group]:
     for g in out:
         if len(g.findings) > 1:
             g.reason = re.sub(r"\s*\([^()]*\)\s*$", "", g.reason)
+            if len({tuple(re.findall(r"'([^']*)'", f.reason)) for f in g.findings}) > 1:
+                g.reason = re.sub(r"'[^']*'", "'…'", g.reason)     # names differ: examples follow
     out.sort(key=lambda g: (SEVERITY_ORDER.get(g.severity, 9), g.op is not None, -len(g.findings), g.op or ""))
     return out
 
@@ -107,8 +113,15 @@ def remedy(group: Group, target) -> str:
     if group.rule == "int64-io":
         return ("`graphfix fix --int32-io` makes the graph's INT64 inputs/outputs INT32 (else nothing to do: "
                 "TensorRT binds them as INT32)")
-    flag = _opt_in_flag(group.fix_pass, op, target)
+    flag = fix_flag(group, target)
     return f"`graphfix fix{' ' + flag if flag else ''}` (pass {group.fix_pass})"
+
+
+def fix_flag(group: Group, target) -> Optional[str]:
+    """The flag `graphfix fix` needs for this group's pass to act (None: it acts by default)."""
+    if group.rule == "int64-io":
+        return "--int32-io"
+    return _opt_in_flag(group.fix_pass, _bare_op(group.op), target) if group.fix_pass else None
 
 
 def _opt_in_flag(pass_name: str, op: Optional[str], target) -> Optional[str]:
@@ -146,9 +159,11 @@ def render_check(result, width: int = 100, verbosity: int = 0) -> str:
     if not groups:
         lines.append("no findings: the profile predicts that TensorRT imports every node as ONNX means it")
     for g in groups:
-        n = len(g.findings)
+        n = len(g.nodes) or len(g.findings)
         what = "(model)" if g.op is None and not g.nodes else (g.op or "-") + (f" x{n}" if n > 1 else "")
         lines.extend(_wrapped(f"{g.severity:<12} {what}: {g.reason}", width, "", " " * 4))
+        if not g.nodes and len(g.findings) > 1 and g.tensors:
+            lines.extend(_wrapped(_examples(g.tensors, verbose), width, "    names: ", " " * 11))
         if g.nodes and (n > 1 or verbose):
             lines.extend(_wrapped(_examples(g.nodes, verbose), width, "    nodes: ", " " * 11))
         elif g.nodes:
@@ -173,8 +188,8 @@ def _verdict(result, groups) -> str:
             f"{counts['warning']} warning(s)")
     if not result.clean:
         return f"{head}: problems remain"
-    fixable = sorted({f.fix_pass for f in result.findings if f.fix_pass})
-    if fixable and groups:
+    fixable = sorted({g.fix_pass for g in groups if g.fix_pass and not fix_flag(g, result.target)})
+    if fixable:
         return (f"{head}: clean (TensorRT {result.target.version} should import every node); `graphfix fix` "
                 f"still repairs the warnings above ({', '.join(fixable)})")
     return f"{head}: clean"

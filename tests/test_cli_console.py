@@ -202,6 +202,21 @@ def test_check_names_opt_in_flags_and_manual_steps_without_lab_notes(tmp_path, c
     assert "no automatic fix; by hand:" in " ".join(out.split()) and "--plugin-rules" in out
 
 
+def test_check_groups_model_level_findings_and_counts_each_node_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["check", saved(tmp_path, "quantized_dynamic_mlp"), "--trt", "8.6", "--no-real-parser"]) == 1
+    out = capsys.readouterr().out
+    assert "tensor '…' is INT8" in out and "names: l1_wq, l1_wzp, l2_wq, +1 more" in out
+    assert "DynamicQuantizeLinear x2: tensor '…' is UINT8" in out and "l1_dql, l1_dql" not in out
+
+
+def test_check_verdict_counts_only_what_plain_fix_repairs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["check", saved(tmp_path, "check_nms"), "--trt", "8.6", "--no-real-parser"]) == 0
+    verdict = [line for line in capsys.readouterr().out.splitlines() if line.startswith("0 error(s)")][0]
+    assert verdict.endswith("still repairs the warnings above (int64-to-int32)")   # NMS needs --nms-plugin
+
+
 def test_check_clean_model_says_what_fix_still_repairs(tmp_path, capsys):
     assert main(["check", saved(tmp_path), "--trt", "8.6", "--no-real-parser"]) == 0
     out = capsys.readouterr().out

@@ -146,10 +146,17 @@ def fix_summary(report, verbose: bool = False, report_path: Optional[str] = None
     for c in report.checks:
         lines.append(_check_line(c))
     n_changed = sum(p.status == APPLIED for p in report.passes)
-    verdict = "ok" if report.ok else "NOT OK"
-    done = f"{n_changed} pass(es) changed the model" if n_changed else "no change needed"
+    done = f"{n_changed} pass(es) changed the model" if n_changed else "the model is unchanged"
+    if report.ok:
+        head = "ok: " + (done if n_changed else "nothing needed changing")
+    else:
+        undone = sum(p.status in (FAILED, ROLLED_BACK) for p in report.passes)
+        failed = sum(not (c.get("passed") or c.get("skipped")) for c in report.checks)
+        problems = ([f"{undone} pass(es) failed and were undone"] if undone else []) + \
+            ([f"{failed} check(s) failed"] if failed else [])
+        head = f"NOT OK: {', '.join(problems) or 'see above'}; {done}"
     tail = f"; report: {report_path}" if report_path else ""
-    lines.append(f"{verdict}: {done} in {report.seconds:.1f}s{tail}")
+    lines.append(f"{head} in {report.seconds:.1f}s{tail}")
     return "\n".join(lines)
 
 

@@ -46,6 +46,18 @@ COUNT_WORDS: Dict[str, str] = {
     "rmsnorm_seen": "{n} RMSNorm chain(s) seen (not a LayerNorm: nothing to do)",
 }
 _ORDER = {k: i for i, k in enumerate(COUNT_WORDS)}
+# change action -> words, for passes that record changes without counts (normalize, cleanup)
+ACTION_WORDS: Dict[str, str] = {
+    "remove-node": "{n} unused node(s) removed",
+    "remove-identity": "{n} pass-through Identity node(s) removed",
+    "remove-initializer": "{n} unused initializer(s) removed",
+    "remove-input": "{n} initializer(s) no longer listed as graph inputs",
+    "rename-node": "{n} node name(s) made unique",
+    "toposort": "nodes put in topological order",
+    "set-ir-version": "IR version lowered to one ONNX Runtime and TensorRT read",
+    "set-opset": "opset changed",
+    "raise-opset": "opset raised",
+}
 # counts that only explain another one (shown with -v)
 DETAIL_COUNTS = frozenset({"tensors_retyped", "constants_copied", "islands_narrowed", "constants_kept_int64"})
 # warnings that need no action (the counts say it already): listed only with -v
@@ -53,19 +65,41 @@ NOTE_PATTERNS = (re.compile(r"^RMSNorm-style chain"),)
 EXAMPLES = 3
 
 
-def count_words(key: str, n: int) -> str:
+def count_words(key: str, n: int, pass_name: str = "") -> str:
     if key in COUNT_WORDS:
         return COUNT_WORDS[key].format(n=n)
     if key.startswith("near_miss_"):
         return f"{n} near miss(es) of rule {key[len('near_miss_'):].replace('_', '-')}"
+    if pass_name == "plugins" or pass_name.startswith("decompose-"):   # rule passes count per rule
+        return f"{n} x {_rule_words(key)}"
     return f"{key.replace('_', ' ')}: {n}"
+
+
+def _rule_words(key: str) -> str:
+    """A rule's count key -> what it did, from the rule's own summary where it is registered."""
+    try:
+        from .plugin_rules.engine import count_key
+        from .plugin_rules.registry import registered_rules
+        for rule in registered_rules():
+            if count_key(rule.name) == key:
+                return f"{rule.name} ({rule.summary})" if rule.summary else rule.name
+    except Exception:      # the summary must never fail on a count
+        pass
+    return key.replace("_", "-")
 
 
 def _pass_line(p, verbose: bool) -> str:
     counts = sorted(((k, v) for k, v in p.counts.items() if v and (verbose or k not in DETAIL_COUNTS)),
                     key=lambda kv: (_ORDER.get(kv[0], len(_ORDER)), kv[0]))
-    words = ", ".join(count_words(k, v) for k, v in counts) or f"{len(p.changes)} change(s)"
-    return words
+    words = [count_words(k, v, p.name) for k, v in counts]
+    from collections import Counter
+    actions = Counter(c.get("action") for c in p.changes)
+    for action, n in actions.items():   # what the counts do not already say (normalize, cleanup)
+        if action in ACTION_WORDS and not (action == "remove-node" and p.counts.get("dead_nodes")):
+            words.append(ACTION_WORDS[action].format(n=n))
+        elif not counts:
+            words.append(f"{n} x {action}")
+    return ", ".join(words) or "no change"
 
 
 def warning_groups(warnings: List[str]) -> List[Tuple[str, int, List[str]]]:

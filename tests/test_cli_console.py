@@ -95,6 +95,16 @@ def test_fix_summary_in_words(tmp_path, capsys):
     assert out.strip().splitlines()[-1].startswith("ok: 4 pass(es) changed the model")
 
 
+def test_fix_summary_names_rule_rewrites_and_normalize_changes(tmp_path, capsys):
+    assert main(["fix", saved(tmp_path, "nms_topk_head"), "-o", str(tmp_path / "o.onnx"), "--trt", "8.6",
+                 "--nms-plugin"]) == 0
+    out = capsys.readouterr().out
+    assert "plugins: 1 x efficient-nms (" in out and "efficient_nms" not in out
+    assert main(["fix", saved(tmp_path, "messy_graph"), "-o", str(tmp_path / "o.onnx"), "--trt", "8.6"]) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if "normalize:" in x][0]
+    assert "unused node(s) removed" in line and "topological order" in line and "change(s)" not in line
+
+
 def test_fix_folds_repeated_warnings_and_v_lists_them(tmp_path, capsys):
     src = str(EXPORTED / "llama_dynamo18.onnx")
     assert main(["fix", src, "-o", str(tmp_path / "o.onnx"), "--trt", "8.6", "--check", "none"]) == 0

@@ -29,7 +29,8 @@ TICK_SECONDS = 1.0
 
 def progress(message: str, *args, logger: Optional[logging.Logger] = None) -> None:
     """Say what graphfix is doing now (a pass, a model, an engine build). Shown on a terminal as a
-    status line, as a plain line with -v, never with -q or when nobody configured logging."""
+    status line, as a plain line with -v, never with -q; a library caller sees INFO records on the
+    "graphfix" logger only if it configured logging for them."""
     (logger or LOG).info(message, *args, extra={PROGRESS: True})
 
 
@@ -155,6 +156,7 @@ def reset() -> None:
     logging.captureWarnings(False)
     if "saved_filters" in _state:
         warnings.filters[:] = _state.pop("saved_filters")
+        getattr(warnings, "_filters_mutated", lambda: None)()   # drop the per-module caches too
     _state.update(configured=False, verbosity=NORMAL, status=False)
 
 

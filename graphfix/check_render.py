@@ -175,10 +175,11 @@ def render_check(result, width: int = 100, verbosity: int = 0) -> str:
     if any(f.rule == "max-opset" for f in result.findings) and target.version.major == 8:
         lines.extend(_wrapped(CRASH_NOTE_8_6, width, "", "      "))
     if result.real_parser is not None:
-        lines.append(format_real_parser(result.real_parser, result))
+        lines.extend(format_real_parser(result.real_parser, result, width).splitlines())
     lines.extend(_wrapped(_verdict(result, groups), width, "", "    "))
     if groups and not verbose:
-        lines.append("(-v: every node and the source of each fact; --json: machine-readable)")
+        lines.extend(_wrapped("(-v: every node and the source of each fact; --json: machine-readable)",
+                              width, "", " "))
     return "\n".join(lines)
 
 
@@ -195,9 +196,10 @@ def _verdict(result, groups) -> str:
     return f"{head}: clean"
 
 
-def format_real_parser(rp: dict, result) -> str:
+def format_real_parser(rp: dict, result, width: int = 100) -> str:
     if not rp.get("available"):
-        return f"real TensorRT parser: not run ({rp.get('reason') or 'real parser unavailable'})"
+        return "\n".join(_wrapped(f"real TensorRT parser: not run ({rp.get('reason') or 'real parser unavailable'})",
+                                   width, "", "    "))
     if rp.get("crashed"):
         head = "real TensorRT parser: CRASHED while parsing"
     elif rp.get("parsed"):
@@ -209,5 +211,6 @@ def format_real_parser(rp: dict, result) -> str:
     for e in rp.get("errors", []):
         node = e.get("node")
         mark = "predicted" if node in predicted else "NOT predicted"
-        out.append(f"  - {node or '(model)'} [{e.get('op') or '-'}] {e.get('message', '').strip()} ({mark})")
+        out.extend(_wrapped(f"{node or '(model)'} [{e.get('op') or '-'}] {e.get('message', '').strip()} ({mark})",
+                            width, "  - ", "    "))
     return "\n".join(out)

@@ -168,6 +168,21 @@ def test_third_party_warnings_kept_off_unless_verbose():
     assert len(seen) == 1
 
 
+def test_console_script_progress_quiet_and_width(tmp_path):
+    src, out = saved(tmp_path), str(tmp_path / "o.onnx")
+    plain = script("fix", src, "-o", out, "--trt", "8.6")
+    assert plain.returncode == 0 and plain.stderr == "" and "nothing to do:" in plain.stdout   # a pipe: no progress
+    verbose = script("fix", src, "-o", out, "--trt", "8.6", "-v")
+    assert verbose.returncode == 0 and "graphfix: pass 10/10: cleanup" in verbose.stderr
+    quiet = script("-q", "fix", src, "-o", out, "--trt", "8.6")
+    assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""
+    narrow = script("check", str(EXPORTED / "llama_dynamo18.onnx"), "--trt", "8.6", "--no-real-parser",
+                    env=dict(os.environ, COLUMNS="60"))
+    assert narrow.returncode == 1 and max(len(line) for line in narrow.stdout.splitlines()) <= 60
+    refused = script("fix", src, "-o", out, "--trt", "8.6", "--fp16")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+
+
 # --- closed pipes -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, code", [(["passes"], 0), (["passes", "--json"], 0), (["check", "NMS", "--trt", "8.6"], 1)])

@@ -140,6 +140,16 @@ def _refuse_flags_fix_ignores(args) -> None:
         raise UsageError(f"{', '.join(engine)}: used only with --check trt (TensorRT engine build options)")
     if args.plugins and args.check != "trt" and not args.until_parses:
         raise UsageError("--plugins: used only with --check trt or --until-parses (TensorRT loads them)")
+    def excluded(name: str) -> bool:
+        listed = lambda text: [n.strip() for n in (text or "").split(",") if n.strip()]  # noqa: E731
+        return name in listed(args.skip) or (args.passes is not None and name not in listed(args.passes))
+    for dest, flag, pass_name in (("nms_plugin", "--nms-plugin", "plugins"),
+                                  ("contrib_plugins", "--contrib-plugins", "plugins"),
+                                  ("plugin_as_function", "--plugin-as-function", "plugins")):
+        if getattr(args, dest, False) and excluded(pass_name):
+            raise UsageError(f"{flag} acts through the {pass_name} pass, which --passes/--skip leave out")
+    if getattr(args, "dequantize", "exact") != "exact" and excluded("decompose-quantized"):
+        raise UsageError("--dequantize acts through the decompose-quantized pass, which --passes/--skip leave out")
     if args.plugin_as_function:
         from .plugin_rules.build import FUNCTION_MIN_TRT
         from .target import resolve_target

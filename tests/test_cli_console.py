@@ -281,6 +281,8 @@ def test_missing_tensorrt_one_rule_before_any_work(tmp_path, capsys, monkeypatch
     (["--plugins", "lib.so"], "--plugins: used only with --check trt or --until-parses"),
     (["--plugin-as-function"], "--plugin-as-function needs TensorRT >= 10.7 (target: 8.6"),
     (["--trt", "7.1"], "TensorRT 7.1 (flag) is not supported: graphfix targets TensorRT 8.6 and newer"),
+    (["--nms-plugin", "--skip", "plugins"], "--nms-plugin acts through the plugins pass, which --passes/--skip"),
+    (["--dequantize", "float", "--passes", "normalize"], "--dequantize acts through the decompose-quantized pass"),
 ])
 def test_flags_that_do_nothing_are_refused(tmp_path, capsys, extra, words):
     argv = ["fix", saved(tmp_path), "-o", str(tmp_path / "o.onnx")] + extra

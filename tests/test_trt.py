@@ -448,6 +448,17 @@ def test_cli_validate_passes_and_prints_json(use_worker, trt_here, mlp_path, cap
     assert doc["passed"] and doc["shapes"] == {"x": [2, 16]}
 
 
+def test_cli_validate_progress_follows_v_and_q(use_worker, trt_here, mlp_path, capsys):
+    use_worker(ORT_WORKER)
+    assert main(["validate", mlp_path, mlp_path]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "PASSED" in captured.out        # stderr is not a terminal: no progress
+    assert main(["validate", mlp_path, mlp_path, "-v"]) == 0
+    assert "graphfix: TensorRT building engine (fp32)..." in capsys.readouterr().err
+    assert main(["validate", mlp_path, mlp_path, "-q"]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
 def test_cli_validate_fails_on_crash_and_summarises(use_worker, trt_here, mlp_path, capsys):
     use_worker(SEGFAULT_WORKER)
     assert main(["validate", mlp_path, mlp_path, "--fp16"]) == 1

@@ -10,7 +10,8 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-SEVERITY_ORDER = {"error": 0, "wrong-result": 1, "warning": 2}
+from .diagnose import SEVERITY_ORDER
+
 EXAMPLES = 3
 
 # What a person can do where no pass fixes a finding: by op, then by rule; `{op}` is filled in.
@@ -151,8 +152,9 @@ def render_check(result, width: int = 100, verbosity: int = 0) -> str:
     verbose = verbosity >= 1
     p, target = result.profile, result.target
     source = "from --trt" if target.source == "flag" else target.source
-    lines = _wrapped(f"graphfix check {result.model}: TensorRT {target.version} ({source}), profile {p.line}",
-                     width, "", "    ")
+    resolved = "" if str(p.version) == str(target.version) else f" (resolved for {p.version})"
+    lines = _wrapped(f"graphfix check {result.model}: TensorRT {target.version} ({source}), profile {p.line}"
+                     f"{resolved}", width, "", "    ")
     if verbosity < 0:       # -q: the verdict only
         return _verdict(result, [])
     groups = group_findings(result.findings)

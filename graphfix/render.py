@@ -108,8 +108,7 @@ def warning_groups(warnings: List[str]) -> List[Tuple[str, int, List[str]]]:
     for w in warnings:
         names = re.findall(r"'([^']*)'", w)
         key = re.sub(r"'[^']*'", "'…'", w)
-        first, seen = groups.setdefault(key, (w, []))
-        seen.append(names[0] if names else "")
+        groups.setdefault(key, (w, []))[1].append(names[0] if names else "")
     out = []
     for key, (first, names) in groups.items():
         out.append((first if len(names) == 1 else key, len(names), [n for n in names if n]))
@@ -120,7 +119,7 @@ def _warning_lines(p, verbose: bool, report_path: Optional[str]) -> List[str]:
     if verbose:
         return [f"      warning: {w}" for w in p.warnings]
     lines = []
-    groups = warning_groups([w for w in p.warnings if not any(r.search(w) for r in NOTE_PATTERNS)])
+    groups = warning_groups([w for w in p.warnings if not _is_note(w)])
     for text, n, names in groups[:5]:
         if n == 1:
             lines.append(f"      warning: {text}")
@@ -131,6 +130,10 @@ def _warning_lines(p, verbose: bool, report_path: Optional[str]) -> List[str]:
         where = f"in {report_path}" if report_path else "with -v or --report FILE"
         lines.append(f"      ... {len(groups) - 5} more kind(s) of warning ({where})")
     return lines
+
+
+def _is_note(warning: str) -> bool:
+    return any(r.search(warning) for r in NOTE_PATTERNS)
 
 
 def _check_line(c: dict) -> str:
@@ -162,7 +165,8 @@ def fix_summary(report, verbose: bool = False, report_path: Optional[str] = None
             what = "FAILED, undone" if p.status == FAILED else "ROLLED BACK (its check failed)"
             lines.append(f"  {what}: {p.name}: {p.error}")
         elif p.status == UNCHANGED:
-            if not (p.warnings or any(p.counts.values())):
+            shown = p.warnings if verbose else [w for w in p.warnings if not _is_note(w)]
+            if not (shown or any(p.counts.values())):
                 unchanged.append(p.name)
             else:
                 counts = _pass_line(p, verbose) if any(p.counts.values()) else ""

@@ -2,6 +2,8 @@
 
 Exit codes: 0 done (and checked), 1 a check failed or problems remain, 2 bad input or usage.
 Errors that graphfix raises on purpose print one line naming the file and the problem.
+Building the parser imports nothing heavy (`graphfix -h` stays fast): commands import what they use.
+Messages and progress go to stderr through logging (graphfix.console); results go to stdout.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import sys
 from typing import List, Optional
 
+from . import __version__, console
 from .errors import GraphfixError, InputError, OutputError, UsageError
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -25,6 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="graphfix", description="Make ONNX models build and run correctly on TensorRT.")
+    p.add_argument("--version", action="version", version=f"graphfix {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     fx = sub.add_parser("fix", help="rewrite a model for TensorRT and check the rewrite")
@@ -41,15 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--int32-io", action="store_true", help="allow INT64 graph inputs/outputs to become INT32")
     fx.add_argument("--in-place", action="store_true", help="allow the output to replace the input file")
     fx.add_argument("--shapes", help="input shapes for checks, e.g. input_ids:1x128,mask:1x128")
-    fx.add_argument("--quiet", action="store_true", help="print no summary")
     from .plugin_rules.cli_args import add_plugin_arguments
     add_plugin_arguments(fx)
-    from .passes.precision import add_precision_arguments
+    from .precision_args import add_precision_arguments
     add_precision_arguments(fx)
     fx.add_argument("--until-parses", action="store_true",
                     help="drive the passes by TensorRT's parser: parse, run the passes its errors call for, "
                          "parse again, until it parses or nothing changes (needs TensorRT)")
-    from .checks.trt import add_trt_arguments
+    from .checks.trt_args import add_trt_arguments
     add_trt_arguments(fx, shapes=False)
 
     vd = sub.add_parser("validate", help="build FIXED with TensorRT and compare it with ONNX Runtime on ORIGINAL")
@@ -61,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="list the nodes a TensorRT version will reject or mishandle (no GPU needed)")
     ck.add_argument("model", help="ONNX model to check")
     ck.add_argument("--trt", help="target TensorRT version (default: installed tensorrt, else 10.0)")
-    ck.add_argument("--json", action="store_true", help="print the findings as JSON (schema: graphfix.diagnose)")
+    ck.add_argument("--json", action="store_true", help="print the findings as JSON (schema: graphfix.check/1)")
     ck.add_argument("--no-real-parser", action="store_true",
                     help="do not run TensorRT's own parser even where TensorRT and a GPU are present")
     ck.add_argument("--fp16", action="store_true",
@@ -75,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--json", action="store_true", help="print the findings as JSON (schema: graphfix.doctor/1)")
 
     fx_out = sub.add_parser("fixtures", help="write the bundled example models (graphfix.fixtures) as .onnx")
-    fx_out.add_argument("directory")
+    fx_out.add_argument("directory", nargs="?", help="where to write them (not needed with --list)")
     fx_out.add_argument("names", nargs="*", help="fixtures to write (default: all)")
     fx_out.add_argument("--list", action="store_true", help="list fixture names and exit")
     return p
@@ -98,13 +101,20 @@ def parse_shapes(text: Optional[str]):
 
 
 def cmd_fix(args) -> int:
+    console.progress("starting (importing onnx)")   # the imports below take a second or more
     from .model_io import refuse_overwrite, save_model
     from .pass_api import PassContext
     from .pipeline import fix
 
     refuse_overwrite(args.output, args.input, args.in_place)   # before any work, not only at save
+    _refuse_flags_fix_ignores(args)
+    if args.check == "trt":     # one rule (as validate, --until-parses): no TensorRT -> exit 2 before any work
+        from .checks import trt as trt_check
+        from .checks.trt_env import require_tensorrt
+        require_tensorrt("--check trt", trt_check.trt_unavailable_reason)
+    console.quiet_libraries()
     from .plugin_rules.cli_args import plugin_options
-    from .passes.precision import precision_options
+    from .precision_args import precision_options
     context = PassContext(int32_io=args.int32_io, options={**plugin_options(args), **precision_options(args)})
     check = "ort" if args.check == "trt" else args.check
     if args.until_parses:
@@ -122,15 +132,52 @@ def cmd_fix(args) -> int:
         add_trt_check(report, original=args.input, fixed=args.output, args=args)
     if args.report:
         _write_text_atomic(args.report, report.dumps() + "\n")
-    if not args.quiet:
-        print(report.summary())
+    from .render import why_not_ok
+    if console.verbosity() > console.QUIET:
+        console.out(report.summary(verbose=console.verbosity() >= console.VERBOSE, report_path=args.report))
+    elif not report.ok:
+        console.LOG.error(why_not_ok(report))
     return EXIT_OK if report.ok else EXIT_CHECK_FAILED
 
 
+def _refuse_flags_fix_ignores(args) -> None:
+    """A flag that does nothing for this run is a usage error, never silently ignored."""
+    from .checks.trt_args import ENGINE_FLAGS
+    engine = [flag for dest, flag in ENGINE_FLAGS.items() if getattr(args, dest, None)
+              and not (dest == "trt_timeout" and args.until_parses)] if args.check != "trt" else []
+    if engine:
+        raise UsageError(f"{', '.join(engine)}: used only with --check trt (TensorRT engine build options)")
+    if args.plugins and args.check != "trt" and not args.until_parses:
+        raise UsageError("--plugins: used only with --check trt or --until-parses (TensorRT loads them)")
+    def excluded(name: str) -> bool:
+        listed = lambda text: [n.strip() for n in (text or "").split(",") if n.strip()]  # noqa: E731
+        return name in listed(args.skip) or (args.passes is not None and name not in listed(args.passes))
+    for dest, flag, pass_name in (("nms_plugin", "--nms-plugin", "plugins"),
+                                  ("contrib_plugins", "--contrib-plugins", "plugins"),
+                                  ("plugin_as_function", "--plugin-as-function", "plugins")):
+        if getattr(args, dest, False) and excluded(pass_name):
+            raise UsageError(f"{flag} acts through the {pass_name} pass, which --passes/--skip leave out")
+    if getattr(args, "dequantize", "exact") != "exact" and excluded("decompose-quantized"):
+        raise UsageError("--dequantize acts through the decompose-quantized pass, which --passes/--skip leave out")
+    if args.plugin_as_function:
+        from .plugin_rules.build import FUNCTION_MIN_TRT
+        from .target import resolve_target
+        target = resolve_target(args.trt)
+        if target.version < FUNCTION_MIN_TRT:
+            raise UsageError(f"--plugin-as-function needs TensorRT >= {FUNCTION_MIN_TRT} (target: "
+                             f"{target.version}, {target.source}); drop it or pass --trt {FUNCTION_MIN_TRT}")
+
+
 def cmd_check(args) -> int:
+    console.progress("starting (importing onnx)")
     from .diagnose import check_model
+    console.progress("checking %s", args.model)
     result = check_model(args.model, trt=args.trt, real_parser=not args.no_real_parser, fp16=args.fp16)
-    print(json.dumps(result.to_json(), indent=2) if args.json else result.table())
+    if args.json:
+        console.out(json.dumps(result.to_json(), indent=2))
+        return result.exit_code
+    from .check_render import render_check
+    console.out(render_check(result, width=console.terminal_width(sys.stdout), verbosity=console.verbosity()))
     return result.exit_code
 
 
@@ -167,12 +214,15 @@ def _write_text_atomic(path: str, text: str) -> None:
 
 
 def cmd_validate(args) -> int:
+    console.quiet_libraries()
     from .checks.trt import validate_command
     return validate_command(args)
 
 
 def cmd_fixtures(args) -> int:
     from .fixtures.__main__ import write_fixtures
+    if not args.list and not args.directory:
+        raise UsageError("fixtures: give a directory to write to (or --list)")
     return write_fixtures(args.directory, args.names, list_only=args.list)
 
 
@@ -188,19 +238,56 @@ def cmd_doctor(args) -> int:
 COMMANDS["doctor"] = cmd_doctor
 
 
+def add_verbosity_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """-v/-q on the top level and on every subcommand (whoever added it)."""
+    def add(p, prefix=""):
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("-v", "--verbose", action="count", default=0, dest=prefix + "verbose",
+                       help="more detail on stderr: every step, every finding and warning (-vv: debug)")
+        g.add_argument("-q", "--quiet", action="store_true", dest=prefix + "quiet",
+                       help="no progress and no summary; errors only")
+    add(parser, "top_")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                add(sub)
+    return parser
+
+
+def verbosity_of(args) -> int:
+    if getattr(args, "quiet", False) or getattr(args, "top_quiet", False):
+        return console.QUIET
+    return min(getattr(args, "verbose", 0) + getattr(args, "top_verbose", 0), console.DEBUG)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = add_verbosity_flags(build_parser()).parse_args(argv)
+    if hasattr(args, "plugins"):
+        from .checks.trt_args import plugin_libraries
+        args.plugins = plugin_libraries(args)
+    console.configure(verbosity_of(args))
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        console.clear_status()
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            console.silence_closed_stdout()
+        return code
+    except BrokenPipeError:   # stdout closed early (`graphfix passes | head -1`): not an error
+        console.silence_closed_stdout()
+        return EXIT_OK
     except (InputError, OutputError, UsageError) as exc:
-        print(f"graphfix: error: {exc}", file=sys.stderr)
+        console.LOG.error("%s", exc)
         return EXIT_BAD_INPUT
     except GraphfixError as exc:
-        print(f"graphfix: error: {exc}", file=sys.stderr)
+        console.LOG.error("%s", exc)
         return EXIT_CHECK_FAILED
     except KeyboardInterrupt:
-        print("graphfix: interrupted", file=sys.stderr)
+        console.LOG.error("interrupted")
         return 130
+    finally:
+        console.reset()
 
 
 if __name__ == "__main__":

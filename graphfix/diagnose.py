@@ -1159,60 +1159,10 @@ def run_real_parser(path: Optional[str], model: onnx.ModelProto) -> dict:
             os.unlink(tmp)
 
 
-def _wrap(text: str, width: int) -> List[str]:
-    import textwrap
-    return textwrap.wrap(text, width) or [""]
-
-
-def format_table(result: CheckResult) -> str:
-    p = result.profile
-    lines = [f"graphfix check {result.model}: TensorRT {result.target.version} ({result.target.source}), "
-             f"profile {p.line} resolved for {p.version}"]
-    if not result.findings:
-        lines.append("no findings: the profile predicts that TensorRT imports every node as ONNX means it")
-    else:
-        w_sev, w_node, w_op, w_fix = 12, 28, 18, 16
-        lines.append(f"{'SEVERITY':<{w_sev}} {'NODE':<{w_node}} {'OP':<{w_op}} {'FIX':<{w_fix}} REASON")
-        for f in result.findings:
-            node = f.node or "(model)"
-            if len(node) > w_node:
-                node = node[:w_node - 1] + "~"
-            fix = f.fix_pass or "no automatic fix"
-            reason_lines = _wrap(f.reason, 70)
-            lines.append(f"{f.severity:<{w_sev}} {node:<{w_node}} {(f.op or '-'):<{w_op}} {fix:<{w_fix}} "
-                         f"{reason_lines[0]}")
-            pad = " " * (w_sev + w_node + w_op + w_fix + 4)
-            lines.extend(pad + more for more in reason_lines[1:])
-    counts = result.counts()
-    verdict = "clean" if result.clean else "problems remain"
-    lines.append(f"{counts['error']} error(s), {counts['wrong-result']} wrong result(s), "
-                 f"{counts['warning']} warning(s): {verdict}")
-    sources = sorted({f.source for f in result.findings if f.source})
-    if sources:
-        lines.append("sources:")
-        lines.extend(f"  - {s}" for s in sources)
-    rp = result.real_parser
-    if rp is not None:
-        lines.append(_format_real_parser(rp, result))
-    return "\n".join(lines)
-
-
-def _format_real_parser(rp: dict, result: CheckResult) -> str:
-    if not rp.get("available"):
-        return f"real TensorRT parser: not run ({rp.get('reason') or 'real parser unavailable'})"
-    if rp.get("crashed"):
-        head = "real TensorRT parser: CRASHED while parsing"
-    elif rp.get("parsed"):
-        head = "real TensorRT parser: parsed the model"
-    else:
-        head = "real TensorRT parser: failed"
-    predicted = {f.node for f in result.findings if f.severity == "error"}
-    out = [head]
-    for e in rp.get("errors", []):
-        node = e.get("node")
-        mark = "predicted" if node in predicted else "NOT predicted"
-        out.append(f"  - {node or '(model)'} [{e.get('op') or '-'}] {e.get('message', '').strip()} ({mark})")
-    return "\n".join(out)
+def format_table(result: CheckResult, width: int = 100, verbosity: int = 0) -> str:
+    """The terminal rendering (graphfix.check_render)."""
+    from .check_render import render_check
+    return render_check(result, width=width, verbosity=verbosity)
 
 
 __all__ = ["Finding", "CheckResult", "ModelFacts", "check_model", "run_real_parser", "format_table", "RULES",

@@ -178,8 +178,8 @@ class LoopReport(Report):
         out["rounds"] = self.rounds
         return out
 
-    def summary(self) -> str:
-        lines = super().summary().splitlines()
+    def summary(self, **kw) -> str:
+        lines = super().summary(**kw).splitlines()
         extra = []
         for rnd in self.rounds:
             parse = rnd["parse"]
@@ -227,6 +227,7 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
     and ``fix_fn`` (graphfix.pipeline.fix's signature) are for tests; by default TensorRT parses.
     """
     from .checks.trt_env import trt_unavailable_reason
+    from .console import progress
     from .model_io import load_model
     from .pass_api import PassContext
     from .pipeline import _whole_model_check, fix as pipeline_fix
@@ -237,7 +238,7 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
     if parse is None:
         reason = trt_unavailable_reason()
         if reason is not None:
-            raise UsageError(f"--until-parses needs TensorRT: {reason}")
+            raise UsageError(f"--until-parses needs TensorRT: {reason} (README: 'Installing TensorRT')")
         parse = trt_parser(plugins, timeout)
     fix_fn = fix_fn or pipeline_fix
     loaded = load_model(model)
@@ -247,6 +248,7 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
     original = current = loaded.model
     previous: Optional[List[str]] = None
     for n in range(max_rounds + 1):
+        progress("round %d: parsing with TensorRT", n)
         outcome = parse(current)
         rnd: dict = {"round": n, "parse": outcome.to_json()}
         report.rounds.append(rnd)

@@ -6,6 +6,7 @@ before the pass. A failing check or an exception rolls the pass back; the run go
 """
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from typing import List, Optional, Sequence, Tuple, Union
@@ -13,6 +14,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import onnx
 
 from .checks.structural import check_rewrite, validate_input
+from .console import progress
 from .errors import UsageError
 from .graph_utils import to_graph, to_model
 from .model_io import load_model
@@ -69,6 +71,7 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
     if check not in CHECK_MODES:
         raise UsageError(f"unknown check mode '{check}' (expected one of {', '.join(CHECK_MODES)})")
     started = time.perf_counter()
+    progress("loading %s", model if isinstance(model, (str, os.PathLike)) else "the model")
     loaded = load_model(model)
     validate_input(loaded.model, loaded.source)
     target = resolve_target(trt)
@@ -80,11 +83,13 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
 
     original = loaded.model
     current = original
-    for cls in to_run:
+    for i, cls in enumerate(to_run, 1):
+        progress("pass %d/%d: %s", i, len(to_run), cls.info.name)
         rec, current = _run_one(cls, ctx, current, check, shapes, seed, ran_before=_names_run(report))
         report.passes.append(rec)
     _sort_records(report)
     if check in ("ort", "trt") and report.changed:
+        progress("comparing the fixed model with the original in ONNX Runtime")
         report.checks.append(_whole_model_check(original, current, shapes, seed, _declared_tolerance(report)))
     report.output = model_summary(current)
     report.seconds = time.perf_counter() - started
@@ -130,6 +135,7 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
         else _light_problems(model, new_model, ctx, rec.changes)
     if not problems and info.ort_checkable and check in ("ort", "trt"):
         from .checks.ort import compare_models
+        progress("%s: checking the rewrite in ONNX Runtime", info.name)
         eq = compare_models(model, new_model, seed=seed, shapes=shapes, tolerance=result.tolerance)
         rec.check = {"kind": "ort", **eq.to_json()}
         if result.tolerance is not None:

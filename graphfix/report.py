@@ -83,27 +83,7 @@ class Report:
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=False)
 
-    def summary(self) -> str:
-        lines = [f"graphfix: target TensorRT {self.target['version']} ({self.target['source']})"]
-        src = self.input.get("path") or "<model>"
-        lines.append(f"  input  {src}: {self.input['nodes']} nodes, opset {self.input['opsets'].get('ai.onnx')}")
-        for p in self.passes:
-            counts = ", ".join(f"{k} {v}" for k, v in sorted(p.counts.items()) if v)  # zeros: JSON only
-            detail = f"{len(p.changes)} change(s)" + (f"; {counts}" if counts else "")
-            if p.status in (SKIPPED, FAILED, ROLLED_BACK) and p.error:
-                detail = p.error
-            lines.append(f"  {p.status:<11} {p.name:<20} {detail}  [{p.seconds:.2f}s]")
-            for w in p.warnings[:5]:
-                lines.append(f"      warning: {w}")
-            if len(p.warnings) > 5:
-                lines.append(f"      ... {len(p.warnings) - 5} more warning(s) in the JSON report")
-        if self.output:
-            lines.append(f"  output {self.output.get('path') or '<model>'}: {self.output['nodes']} nodes, "
-                         f"opset {self.output['opsets'].get('ai.onnx')}")
-        for c in self.checks:
-            verdict = "skipped" if c.get("skipped") else ("passed" if c.get("passed") else "FAILED")
-            lines.append(f"  check {c['kind']}: {verdict}"
-                         + (f" ({c['detail']})" if c.get("detail") else ""))
-        lines.append(f"  {'ok' if self.ok else 'NOT OK'}: {'changed' if self.changed else 'no change'} "
-                     f"in {self.seconds:.2f}s")
-        return "\n".join(lines)
+    def summary(self, verbose: bool = False, report_path: Optional[str] = None) -> str:
+        """The terminal summary (graphfix.render.fix_summary)."""
+        from .render import fix_summary
+        return fix_summary(self, verbose=verbose, report_path=report_path)

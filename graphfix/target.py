@@ -14,6 +14,8 @@ from .errors import UsageError
 # Default when nothing says otherwise: the oldest release of the current 10.x line, so that every
 # restriction that any 10.x parser has is taken into account. Documented in the README.
 DEFAULT_TRT = "10.0"
+# The oldest TensorRT graphfix has a profile for; an older target would silently get the 8.6 facts.
+MIN_SUPPORTED_TRT = "8.6"
 
 _TRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-cu13", "tensorrt-lean",
                       "tensorrt-dispatch", "tensorrt_libs", "tensorrt-cu12-libs")
@@ -85,8 +87,15 @@ def installed_trt_version() -> Optional[str]:
 
 def resolve_target(trt: "str | TrtVersion | None" = None) -> Target:
     if trt is not None:
-        return Target(TrtVersion.parse(trt), "flag")
+        return _supported(Target(TrtVersion.parse(trt), "flag"))
     installed = installed_trt_version()
     if installed:
-        return Target(TrtVersion.parse(installed), f"installed tensorrt {installed}")
+        return _supported(Target(TrtVersion.parse(installed), f"installed tensorrt {installed}"))
     return Target(TrtVersion.parse(DEFAULT_TRT), "default")
+
+
+def _supported(target: Target) -> Target:
+    if target.version < TrtVersion.parse(MIN_SUPPORTED_TRT):
+        raise UsageError(f"TensorRT {target.version} ({target.source}) is not supported: graphfix targets "
+                         f"TensorRT {MIN_SUPPORTED_TRT} and newer")
+    return target

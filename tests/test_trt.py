@@ -448,6 +448,17 @@ def test_cli_validate_passes_and_prints_json(use_worker, trt_here, mlp_path, cap
     assert doc["passed"] and doc["shapes"] == {"x": [2, 16]}
 
 
+def test_cli_validate_progress_follows_v_and_q(use_worker, trt_here, mlp_path, capsys):
+    use_worker(ORT_WORKER)
+    assert main(["validate", mlp_path, mlp_path]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and "PASSED" in captured.out        # stderr is not a terminal: no progress
+    assert main(["validate", mlp_path, mlp_path, "-v"]) == 0
+    assert "graphfix: TensorRT building engine (fp32)..." in capsys.readouterr().err
+    assert main(["validate", mlp_path, mlp_path, "-q"]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
 def test_cli_validate_fails_on_crash_and_summarises(use_worker, trt_here, mlp_path, capsys):
     use_worker(SEGFAULT_WORKER)
     assert main(["validate", mlp_path, mlp_path, "--fp16"]) == 1
@@ -469,7 +480,7 @@ def test_cli_validate_missing_file_exits_2(trt_here, mlp_path, tmp_path):
 def test_cli_validate_without_tensorrt_exits_2(monkeypatch, mlp_path, capsys):
     monkeypatch.setattr(trt_check, "trt_unavailable_reason", lambda: "tensorrt is not installed")
     assert main(["validate", mlp_path, mlp_path]) == 2
-    assert "TensorRT is not available here: tensorrt is not installed" in capsys.readouterr().err
+    assert "validate needs TensorRT: tensorrt is not installed" in capsys.readouterr().err
 
 
 def test_fix_check_trt_adds_the_trt_check(use_worker, trt_here, mlp_path, tmp_path):

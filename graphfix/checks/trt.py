@@ -39,6 +39,7 @@ from .trt_child import STAGE_WORDS, ChildRun, _size, run_worker
 from .trt_env import trt_unavailable_reason
 from .trt_errors import attribute_message, map_parser_errors
 from .trt_profile import derive_profile, dims_text as _x, output_tolerances, precision_name
+from .trt_args import add_trt_arguments  # noqa: F401  (kept here for callers of the old place)
 
 
 
@@ -370,26 +371,9 @@ def compare_outputs(reference: List[Dict[str, Any]], candidate: List[Dict[str, A
 
 # ---------------------------------------------------------------------------------------- CLI
 
-def add_trt_arguments(parser, *, shapes: bool = True) -> None:
-    """The TensorRT flags shared by `graphfix validate` and `graphfix fix --check trt`."""
-    g = parser.add_argument_group("TensorRT")
-    g.add_argument("--fp16", action="store_true", help="build with FP16 enabled (tolerance 1e-2)")
-    g.add_argument("--tf32", action="store_true", help="build with TF32 enabled (tolerance 1e-2)")
-    if shapes:
-        g.add_argument("--shapes", help="fixed input shapes (min = opt = max), e.g. input_ids:1x128,mask:1x128")
-    g.add_argument("--min-shapes", help="profile min shapes, e.g. input_ids:1x1 (default: 1 per dynamic axis)")
-    g.add_argument("--opt-shapes", help="profile opt shapes, also the shapes the engine is run at")
-    g.add_argument("--max-shapes", help="profile max shapes (default: 2 x opt per dynamic axis)")
-    g.add_argument("--timing-cache", metavar="FILE",
-                   help="TensorRT timing cache to reuse and update (default ~/.cache/graphfix/trt-VERSION.timing-cache)")
-    g.add_argument("--plugins", metavar="LIB.so", nargs="+", action="extend", default=[],
-                   help="plugin libraries to load before parsing")
-    g.add_argument("--trt-timeout", type=float, metavar="SECONDS",
-                   help="give up on TensorRT after this long (default: no limit)")
-
-
 def options_from_args(args) -> Dict[str, Any]:
     from ..cli import parse_shapes
+    from ..console import progress_enabled
     for lib in getattr(args, "plugins", None) or []:
         if not os.path.isfile(lib):
             raise UsageError(f"--plugins: {lib}: no such file")
@@ -400,7 +384,7 @@ def options_from_args(args) -> Dict[str, Any]:
             "max_shapes": parse_shapes(getattr(args, "max_shapes", None)),
             "timing_cache": getattr(args, "timing_cache", None),
             "plugins": list(getattr(args, "plugins", None) or []),
-            "timeout": getattr(args, "trt_timeout", None)}
+            "timeout": getattr(args, "trt_timeout", None), "progress": progress_enabled()}
 
 
 def add_trt_check(report, original: str, fixed: str, args) -> Optional[TrtCheckResult]:
@@ -417,13 +401,16 @@ def add_trt_check(report, original: str, fixed: str, args) -> Optional[TrtCheckR
 
 def validate_command(args) -> int:
     """`graphfix validate ORIGINAL FIXED`: 0 passed, 1 failed, 2 bad input or no TensorRT here."""
+    from ..console import QUIET, out, verbosity
+    from .trt_env import require_tensorrt
     options = options_from_args(args)
-    reason = trt_unavailable_reason()
-    if reason is not None:
-        raise UsageError(f"TensorRT is not available here: {reason}")
+    require_tensorrt("validate", trt_unavailable_reason)
     result = build_and_compare(args.original, args.fixed, **options)
     if getattr(args, "json", False):
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        print(result.summary())
+        out(json.dumps(result.to_json(), indent=2))
+    elif verbosity() > QUIET:
+        out(result.summary())
+    elif not result.passed:
+        from ..console import LOG
+        LOG.error("validate: %s", result.detail)
     return 0 if result.passed else 1

@@ -97,7 +97,12 @@ class _Progress:
         self.stage, self.since, self.last_beat = None, time.monotonic(), time.monotonic()
 
     def _say(self, text: str) -> None:
-        if self.enabled:
+        if not self.enabled:
+            return
+        from ..console import is_configured, progress
+        if is_configured():     # the command line: a status line on a terminal, a plain line with -v
+            progress(text)
+        else:
             print(f"graphfix: {text}", file=sys.stderr, flush=True)
 
     def event(self, ev: dict) -> None:

@@ -28,6 +28,16 @@ def trt_unavailable_reason() -> Optional[str]:
     return None
 
 
+def require_tensorrt(what: str, probe=None) -> None:
+    """The one rule for what needs TensorRT (`validate`, `fix --check trt`, `fix --until-parses`):
+    refuse before doing any work, with one line (exit 2 in the CLI). `probe` defaults to
+    trt_unavailable_reason."""
+    reason = (probe or trt_unavailable_reason)()
+    if reason is not None:
+        from ..errors import UsageError
+        raise UsageError(f"{what} needs TensorRT: {reason} (README: 'Installing TensorRT')")
+
+
 def trt_version() -> Optional[str]:
     if trt_unavailable_reason() is not None:
         return None

@@ -15,9 +15,25 @@ quantized (integer / dynamic-quantized ops -> float ops).
 """
 from __future__ import annotations
 
-from .build import PLUGIN_DOMAIN, Builder, FieldError, FunctionBody, default_function_body, plugin_attr
-from .registry import get_rule, load_rule_file, passes_for_op, register_rule, registered_rules, unregister_rule
-from .rule import DECOMPOSE, PLUGIN, Match, NearMiss, PluginSpec, Rule
+import importlib
+
+# Loaded on first use (PEP 562): `graphfix -h` imports cli_args from this package and must not pay
+# for onnx and numpy, which build.py needs.
+_LAZY = {"PLUGIN_DOMAIN": "build", "Builder": "build", "FieldError": "build", "FunctionBody": "build",
+         "default_function_body": "build", "plugin_attr": "build", "get_rule": "registry",
+         "load_rule_file": "registry", "passes_for_op": "registry", "register_rule": "registry",
+         "registered_rules": "registry", "unregister_rule": "registry", "DECOMPOSE": "rule", "PLUGIN": "rule",
+         "Match": "rule", "NearMiss": "rule", "PluginSpec": "rule", "Rule": "rule"}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["Rule", "PluginSpec", "Match", "NearMiss", "Builder", "FunctionBody", "FieldError",
            "register_rule", "unregister_rule", "registered_rules", "get_rule", "load_rule_file", "passes_for_op",

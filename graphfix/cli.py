@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--report", help="write the JSON report here")
     fx.add_argument("--int32-io", action="store_true", help="allow INT64 graph inputs/outputs to become INT32")
     fx.add_argument("--in-place", action="store_true", help="allow the output to replace the input file")
-    fx.add_argument("--shapes", help="input shapes for checks, e.g. input_ids:1x128,mask:1x128")
+    fx.add_argument("--shapes", help="sizes for the checks, per input or per dim symbol, e.g. input_ids:1x128,seq=128")
+    fx.add_argument("--inputs", metavar="FILE.npz", help="input values for the checks (arrays named like the inputs)")
     fx.add_argument("--quiet", action="store_true", help="print no summary")
     from .plugin_rules.cli_args import add_plugin_arguments
     add_plugin_arguments(fx)
@@ -74,11 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_shapes(text: Optional[str]):
-    """'a:1x128,b:1x3x224x224' -> {'a': [1, 128], 'b': [1, 3, 224, 224]}"""
+    """'a:1x128,b:1x3x224x224,seq=128' -> {'a': [1, 128], 'b': [1, 3, 224, 224], 'seq': 128}
+    (an input's dims after ':', a dim symbol's size after '=')."""
     if not text:
         return None
     shapes = {}
     for item in text.split(","):
+        symbol, eq, size = item.rpartition("=")
+        if eq:
+            if not symbol or not size.strip().isdigit():
+                raise UsageError(f"bad --shapes entry '{item}' (expected symbol=128)")
+            shapes[symbol.strip()] = int(size)
+            continue
         name, sep, dims = item.rpartition(":")
         if not sep or not name:
             raise UsageError(f"bad --shapes entry '{item}' (expected name:1x128)")
@@ -102,10 +110,10 @@ def cmd_fix(args) -> int:
         from .fix_loop import fix_until_parses
         model, report = fix_until_parses(args.input, trt=args.trt, passes=args.passes, skip=args.skip,
                                          check=check, context=context, shapes=parse_shapes(args.shapes),
-                                         plugins=args.plugins, timeout=args.trt_timeout)
+                                         inputs=args.inputs, plugins=args.plugins, timeout=args.trt_timeout)
     else:
         model, report = fix(args.input, trt=args.trt, passes=args.passes, skip=args.skip, check=check,
-                            context=context, shapes=parse_shapes(args.shapes))
+                            context=context, shapes=parse_shapes(args.shapes), inputs=args.inputs)
     save_model(model, args.output, input_path=args.input, overwrite_input=args.in_place)
     report.output["path"] = args.output
     if args.check == "trt":

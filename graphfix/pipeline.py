@@ -58,18 +58,22 @@ def select_passes(target: Target, passes=None, skip=None) -> Tuple[List[type], L
 
 
 def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
-        context: Optional[PassContext] = None, shapes=None, seed: int = 1) -> Tuple[onnx.ModelProto, Report]:
+        context: Optional[PassContext] = None, shapes=None, seed: int = 1,
+        inputs=None) -> Tuple[onnx.ModelProto, Report]:
     """Run graphfix on a model (path, bytes, ModelProto or gs.Graph); return (fixed model, report).
 
     ``trt``: target TensorRT version ("8.6", "10.3"); default: installed tensorrt, else DEFAULT_TRT.
     ``passes``/``skip``: pass names (list or comma-separated). ``check``: "ort" (default) compares
     ONNX Runtime outputs before/after each checkable pass and for the whole result; "none" skips it.
+    ``shapes``: sizes for the checks, per input (``{"ids": [1, 128]}``) or per dim symbol
+    (``{"seq": 128}``); ``inputs``: input values for the checks (an .npz path or name -> array).
     """
     if check not in CHECK_MODES:
         raise UsageError(f"unknown check mode '{check}' (expected one of {', '.join(CHECK_MODES)})")
     started = time.perf_counter()
     loaded = load_model(model)
     validate_input(loaded.model, loaded.source)
+    given = _check_user_inputs(loaded.model, shapes, inputs)
     target = resolve_target(trt)
     ctx = context or PassContext()
     ctx.target = target.version
@@ -79,15 +83,35 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
 
     original = loaded.model
     current = original
+    choice = None
+    if check in ("ort", "trt") and to_run:   # once: every pass is checked on the same inputs
+        from .checks.input_search import choose_inputs
+        choice = choose_inputs(original, shapes=shapes, values=given, seed=seed)
+        report.inputs = choice.to_json()
     for cls in to_run:
-        rec, current = _run_one(cls, ctx, current, check, shapes, seed, ran_before=_names_run(report))
+        rec, current = _run_one(cls, ctx, current, check, shapes, seed, ran_before=_names_run(report),
+                                choice=choice, given=given)
         report.passes.append(rec)
     _sort_records(report)
     if check in ("ort", "trt") and report.changed:
-        report.checks.append(_whole_model_check(original, current, shapes, seed, _declared_tolerance(report)))
+        report.checks.append(_whole_model_check(original, current, shapes, seed, _declared_tolerance(report),
+                                                choice=choice, given=given))
     report.output = model_summary(current)
     report.seconds = time.perf_counter() - started
     return current, report
+
+
+def _check_user_inputs(model: onnx.ModelProto, shapes, inputs):
+    """Refuse shapes or values that name nothing in the model (UsageError, listing the real names);
+    return the given values as arrays."""
+    from .checks.inputs import load_input_values, split_shapes
+    split_shapes(model, shapes)
+    return load_input_values(model, inputs) or None
+
+
+def _unchecked(choice) -> bool:
+    """The original loads in ONNX Runtime but runs on none of the inputs tried: nothing can be compared."""
+    return choice is not None and choice.loadable and not choice.runnable
 
 
 def _names_run(report: Report) -> List[str]:
@@ -100,7 +124,7 @@ def _sort_records(report: Report) -> None:
 
 
 def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, seed: int,
-             ran_before: List[str]) -> Tuple[PassReport, onnx.ModelProto]:
+             ran_before: List[str], choice=None, given=None) -> Tuple[PassReport, onnx.ModelProto]:
     info = cls.info
     missing = [m for m in info.needs if not _importable(m)]
     if missing:
@@ -126,9 +150,16 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
         return rec, model
     problems = check_rewrite(model, new_model, allow_io_change=ctx.int32_io) if info.ort_checkable \
         else _light_problems(model, new_model, ctx, rec.changes)
-    if not problems and info.ort_checkable and check in ("ort", "trt"):
+    if not problems and info.ort_checkable and check in ("ort", "trt") and _unchecked(choice):
+        # the original does not run in ONNX Runtime: the pass is neither confirmed nor blamed
+        rec.check = {"kind": "ort", "passed": None, "unchecked": True, "error": choice.explain(), "outputs": []}
+        rec.warnings.append("not checked in ONNX Runtime: the original model does not run on the inputs tried "
+                            "(see the report's inputs)")
+    elif not problems and info.ort_checkable and check in ("ort", "trt"):
         from .checks.ort import compare_models
-        eq = compare_models(model, new_model, seed=seed, shapes=shapes, tolerance=result.tolerance)
+        feeds = choice.feeds if choice is not None and choice.runnable else None
+        eq = compare_models(model, new_model, seed=seed, shapes=shapes, tolerance=result.tolerance,
+                            inputs=given, feeds=feeds)
         rec.check = {"kind": "ort", **eq.to_json()}
         if result.tolerance is not None:
             rec.check["tolerance"] = list(result.tolerance)
@@ -165,9 +196,16 @@ def _declared_tolerance(report: Report):
     return (max(t[0] for t in declared), max(t[1] for t in declared)) if declared else None
 
 
-def _whole_model_check(original, final, shapes, seed, tolerance=None) -> dict:
+def _whole_model_check(original, final, shapes, seed, tolerance=None, choice=None, given=None) -> dict:
+    from .checks.input_search import choose_inputs
     from .checks.ort import compare_models
-    eq = compare_models(original, final, seed=seed, shapes=shapes, tolerance=tolerance)
+    if choice is None:
+        choice = choose_inputs(original, shapes=shapes, values=given, seed=seed)
+    if _unchecked(choice):   # not a pass: "passed" stays None and the verdict says UNCHECKED
+        return {"kind": "ort", "passed": None, "unchecked": True, "error": choice.explain(), "outputs": [],
+                "detail": choice.explain()}
+    feeds = choice.feeds if choice is not None and choice.runnable else None
+    eq = compare_models(original, final, seed=seed, shapes=shapes, tolerance=tolerance, inputs=given, feeds=feeds)
     if eq.unchecked:
         return {"kind": "ort", **eq.to_json(), "passed": None, "skipped": True, "detail": eq.error}
     if eq.error and "could not run" in eq.error and not _ort_runnable(final):

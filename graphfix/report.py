@@ -64,6 +64,7 @@ class Report:
     passes: List[PassReport] = field(default_factory=list)
     checks: List[dict] = field(default_factory=list)   # whole-model checks: {"kind", "passed", ...}
     seconds: float = 0.0
+    inputs: Optional[dict] = None    # the inputs the ONNX Runtime checks used (checks.input_search)
 
     @property
     def ok(self) -> bool:
@@ -72,13 +73,24 @@ class Report:
                 and all(c.get("passed") or c.get("skipped") for c in self.checks))
 
     @property
+    def verdict(self) -> str:
+        """'ok', 'UNCHECKED' (nothing failed, but ONNX Runtime could not run the original) or 'NOT OK'."""
+        if self.ok:
+            return "ok"
+        unchecked = [c for c in self.checks if c.get("unchecked") and c.get("passed") is None]
+        failed = [c for c in self.checks if not (c.get("passed") or c.get("skipped")) and c not in unchecked]
+        if unchecked and not failed and all(p.status not in (FAILED, ROLLED_BACK) for p in self.passes):
+            return "UNCHECKED"
+        return "NOT OK"
+
+    @property
     def changed(self) -> bool:
         return any(p.status == APPLIED for p in self.passes)
 
     def to_json(self) -> dict:
         return {"schema": SCHEMA, "ok": self.ok, "changed": self.changed, "target": self.target,
                 "input": self.input, "output": self.output, "seconds": round(self.seconds, 4),
-                "passes": [p.to_json() for p in self.passes], "checks": self.checks}
+                "passes": [p.to_json() for p in self.passes], "checks": self.checks, "inputs": self.inputs}
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=False)
@@ -101,9 +113,15 @@ class Report:
             lines.append(f"  output {self.output.get('path') or '<model>'}: {self.output['nodes']} nodes, "
                          f"opset {self.output['opsets'].get('ai.onnx')}")
         for c in self.checks:
-            verdict = "skipped" if c.get("skipped") else ("passed" if c.get("passed") else "FAILED")
+            verdict = "skipped" if c.get("skipped") else ("passed" if c.get("passed") else
+                                                          "UNCHECKED" if c.get("unchecked") else "FAILED")
             lines.append(f"  check {c['kind']}: {verdict}"
                          + (f" ({c['detail']})" if c.get("detail") else ""))
-        lines.append(f"  {'ok' if self.ok else 'NOT OK'}: {'changed' if self.changed else 'no change'} "
-                     f"in {self.seconds:.2f}s")
+        if self.inputs and (self.inputs.get("tries", 0) > 1 or self.inputs.get("given_values")):
+            shapes = ", ".join(f"{k} {'x'.join(map(str, v)) or 'scalar'}" for k, v in self.inputs["shapes"].items())
+            given = f"; values given for {', '.join(self.inputs['given_values'])}" \
+                if self.inputs.get("given_values") else ""
+            lines.append(f"  inputs for the checks: {shapes or 'none that run'} "
+                         f"({self.inputs['tries']} size choice(s) tried{given})")
+        lines.append(f"  {self.verdict}: {'changed' if self.changed else 'no change'} in {self.seconds:.2f}s")
         return "\n".join(lines)

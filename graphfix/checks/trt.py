@@ -400,7 +400,11 @@ def add_trt_check(report, original: str, fixed: str, args) -> Optional[TrtCheckR
         report.checks.append({"kind": "trt", "passed": False, "error": reason,
                               "detail": f"TensorRT check could not run: {reason}"})
         return None
-    result = build_and_compare(original, fixed, **options_from_args(args))
+    options = options_from_args(args)
+    chosen = (getattr(report, "inputs", None) or {}).get("shapes")
+    if chosen and not (options["shapes"] or options["opt_shapes"]):
+        options["opt_shapes"] = chosen    # the sizes on which ONNX Runtime ran the original
+    result = build_and_compare(original, fixed, **options)
     report.checks.append({"kind": "trt", **result.to_json()})
     return result
 

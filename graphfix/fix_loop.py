@@ -284,6 +284,8 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
         current, previous = fixed, signature
     if current is not original and check != "none":
         report.checks.append(_whole_model_check(original, current, shapes, seed, given=inputs))
+    from .verdict import target_check
+    report.checks.append(target_check(current, str(target.version), report.passes))
     report.output = model_summary(current)
     report.seconds = time.perf_counter() - started
     return current, report

@@ -96,6 +96,8 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
     if check in ("ort", "trt") and report.changed:
         report.checks.append(_whole_model_check(original, current, shapes, seed, _declared_tolerance(report),
                                                 choice=choice, given=given))
+    from .verdict import target_check   # ok means TensorRT-ready: `graphfix check` on the output
+    report.checks.append(target_check(current, str(target.version), report.passes))
     report.output = model_summary(current)
     report.seconds = time.perf_counter() - started
     return current, report

@@ -117,6 +117,9 @@ class Report:
                                                           "UNCHECKED" if c.get("unchecked") else "FAILED")
             lines.append(f"  check {c['kind']}: {verdict}"
                          + (f" ({c['detail']})" if c.get("detail") else ""))
+            if c.get("remaining"):
+                from .verdict import remaining_lines
+                lines.extend(remaining_lines(c))
         if self.inputs and (self.inputs.get("tries", 0) > 1 or self.inputs.get("given_values")):
             shapes = ", ".join(f"{k} {'x'.join(map(str, v)) or 'scalar'}" for k, v in self.inputs["shapes"].items())
             given = f"; values given for {', '.join(self.inputs['given_values'])}" \

@@ -219,3 +219,37 @@ def test_unknown_shape_names_are_refused_even_without_checks():
         graphfix.fix(build("dyn_reflect_pad"), trt="8.6", check="none", shapes={"x_": [1, 1, 16]})
     with pytest.raises(UsageError, match="no dim symbol named sample "):
         graphfix.fix(build("dyn_reflect_pad"), trt="8.6", shapes={"sample": 16})
+
+
+# One verdict (issue 11): ok only when ONNX Runtime agrees AND `graphfix check` finds no error or
+# wrong result left in the output for the target; what remains is listed with what would fix it.
+
+def test_ok_needs_check_clean_on_the_output():
+    from graphfix.diagnose import check_model
+    fixed, report = graphfix.fix(build("check_scatter_reduction"), trt="8.6")
+    assert report.checks[0]["kind"] == "ort" and report.checks[0]["passed"] is True
+    verdict = report.checks[-1]
+    assert verdict["kind"] == "trt-check" and verdict["passed"] is False
+    assert [(r["op"], r["severity"], r["remedy"]) for r in verdict["remaining"]] == \
+        [("ScatterElements", "wrong-result", "no automatic fix")]
+    assert not check_model(fixed, trt="8.6").clean        # the same facts `graphfix check` reports
+    assert not report.ok and report.verdict == "NOT OK"
+    text = report.summary()
+    assert "check trt-check: FAILED" in text and "(ScatterElements)" in text and "-> no automatic fix" in text
+
+
+def test_remaining_finding_names_the_flag_that_fixes_it():
+    fixed, report = graphfix.fix(build("check_reduce_axes_foldable"), trt="8.6", skip="fold-constants")
+    remaining = report.checks[-1]["remaining"]
+    assert remaining and all(r["remedy"] == "pass 'fold-constants' fixes it: remove it from --skip" for r in remaining)
+    fixed, report = graphfix.fix(build("check_reduce_axes_foldable"), trt="8.6")
+    assert report.ok and report.checks[-1] == {**report.checks[-1], "passed": True, "remaining": []}
+
+
+@pytest.mark.parametrize("name", ["example_encoder_block", "check_trilu_default_upper", "nms_gather_head",
+                                  "int64_custom_op_boundary", "dyn_kv_cache"])
+def test_ok_agrees_with_check_on_the_output(name):
+    from graphfix.diagnose import check_model
+    fixed, report = graphfix.fix(build(name), trt="8.6")
+    ort_ok = all(c.get("passed") or c.get("skipped") for c in report.checks if c["kind"] == "ort")
+    assert report.ok == (ort_ok and check_model(fixed, trt="8.6").clean), report.summary()

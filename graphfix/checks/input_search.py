@@ -233,6 +233,10 @@ def choose_inputs(model: onnx.ModelProto, *, shapes: Optional[Mapping[str, objec
               and i.type.tensor_type.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16,
                                                        onnx.TensorProto.DOUBLE, onnx.TensorProto.BOOL)]
     choice = InputChoice(runnable=False, given=sorted(given), config_inputs=config)
+    not_tensors = [i.name for i in graph_inputs(model) if i.type.WhichOneof("value") != "tensor_type"]
+    if not_tensors:   # nothing to generate: the ONNX Runtime check says why it does not compare
+        choice.loadable, choice.error = False, f"inputs that are not tensors: {', '.join(not_tensors)}"
+        return choice
     _quiet()
     try:
         session = _session(runnable_copy(model))

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--in-place", action="store_true", help="allow the output to replace the input file")
     fx.add_argument("--shapes", help="sizes for the checks, per input or per dim symbol, e.g. input_ids:1x128,seq=128")
     fx.add_argument("--inputs", metavar="FILE.npz", help="input values for the checks (arrays named like the inputs)")
+    fx.add_argument("--freeze", action="append", metavar="NAME=VALUE",
+                    help="make a configuration input a constant and inline the If branches it decides, e.g. sr=16000")
     fx.add_argument("--quiet", action="store_true", help="print no summary")
     from .plugin_rules.cli_args import add_plugin_arguments
     add_plugin_arguments(fx)
@@ -106,6 +108,10 @@ def cmd_fix(args) -> int:
     from .plugin_rules.cli_args import plugin_options
     context = PassContext(int32_io=args.int32_io, options=plugin_options(args))
     check = "ort" if args.check == "trt" else args.check
+    from .freeze import parse_freeze
+    freeze = parse_freeze(args.freeze)
+    if freeze and args.until_parses:
+        raise UsageError("--freeze and --until-parses cannot be combined yet: freeze first, then run the loop")
     if args.until_parses:
         from .fix_loop import fix_until_parses
         model, report = fix_until_parses(args.input, trt=args.trt, passes=args.passes, skip=args.skip,
@@ -113,7 +119,7 @@ def cmd_fix(args) -> int:
                                          inputs=args.inputs, plugins=args.plugins, timeout=args.trt_timeout)
     else:
         model, report = fix(args.input, trt=args.trt, passes=args.passes, skip=args.skip, check=check,
-                            context=context, shapes=parse_shapes(args.shapes), inputs=args.inputs)
+                            context=context, shapes=parse_shapes(args.shapes), inputs=args.inputs, freeze=freeze)
     save_model(model, args.output, input_path=args.input, overwrite_input=args.in_place)
     report.output["path"] = args.output
     if args.check == "trt":

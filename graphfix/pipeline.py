@@ -22,6 +22,7 @@ from .report import APPLIED, FAILED, ROLLED_BACK, SKIPPED, UNCHANGED, PassReport
 from .target import Target, resolve_target
 
 CHECK_MODES = ("ort", "none", "trt")
+FREEZE = "freeze-inputs"     # the report record of input specialization (not a pass: it runs first)
 
 
 def _split(names: Union[str, Sequence[str], None]) -> Optional[List[str]]:
@@ -59,7 +60,7 @@ def select_passes(target: Target, passes=None, skip=None) -> Tuple[List[type], L
 
 def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
         context: Optional[PassContext] = None, shapes=None, seed: int = 1,
-        inputs=None) -> Tuple[onnx.ModelProto, Report]:
+        inputs=None, freeze=None) -> Tuple[onnx.ModelProto, Report]:
     """Run graphfix on a model (path, bytes, ModelProto or gs.Graph); return (fixed model, report).
 
     ``trt``: target TensorRT version ("8.6", "10.3"); default: installed tensorrt, else DEFAULT_TRT.
@@ -67,6 +68,8 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
     ONNX Runtime outputs before/after each checkable pass and for the whole result; "none" skips it.
     ``shapes``: sizes for the checks, per input (``{"ids": [1, 128]}``) or per dim symbol
     (``{"seq": 128}``); ``inputs``: input values for the checks (an .npz path or name -> array).
+    ``freeze``: {input: value}: those inputs become constants, the Ifs they decide are inlined
+    (graphfix.freeze); the only signature change.
     """
     if check not in CHECK_MODES:
         raise UsageError(f"unknown check mode '{check}' (expected one of {', '.join(CHECK_MODES)})")
@@ -83,6 +86,9 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
 
     original = loaded.model
     current = original
+    if freeze:
+        rec, original, current, shapes, given = _freeze(loaded.model, freeze, check, shapes, given, seed)
+        report.passes.append(rec)
     choice = None
     if check in ("ort", "trt") and to_run:   # once: every pass is checked on the same inputs
         from .checks.input_search import choose_inputs
@@ -111,6 +117,43 @@ def _check_user_inputs(model: onnx.ModelProto, shapes, inputs):
     return load_input_values(model, inputs) or None
 
 
+def _freeze(model: onnx.ModelProto, freeze, check: str, shapes, given, seed: int):
+    """Specialize the frozen inputs; return (record, the model fed with the values, the specialized
+    model, shapes and values without the frozen inputs). The later checks compare with the fed model."""
+    from .checks.inputs import dim_symbols, graph_inputs
+    from .checks.structural import check_rewrite
+    from .freeze import feed_as_constant, freeze_inputs, frozen_values, input_changes
+    t0 = time.perf_counter()
+    values = frozen_values(model, freeze)
+    fed = feed_as_constant(model, values)
+    kept = {i.name for i in graph_inputs(fed)} | set(dim_symbols(fed))
+    shapes = {k: v for k, v in (shapes or {}).items() if k in kept} or None
+    given = {k: v for k, v in (given or {}).items() if k not in values} or None
+    rec = PassReport(FREEZE, APPLIED)
+    try:
+        frozen, rec.changes = freeze_inputs(model, values)
+    except Exception as exc:   # inlining failed: the inputs are still frozen, as asked
+        rec.status, rec.error = FAILED, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}; inputs " \
+                                        "frozen without inlining"
+        frozen, rec.changes = fed, input_changes(values)
+    rec.counts = {"inputs_frozen": len(values),
+                  "ifs_inlined": sum(c["action"] == "inline-if" for c in rec.changes)}
+    problems = check_rewrite(fed, frozen)
+    if not problems and check in ("ort", "trt") and frozen is not fed:
+        from .checks.ort import compare_models
+        eq = compare_models(fed, frozen, seed=seed, shapes=shapes, inputs=given)
+        rec.check = {"kind": "ort", **eq.to_json()}
+        if eq.unchecked:
+            rec.warnings.append(f"not checked in ONNX Runtime: {eq.error}")
+        elif not eq.passed:
+            problems.append(f"ONNX Runtime outputs differ from the model fed with the values: {eq.worst()}")
+    if problems:
+        rec.status, rec.error = ROLLED_BACK, "; ".join(problems) + "; inputs frozen without inlining"
+        frozen = fed
+    rec.seconds = time.perf_counter() - t0
+    return rec, fed, frozen, shapes, given
+
+
 def _unchecked(choice) -> bool:
     """The original loads in ONNX Runtime but runs on none of the inputs tried: nothing can be compared."""
     return choice is not None and choice.loadable and not choice.runnable
@@ -121,7 +164,7 @@ def _names_run(report: Report) -> List[str]:
 
 
 def _sort_records(report: Report) -> None:
-    order = {cls.info.name: i for i, cls in enumerate(ordered_passes())}
+    order = {FREEZE: -1, **{cls.info.name: i for i, cls in enumerate(ordered_passes())}}
     report.passes.sort(key=lambda p: order.get(p.name, len(order)))
 
 

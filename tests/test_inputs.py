@@ -109,3 +109,17 @@ def test_configuration_input_unchecked_with_the_flag_to_pass_then_runs_with_valu
     assert given.runnable and given.given == ["sr"] and int(given.feeds[0]["sr"]) == 8000
     out = run_ort(model, given.feeds[0])["y"]
     np.testing.assert_allclose(out, given.feeds[0]["x"] * 3)
+
+
+def test_tensorrt_profile_min_respects_the_minima_and_opt_the_search():
+    """The TensorRT check's optimization profile: min where the pooling window fits, opt at the
+    sizes ONNX Runtime ran (the reflect pad's Constants are folded by then, so its minimum shows)."""
+    import graphfix
+    from graphfix.checks.trt_profile import derive_profile
+    profile, run = derive_profile(build("dyn_max_pool"))
+    assert profile["x"] == {"min": [1, 3, 5], "opt": [1, 3, 5], "max": [2, 3, 10]}
+    fixed, report = graphfix.fix(build("dyn_reflect_pad"), trt="8.6")
+    profile, run = derive_profile(fixed, opt_shapes=report.inputs["shapes"])
+    assert profile["x"] == {"min": [1, 1, 9], "opt": [1, 1, 16], "max": [1, 1, 32]} and run["x"] == [1, 1, 16]
+    profile, _ = derive_profile(build("dyn_kv_cache"), shapes={"seq": 2, "past_len": 3, "total_len": 5})
+    assert profile["attention_mask"] == {"min": [1, 5], "opt": [1, 5], "max": [2, 5]}

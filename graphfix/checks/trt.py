@@ -205,6 +205,12 @@ def build_and_compare(original_model_path: str, fixed_model_path: str, *, fp16: 
     original = load_model(original_model_path).model
     fixed = load_model(fixed_model_path).model
     precision = precision_name(fp16, tf32)
+    if not shapes and not opt_shapes:   # opt: sizes on which ONNX Runtime runs the original
+        from .input_search import choose_inputs
+        choice = choose_inputs(original, seed=seed)
+        fixed_inputs = {i.name for i in graph_inputs(fixed)}
+        if choice.runnable and choice.tries > 1:
+            opt_shapes = {n: list(d) for n, d in choice.shapes.items() if n in fixed_inputs}
     profile, run_shapes = derive_profile(fixed, shapes, min_shapes, opt_shapes, max_shapes)
     result = TrtCheckResult(model=os.fspath(fixed_model_path), precision=precision, profile=profile,
                             shapes=run_shapes, plugins=[os.fspath(p) for p in plugins])

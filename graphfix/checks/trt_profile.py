@@ -43,11 +43,13 @@ def derive_profile(model, shapes=None, min_shapes=None, opt_shapes=None, max_sha
     """(optimization profile for the inputs with dynamic dims or user shapes, run shapes per input).
 
     ``shapes`` fixes min = opt = max; otherwise opt comes from ``opt_shapes`` or the ORT checks'
-    concrete shapes, min from ``min_shapes`` or 1 per dynamic axis, max from ``max_shapes`` or
+    concrete shapes, min from ``min_shapes`` or, per dynamic axis, the smallest size the model's
+    pooling windows and pads allow (1 where nothing limits it), max from ``max_shapes`` or
     2 x opt per dynamic axis. A size the user gives for a dim symbol (``batch``), directly
     (``{"seq": 128}``) or through an input's shape, holds for every input with that symbol. Static
     axes must be left as they are. Raises UsageError.
     """
+    from .input_search import symbol_minima
     from .inputs import concrete_shapes, graph_inputs, split_shapes
 
     tables, sizes = {}, {}
@@ -61,7 +63,8 @@ def derive_profile(model, shapes=None, min_shapes=None, opt_shapes=None, max_sha
              "max": {**tables["--max-shapes"], **fixed}}
     flags = {"min": "--min-shapes", "opt": "--opt-shapes", "max": "--max-shapes"}
     symbols = {k: {**sizes[flags[k]], **sizes["--shapes"], **_symbol_values(inputs, v)} for k, v in given.items()}
-    defaults = concrete_shapes(model, given["opt"], symbols["opt"])
+    minima = symbol_minima(model)
+    defaults = concrete_shapes(model, given["opt"], {**{k: max(v, 4) for k, v in minima.items()}, **symbols["opt"]})
 
     def pick(kind: str, inp, opt=None) -> List[int]:
         if inp.name in given[kind]:
@@ -75,7 +78,7 @@ def derive_profile(model, shapes=None, min_shapes=None, opt_shapes=None, max_sha
             elif kind == "opt":
                 out.append(int(defaults[inp.name][axis]))
             else:
-                out.append(1 if kind == "min" else 2 * opt[axis])
+                out.append(minima.get(dim, 1) if kind == "min" else 2 * opt[axis])
         return out
 
     run: Dict[str, List[int]] = {}

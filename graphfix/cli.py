@@ -124,7 +124,9 @@ def cmd_fix(args) -> int:
     report.output["path"] = args.output
     if args.check == "trt":
         from .checks.trt import add_trt_check
-        add_trt_check(report, original=args.input, fixed=args.output, args=args)
+        from .freeze import fed_reference   # a frozen output is compared with the original fed the values
+        with fed_reference(args.input, freeze, args.inputs) as (original, args.inputs):
+            add_trt_check(report, original=original, fixed=args.output, args=args)
     if args.report:
         _write_text_atomic(args.report, report.dumps() + "\n")
     if not args.quiet:

@@ -11,7 +11,10 @@ into an initializer and nothing else changed (``feed_as_constant``), which needs
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -93,6 +96,25 @@ def feed_as_constant(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -
     out.graph.input.extend(kept)
     out.graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in sorted(values.items()))
     return out
+
+
+@contextlib.contextmanager
+def fed_reference(model_path: str, freeze, inputs=None):
+    """(path, input values) for comparing a frozen output with its original in another process
+    (the TensorRT check): the original fed with the frozen values, and the given values without
+    them. Without ``freeze``: the model and values as they are."""
+    if not freeze:
+        yield model_path, inputs
+        return
+    from .checks.inputs import load_input_values
+    from .model_io import load_model, save_model
+    original = load_model(model_path).model
+    values = frozen_values(original, freeze)
+    given = {k: v for k, v in load_input_values(original, inputs).items() if k not in values} or None
+    with tempfile.TemporaryDirectory(prefix="graphfix-freeze-") as tmp:
+        path = os.path.join(tmp, "fed.onnx")
+        save_model(feed_as_constant(original, values), path)
+        yield path, given
 
 
 def freeze_inputs(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> Tuple[onnx.ModelProto, List[dict]]:

@@ -92,3 +92,28 @@ def test_bad_freeze_requests_are_usage_errors(tmp_path, capsys):
     assert "no model input named sample_rate" in capsys.readouterr().err
     assert main(["fix", src, "-o", str(tmp_path / "o.onnx"), "--trt", "8.6", "--freeze", "sr=8000", "--quiet"]) == 0
     assert [i.name for i in onnx.load(str(tmp_path / "o.onnx")).graph.input] == ["x"]
+
+
+def test_tensorrt_check_of_a_frozen_output_compares_with_the_original_fed_the_values(tmp_path, monkeypatch):
+    """`fix --freeze sr=8000 --check trt`: the child compares the output with the original fed
+    sr=8000 (a file without the sr input), on the given values without sr, at the checks' sizes."""
+    from graphfix.checks import trt
+    seen = {}
+
+    def fake_build(original, fixed, **options):
+        seen["inputs"] = [i.name for i in onnx.load(original).graph.input]
+        seen["sr"] = [onnx.numpy_helper.to_array(t).tolist() for t in onnx.load(original).graph.initializer
+                      if t.name == "sr"]
+        seen["options"] = options
+        return trt.TrtCheckResult(model=fixed, precision="fp32", passed=True)
+
+    monkeypatch.setattr(trt, "trt_unavailable_reason", lambda: None)
+    monkeypatch.setattr(trt, "build_and_compare", fake_build)
+    src, values = str(tmp_path / "sr.onnx"), str(tmp_path / "v.npz")
+    onnx.save(sample_rate_config(), src)
+    np.savez(values, sr=np.array(16000, np.int64), x=np.ones((1, 6), np.float32))
+    code = main(["fix", src, "-o", str(tmp_path / "o.onnx"), "--trt", "8.6", "--freeze", "sr=8000",
+                 "--inputs", values, "--check", "trt", "--quiet"])
+    assert code == 0
+    assert seen["inputs"] == ["x"] and seen["sr"] == [8000]
+    assert list(seen["options"]["inputs"]) == ["x"] and seen["options"]["opt_shapes"] == {"x": [1, 6]}

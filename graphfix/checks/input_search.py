@@ -253,9 +253,13 @@ def choose_inputs(model: onnx.ModelProto, *, shapes: Optional[Mapping[str, objec
     for sizes in candidates(free, symbol_minima(model), fixed_symbols):
         symbols = {**fixed_symbols, **sizes}
         dims = concrete_shapes(model, fixed_inputs, symbols)
-        feeds = [{**feed, **given} for feed in make_feeds(model, seed=seed, iterations=iterations,
-                                                            shapes=dims)]
         choice.tries += 1
+        try:
+            feeds = [{**feed, **given} for feed in make_feeds(model, seed=seed, iterations=iterations,
+                                                                shapes=dims)]
+        except Exception as exc:   # a dtype the generator does not know (strings): values must be given
+            choice.error = choice.error or f"cannot generate values for the inputs: {_one_line(exc)}"
+            break
         try:
             empty = []
             for feed in feeds:

@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--report", help="write the JSON report here")
     fx.add_argument("--int32-io", action="store_true", help="allow INT64 graph inputs/outputs to become INT32")
     fx.add_argument("--in-place", action="store_true", help="allow the output to replace the input file")
-    fx.add_argument("--shapes", help="input shapes for checks, e.g. input_ids:1x128,mask:1x128")
+    fx.add_argument("--shapes", help="sizes for the checks, per input or per dim symbol, e.g. input_ids:1x128,seq=128")
+    fx.add_argument("--inputs", metavar="FILE.npz", help="input values for the checks (arrays named like the inputs)")
+    fx.add_argument("--freeze", action="append", metavar="NAME=VALUE",
+                    help="make a configuration input a constant and inline the If branches it decides, e.g. sr=16000")
     from .plugin_rules.cli_args import add_plugin_arguments
     add_plugin_arguments(fx)
     from .precision_args import add_precision_arguments
@@ -85,11 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_shapes(text: Optional[str]):
-    """'a:1x128,b:1x3x224x224' -> {'a': [1, 128], 'b': [1, 3, 224, 224]}"""
+    """'a:1x128,b:1x3x224x224,seq=128' -> {'a': [1, 128], 'b': [1, 3, 224, 224], 'seq': 128}
+    (an input's dims after ':', a dim symbol's size after '=')."""
     if not text:
         return None
     shapes = {}
     for item in text.split(","):
+        symbol, eq, size = item.rpartition("=")
+        if eq:
+            if not symbol or not size.strip().isdigit():
+                raise UsageError(f"bad --shapes entry '{item}' (expected symbol=128)")
+            shapes[symbol.strip()] = int(size)
+            continue
         name, sep, dims = item.rpartition(":")
         if not sep or not name:
             raise UsageError(f"bad --shapes entry '{item}' (expected name:1x128)")
@@ -117,19 +127,25 @@ def cmd_fix(args) -> int:
     from .precision_args import precision_options
     context = PassContext(int32_io=args.int32_io, options={**plugin_options(args), **precision_options(args)})
     check = "ort" if args.check == "trt" else args.check
+    from .freeze import parse_freeze
+    freeze = parse_freeze(args.freeze)
+    if freeze and args.until_parses:
+        raise UsageError("--freeze and --until-parses cannot be combined yet: freeze first, then run the loop")
     if args.until_parses:
         from .fix_loop import fix_until_parses
         model, report = fix_until_parses(args.input, trt=args.trt, passes=args.passes, skip=args.skip,
                                          check=check, context=context, shapes=parse_shapes(args.shapes),
-                                         plugins=args.plugins, timeout=args.trt_timeout)
+                                         inputs=args.inputs, plugins=args.plugins, timeout=args.trt_timeout)
     else:
         model, report = fix(args.input, trt=args.trt, passes=args.passes, skip=args.skip, check=check,
-                            context=context, shapes=parse_shapes(args.shapes))
+                            context=context, shapes=parse_shapes(args.shapes), inputs=args.inputs, freeze=freeze)
     save_model(model, args.output, input_path=args.input, overwrite_input=args.in_place)
     report.output["path"] = args.output
     if args.check == "trt":
         from .checks.trt import add_trt_check
-        add_trt_check(report, original=args.input, fixed=args.output, args=args)
+        from .freeze import fed_reference   # a frozen output is compared with the original fed the values
+        with fed_reference(args.input, freeze, args.inputs) as (original, args.inputs):
+            add_trt_check(report, original=original, fixed=args.output, args=args)
     if args.report:
         _write_text_atomic(args.report, report.dumps() + "\n")
     from .render import why_not_ok

@@ -218,7 +218,7 @@ def _allowed(passes, skip) -> List[str]:
 
 
 def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort", *, context=None,
-                     shapes=None, seed: int = 1, plugins: Sequence[str] = (), timeout: Optional[float] = None,
+                     shapes=None, inputs=None, seed: int = 1, plugins: Sequence[str] = (), timeout: Optional[float] = None,
                      max_rounds: int = MAX_ROUNDS, parse: Optional[Callable] = None,
                      fix_fn: Optional[Callable] = None) -> Tuple["object", LoopReport]:
     """Parse, run the passes the parser's errors call for, parse again; return (model, LoopReport).
@@ -276,7 +276,7 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
             rnd["stop"] = "the parser crashed" if outcome.crashed else "no pass maps to the parser's errors"
             break
         fixed, round_report = fix_fn(current, trt=str(target.version), passes=chosen, check=check,
-                                     context=context, shapes=shapes, seed=seed)
+                                     context=context, shapes=shapes, seed=seed, inputs=inputs)
         rnd["passes"] = [{"name": p.name, "status": p.status, "changes": len(p.changes), "error": p.error}
                          for p in round_report.passes]
         report.passes.extend(round_report.passes)
@@ -285,7 +285,9 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
             break
         current, previous = fixed, signature
     if current is not original and check != "none":
-        report.checks.append(_whole_model_check(original, current, shapes, seed))
+        report.checks.append(_whole_model_check(original, current, shapes, seed, given=inputs))
+    from .verdict import target_check
+    report.checks.append(target_check(current, str(target.version), report.passes))
     report.output = model_summary(current)
     report.seconds = time.perf_counter() - started
     return current, report

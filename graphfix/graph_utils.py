@@ -30,7 +30,29 @@ def to_graph(model: onnx.ModelProto) -> gs.Graph:
     _restore_raw_attributes(model.graph.node, graph.nodes)
     for proto, func in zip(model.functions, graph.functions):
         _restore_raw_attributes(proto.node, func.nodes)
+    _restore_io_shapes(model.graph, graph)
     return graph
+
+
+def _restore_io_shapes(proto: onnx.GraphProto, graph: gs.Graph) -> None:
+    """Graph inputs/outputs keep the shapes the model gives them. graphsurgeon takes a tensor's type
+    from the first ValueInfo it meets: a value_info entry without a shape (quantization tools write
+    them) hides the graph I/O's shape, and the export then writes a type without one, which
+    onnx.checker refuses ("Field 'shape' of 'type' is required but missing"). Subgraphs too."""
+    for protos, tensors in ((proto.input, graph.inputs), (proto.output, graph.outputs)):
+        for vi, tensor in zip(protos, tensors):
+            t = vi.type.tensor_type if vi.type.WhichOneof("value") == "tensor_type" else None
+            if t is None or tensor.name != vi.name or not isinstance(tensor, gs.Variable):
+                continue
+            if tensor.shape is None and t.HasField("shape"):
+                tensor.shape = [d.dim_param if d.HasField("dim_param") else
+                                (d.dim_value if d.HasField("dim_value") else None) for d in t.shape.dim]
+            if tensor.dtype is None and t.elem_type:
+                tensor.dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)
+    for node_proto, node in zip(proto.node, graph.nodes):
+        for attr in node_proto.attribute:
+            if attr.type == AttributeProto.GRAPH and isinstance(node.attrs.get(attr.name), gs.Graph):
+                _restore_io_shapes(attr.g, node.attrs[attr.name])
 
 
 def _restore_raw_attributes(protos, nodes) -> None:

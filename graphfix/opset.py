@@ -35,6 +35,16 @@ SEMANTIC_CHANGES = {
     ("AveragePool", 22), ("MaxPool", 22), ("LpPool", 22),      # ceil_mode: last-window rule (below)
 }
 
+# Formal parameters a new op version renamed without changing their meaning (ONNX Changelog:
+# BatchNormalization-14 renamed the inference statistics, Split-2 its variadic output): the name is
+# documentation, not semantics. (op, "input"/"output", index, old name, new name). Every other name
+# change moved a role (Resize-11's roi, Tile-6's repeats, Scan-9) and still refuses the raise.
+RENAMED_ONLY = {
+    ("BatchNormalization", "input", 3, "mean", "input_mean"),
+    ("BatchNormalization", "input", 4, "var", "input_var"),
+    ("Split", "output", 0, "outputs...", "outputs"),
+}
+
 # Opset 22's pooling drops, with ceil_mode=1, a last window that would start in the right padding
 # (PyTorch's rule: onnx/defs/nn/defs.cc convPoolShapeInference); AveragePool-19, MaxPool-12 and
 # LpPool-18 keep it (old.cc convPoolShapeInference_opset19), so the output can be one larger.
@@ -443,7 +453,8 @@ class NodeChange:
                                     ("output", self.source.outputs, target.outputs)):
                 count = used if kind == "input" else len(outputs)
                 for i in range(min(count, len(now), len(then))):
-                    if now[i].name != then[i].name and not self._reformed(kind, i, inputs):
+                    renamed = (self.op, kind, i, now[i].name, then[i].name) in RENAMED_ONLY
+                    if now[i].name != then[i].name and not renamed and not self._reformed(kind, i, inputs):
                         return (f"{kind} {i} is '{now[i].name}' in {self.op}-{self.source.since_version} "
                                 f"but '{then[i].name}' in {self.op}-{target.since_version}")
         return type_problem(self.op, target, inputs[:used], outputs, self.facts)

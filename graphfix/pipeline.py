@@ -24,6 +24,7 @@ from .report import APPLIED, FAILED, ROLLED_BACK, SKIPPED, UNCHANGED, PassReport
 from .target import Target, resolve_target
 
 CHECK_MODES = ("ort", "none", "trt")
+FREEZE = "freeze-inputs"     # the report record of input specialization (not a pass: it runs first)
 
 
 def _split(names: Union[str, Sequence[str], None]) -> Optional[List[str]]:
@@ -61,12 +62,17 @@ def select_passes(target: Target, passes=None, skip=None, options=None) -> Tuple
 
 
 def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
-        context: Optional[PassContext] = None, shapes=None, seed: int = 1) -> Tuple[onnx.ModelProto, Report]:
+        context: Optional[PassContext] = None, shapes=None, seed: int = 1,
+        inputs=None, freeze=None) -> Tuple[onnx.ModelProto, Report]:
     """Run graphfix on a model (path, bytes, ModelProto or gs.Graph); return (fixed model, report).
 
     ``trt``: target TensorRT version ("8.6", "10.3"); default: installed tensorrt, else DEFAULT_TRT.
     ``passes``/``skip``: pass names (list or comma-separated). ``check``: "ort" (default) compares
     ONNX Runtime outputs before/after each checkable pass and for the whole result; "none" skips it.
+    ``shapes``: sizes for the checks, per input (``{"ids": [1, 128]}``) or per dim symbol
+    (``{"seq": 128}``); ``inputs``: input values for the checks (an .npz path or name -> array).
+    ``freeze``: {input: value}: those inputs become constants, the Ifs they decide are inlined
+    (graphfix.freeze); the only signature change.
     """
     if check not in CHECK_MODES:
         raise UsageError(f"unknown check mode '{check}' (expected one of {', '.join(CHECK_MODES)})")
@@ -74,6 +80,7 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
     progress("loading %s", model if isinstance(model, (str, os.PathLike)) else "the model")
     loaded = load_model(model)
     validate_input(loaded.model, loaded.source)
+    given = _check_user_inputs(loaded.model, shapes, inputs)
     target = resolve_target(trt)
     ctx = context or PassContext()
     ctx.target = target.version
@@ -83,17 +90,80 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
 
     original = loaded.model
     current = original
+    if freeze:
+        rec, original, current, shapes, given = _freeze(loaded.model, freeze, check, shapes, given, seed)
+        report.passes.append(rec)
+    choice = None
+    if check in ("ort", "trt") and to_run:   # once: every pass is checked on the same inputs
+        from .checks.input_search import choose_inputs
+        choice = choose_inputs(original, shapes=shapes, values=given, seed=seed)
+        report.inputs = choice.to_json()
     for i, cls in enumerate(to_run, 1):
         progress("pass %d/%d: %s", i, len(to_run), cls.info.name)
-        rec, current = _run_one(cls, ctx, current, check, shapes, seed, ran_before=_names_run(report))
+        rec, current = _run_one(cls, ctx, current, check, shapes, seed, ran_before=_names_run(report),
+                                choice=choice, given=given)
         report.passes.append(rec)
     _sort_records(report)
     if check in ("ort", "trt") and report.changed:
         progress("comparing the fixed model with the original in ONNX Runtime")
-        report.checks.append(_whole_model_check(original, current, shapes, seed, _declared_tolerance(report)))
+        report.checks.append(_whole_model_check(original, current, shapes, seed, _declared_tolerance(report),
+                                                choice=choice, given=given))
+    from .verdict import target_check   # ok means TensorRT-ready: `graphfix check` on the output
+    progress("graphfix check on the output for TensorRT %s", target.version)
+    report.checks.append(target_check(current, str(target.version), report.passes))
     report.output = model_summary(current)
     report.seconds = time.perf_counter() - started
     return current, report
+
+
+def _check_user_inputs(model: onnx.ModelProto, shapes, inputs):
+    """Refuse shapes or values that name nothing in the model (UsageError, listing the real names);
+    return the given values as arrays."""
+    from .checks.inputs import load_input_values, split_shapes
+    split_shapes(model, shapes)
+    return load_input_values(model, inputs) or None
+
+
+def _freeze(model: onnx.ModelProto, freeze, check: str, shapes, given, seed: int):
+    """Specialize the frozen inputs; return (record, the model fed with the values, the specialized
+    model, shapes and values without the frozen inputs). The later checks compare with the fed model."""
+    from .checks.inputs import dim_symbols, graph_inputs
+    from .checks.structural import check_rewrite
+    from .freeze import feed_as_constant, freeze_inputs, frozen_values, input_changes
+    t0 = time.perf_counter()
+    values = frozen_values(model, freeze)
+    fed = feed_as_constant(model, values)
+    kept = {i.name for i in graph_inputs(fed)} | set(dim_symbols(fed))
+    shapes = {k: v for k, v in (shapes or {}).items() if k in kept} or None
+    given = {k: v for k, v in (given or {}).items() if k not in values} or None
+    rec = PassReport(FREEZE, APPLIED)
+    try:
+        frozen, rec.changes = freeze_inputs(model, values)
+    except Exception as exc:   # inlining failed: the inputs are still frozen, as asked
+        rec.status, rec.error = FAILED, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}; inputs " \
+                                        "frozen without inlining"
+        frozen, rec.changes = fed, input_changes(values)
+    rec.counts = {"inputs_frozen": len(values),
+                  "ifs_inlined": sum(c["action"] == "inline-if" for c in rec.changes)}
+    problems = check_rewrite(fed, frozen)
+    if not problems and check in ("ort", "trt") and frozen is not fed:
+        from .checks.ort import compare_models
+        eq = compare_models(fed, frozen, seed=seed, shapes=shapes, inputs=given)
+        rec.check = {"kind": "ort", **eq.to_json()}
+        if eq.unchecked:
+            rec.warnings.append(f"not checked in ONNX Runtime: {eq.error}")
+        elif not eq.passed:
+            problems.append(f"ONNX Runtime outputs differ from the model fed with the values: {eq.worst()}")
+    if problems:
+        rec.status, rec.error = ROLLED_BACK, "; ".join(problems) + "; inputs frozen without inlining"
+        frozen = fed
+    rec.seconds = time.perf_counter() - t0
+    return rec, fed, frozen, shapes, given
+
+
+def _unchecked(choice) -> bool:
+    """The original loads in ONNX Runtime but runs on none of the inputs tried: nothing can be compared."""
+    return choice is not None and choice.loadable and not choice.runnable
 
 
 def _names_run(report: Report) -> List[str]:
@@ -101,12 +171,12 @@ def _names_run(report: Report) -> List[str]:
 
 
 def _sort_records(report: Report) -> None:
-    order = {cls.info.name: i for i, cls in enumerate(ordered_passes())}
+    order = {FREEZE: -1, **{cls.info.name: i for i, cls in enumerate(ordered_passes())}}
     report.passes.sort(key=lambda p: order.get(p.name, len(order)))
 
 
 def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, seed: int,
-             ran_before: List[str]) -> Tuple[PassReport, onnx.ModelProto]:
+             ran_before: List[str], choice=None, given=None) -> Tuple[PassReport, onnx.ModelProto]:
     info = cls.info
     missing = [m for m in info.needs if not _importable(m)]
     if missing:
@@ -133,10 +203,17 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
     io_declared = any(c.get("action") == "change-io-type" for c in rec.changes)   # asked for (--no-keep-io-types)
     problems = check_rewrite(model, new_model, allow_io_change=ctx.int32_io or io_declared) if info.ort_checkable \
         else _light_problems(model, new_model, ctx, rec.changes)
-    if not problems and info.ort_checkable and check in ("ort", "trt"):
+    if not problems and info.ort_checkable and check in ("ort", "trt") and _unchecked(choice):
+        # the original does not run in ONNX Runtime: the pass is neither confirmed nor blamed
+        rec.check = {"kind": "ort", "passed": None, "unchecked": True, "error": choice.explain(), "outputs": []}
+        rec.warnings.append("not checked in ONNX Runtime: the original model does not run on the inputs tried "
+                            "(see the report's inputs)")
+    elif not problems and info.ort_checkable and check in ("ort", "trt"):
         from .checks.ort import compare_models
         progress("%s: checking the rewrite in ONNX Runtime", info.name)
-        eq = compare_models(model, new_model, seed=seed, shapes=shapes, tolerance=result.tolerance)
+        feeds = choice.feeds if choice is not None and choice.runnable else None
+        eq = compare_models(model, new_model, seed=seed, shapes=shapes, tolerance=result.tolerance,
+                            inputs=given, feeds=feeds)
         rec.check = {"kind": "ort", **eq.to_json()}
         if result.tolerance is not None:
             rec.check["tolerance"] = list(result.tolerance)
@@ -173,9 +250,16 @@ def _declared_tolerance(report: Report):
     return (max(t[0] for t in declared), max(t[1] for t in declared)) if declared else None
 
 
-def _whole_model_check(original, final, shapes, seed, tolerance=None) -> dict:
+def _whole_model_check(original, final, shapes, seed, tolerance=None, choice=None, given=None) -> dict:
+    from .checks.input_search import choose_inputs
     from .checks.ort import compare_models
-    eq = compare_models(original, final, seed=seed, shapes=shapes, tolerance=tolerance)
+    if choice is None:
+        choice = choose_inputs(original, shapes=shapes, values=given, seed=seed)
+    if _unchecked(choice):   # not a pass: "passed" stays None and the verdict says UNCHECKED
+        return {"kind": "ort", "passed": None, "unchecked": True, "error": choice.explain(), "outputs": [],
+                "detail": choice.explain()}
+    feeds = choice.feeds if choice is not None and choice.runnable else None
+    eq = compare_models(original, final, seed=seed, shapes=shapes, tolerance=tolerance, inputs=given, feeds=feeds)
     if eq.unchecked:
         return {"kind": "ort", **eq.to_json(), "passed": None, "skipped": True, "detail": eq.error}
     if eq.error and "could not run" in eq.error and not _ort_runnable(final):

@@ -137,15 +137,27 @@ def _is_note(warning: str) -> bool:
 
 
 def _check_line(c: dict) -> str:
-    kind = "ONNX Runtime" if c.get("kind") == "ort" else \
-        ("TensorRT" + (f" {c['trt_version']}" if c.get("trt_version") else "")) if c.get("kind") == "trt" \
-        else str(c.get("kind"))
+    kind = {"ort": "ONNX Runtime", "trt-check": f"graphfix check for TensorRT {c.get('target', '')}".rstrip()}.get(
+        c.get("kind"), ("TensorRT" + (f" {c['trt_version']}" if c.get("trt_version") else ""))
+        if c.get("kind") == "trt" else str(c.get("kind")))
     if c.get("skipped"):
         return f"  {kind}: skipped, not compared ({c.get('detail') or 'no reason given'})"
+    if c.get("unchecked") and c.get("passed") is None:
+        return f"  {kind}: UNCHECKED ({c.get('detail') or c.get('error') or 'the original does not run'})"
     if c.get("passed"):
-        what = "the fixed model gives the original's outputs" if c.get("kind") == "ort" else "engine matches"
+        what = {"ort": "the fixed model gives the original's outputs", "trt-check": "nothing left to fix"}.get(
+            c.get("kind"), "engine matches")
         return f"  {kind}: {what}" + (f" ({c['detail']})" if c.get("detail") else "")
     return f"  {kind}: FAILED: {c.get('detail') or c.get('error') or 'outputs differ'}"
+
+
+def _inputs_line(inputs: Optional[dict]) -> List[str]:
+    """The sizes/values the checks ran on, when they were searched for or given."""
+    if not inputs or not (inputs.get("tries", 0) > 1 or inputs.get("given_values")):
+        return []
+    shapes = ", ".join(f"{k} {'x'.join(map(str, v)) or 'scalar'}" for k, v in inputs["shapes"].items())
+    given = f"; values given for {', '.join(inputs['given_values'])}" if inputs.get("given_values") else ""
+    return [f"  inputs for the checks: {shapes or 'none that run'} ({inputs['tries']} size choice(s) tried{given})"]
 
 
 def fix_summary(report, verbose: bool = False, report_path: Optional[str] = None) -> str:
@@ -183,13 +195,19 @@ def fix_summary(report, verbose: bool = False, report_path: Optional[str] = None
         lines.append(f"  not run    {p.name}: {p.error}")
     for c in report.checks:
         lines.append(_check_line(c))
+        if c.get("remaining"):
+            from .verdict import remaining_lines
+            lines.extend(remaining_lines(c))
+    lines.extend(_inputs_line(report.inputs))
     n_changed = sum(p.status == APPLIED for p in report.passes)
     done = f"{n_changed} pass(es) changed the model" if n_changed else "the model is unchanged"
     if report.ok:
         head = "ok: " + (done if n_changed else "nothing needed changing")
+    elif report.verdict == "UNCHECKED":
+        head = f"UNCHECKED: ONNX Runtime could not run the original, nothing was compared; {done}"
     else:
         undone = sum(p.status in (FAILED, ROLLED_BACK) for p in report.passes)
-        failed = sum(not (c.get("passed") or c.get("skipped")) for c in report.checks)
+        failed = sum(not (c.get("passed") or c.get("skipped") or c.get("unchecked")) for c in report.checks)
         problems = ([f"{undone} pass(es) failed and were undone"] if undone else []) + \
             ([f"{failed} check(s) failed"] if failed else [])
         head = f"NOT OK: {', '.join(problems) or 'see above'}; {done}"

@@ -64,6 +64,7 @@ class Report:
     passes: List[PassReport] = field(default_factory=list)
     checks: List[dict] = field(default_factory=list)   # whole-model checks: {"kind", "passed", ...}
     seconds: float = 0.0
+    inputs: Optional[dict] = None    # the inputs the ONNX Runtime checks used (checks.input_search)
 
     @property
     def ok(self) -> bool:
@@ -72,13 +73,27 @@ class Report:
                 and all(c.get("passed") or c.get("skipped") for c in self.checks))
 
     @property
+    def verdict(self) -> str:
+        """'ok', 'UNCHECKED' (nothing failed, but ONNX Runtime could not run the original) or 'NOT OK'."""
+        if self.ok:
+            return "ok"
+        import copy
+        if not any(c.get("unchecked") and c.get("passed") is None for c in self.checks):
+            return "NOT OK"
+        # would it be ok if the checks ONNX Runtime could not run were not counted? (subclasses too)
+        other = copy.copy(self)
+        other.checks = [dict(c, skipped=True) if c.get("unchecked") and c.get("passed") is None else c
+                        for c in self.checks]
+        return "UNCHECKED" if other.ok else "NOT OK"
+
+    @property
     def changed(self) -> bool:
         return any(p.status == APPLIED for p in self.passes)
 
     def to_json(self) -> dict:
         return {"schema": SCHEMA, "ok": self.ok, "changed": self.changed, "target": self.target,
                 "input": self.input, "output": self.output, "seconds": round(self.seconds, 4),
-                "passes": [p.to_json() for p in self.passes], "checks": self.checks}
+                "passes": [p.to_json() for p in self.passes], "checks": self.checks, "inputs": self.inputs}
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=False)

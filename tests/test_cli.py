@@ -106,3 +106,42 @@ def test_fixtures_command_writes_models(tmp_path, capsys):
     assert main(["fixtures", str(tmp_path), "--list"]) == 0
     assert "example_encoder_block" in capsys.readouterr().out
     assert main(["fixtures", str(tmp_path), "nope"]) == 2
+
+
+def test_shapes_per_symbol_and_input_values(tmp_path, capsys):
+    import numpy as np
+    from graphfix.fixtures.dynamic_inputs import sample_rate_config
+    src, out, rep = str(tmp_path / "sr.onnx"), str(tmp_path / "out.onnx"), str(tmp_path / "r.json")
+    onnx.save(sample_rate_config(), src)
+    assert main(["fix", src, "-o", out, "--trt", "8.6", "--quiet"]) == 1      # unchecked: sr is unknown
+    values = str(tmp_path / "values.npz")
+    np.savez(values, sr=np.array(8000, dtype=np.int64))
+    assert main(["fix", src, "-o", out, "--trt", "8.6", "--shapes", "n=64", "--inputs", values,
+                 "--report", rep, "--quiet"]) == 0
+    doc = json.load(open(rep))
+    assert doc["inputs"]["shapes"]["x"] == [1, 64] and doc["inputs"]["given_values"] == ["sr"]
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ("nn=64", "--shapes: no dim symbol named nn (symbols: n;"),
+    ("X:1x4", "--shapes: no model input named X (inputs: x, sr; dim symbols: n)"),
+    ("n=x", "bad --shapes entry 'n=x'"),
+])
+def test_misspelt_shapes_exit_2_with_the_real_names(tmp_path, capsys, shapes, message):
+    from graphfix.fixtures.dynamic_inputs import sample_rate_config
+    src = str(tmp_path / "sr.onnx")
+    onnx.save(sample_rate_config(), src)
+    assert main(["fix", src, "-o", str(tmp_path / "o.onnx"), "--shapes", shapes]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not os.path.exists(tmp_path / "o.onnx")
+
+
+def test_fix_exits_1_when_check_still_flags_the_output(tmp_path, capsys):
+    src, out, rep = write(tmp_path, "s.onnx", "check_scatter_reduction"), str(tmp_path / "o.onnx"), str(tmp_path / "r.json")
+    assert main(["fix", src, "-o", out, "--trt", "8.6", "--report", rep]) == 1
+    doc = json.load(open(rep))
+    assert doc["ok"] is False and doc["checks"][-1]["kind"] == "trt-check"
+    assert doc["checks"][-1]["remaining"][0]["remedy"] == "no automatic fix"
+    assert main(["check", out, "--trt", "8.6", "--no-real-parser"]) == 1    # the same verdict
+    assert "NOT OK" in capsys.readouterr().out

@@ -109,3 +109,21 @@ def test_set_graph_opset_does_not_touch_the_input_model():
 def test_schema_lookup():
     assert schema_at("ReduceMean", 17).since_version == 13
     assert schema_at("LayerNormalization", 16) is None
+
+
+def test_a_renamed_input_is_not_a_change_of_meaning_a_moved_role_is():
+    """BatchNormalization-9 'mean'/'var' are BatchNormalization-15 'input_mean'/'input_var' (raise
+    kept, outputs equal); Resize-10's input 1 is 'scales', Resize-11's is 'roi' (raise refused)."""
+    stats = [const("s", [1.0, 2.0], np.float32), const("b", [0.1, -0.1], np.float32),
+             const("m", [0.5, -0.5], np.float32), const("v", [1.5, 0.5], np.float32)]
+    bn = make_model([helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn")],
+                    [vi("x", F, [1, 2, 3])], [vi("y", F, [1, 2, 3])], stats, opset=12)
+    ok, reasons, after = raised(bn)
+    assert ok and reasons == [] and after.opset_import[0].version == 17
+    onnx.checker.check_model(after, full_check=True)
+    assert_equivalent(bn, after)
+    resize = make_model([helper.make_node("Resize", ["x", "scales"], ["y"], name="resize")],
+                        [vi("x", F, [1, 1, 2, 2])], [vi("y", F, [1, 1, 4, 4])],
+                        [const("scales", [1.0, 1.0, 2.0, 2.0], np.float32)], opset=10)
+    ok, reasons, _ = raised(resize)
+    assert not ok and "input 1 is 'scales' in Resize-10 but 'roi'" in reasons[0]

@@ -1,3 +1,4 @@
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
@@ -177,3 +178,78 @@ def test_second_fix_changes_nothing_where_passes_build_shape_values(name, trt):
     assert again.SerializeToString() == fixed.SerializeToString()
     shapes = [n for n in fixed.graph.node if n.op_type == "Shape"]
     assert bool(shapes) == name.endswith("_dynamic")   # a Shape only where a dim is dynamic
+
+
+# Inputs for the checks (issue 11): a model the default sizes cannot run is run at sizes that work,
+# and one that runs on no generated input is "unchecked", never blamed on a pass.
+
+def test_pass_checked_at_sizes_the_search_found():
+    fixed, report = graphfix.fix(build("dyn_reflect_pad"), trt="8.6")
+    folded = next(p for p in report.passes if p.name == "fold-constants")
+    assert folded.status == "applied" and folded.check["passed"] is True
+    assert report.inputs["shapes"] == {"x": [1, 1, 16]} and report.inputs["tries"] == 3
+    assert report.ok and report.checks[0]["passed"] is True
+    assert "inputs for the checks: x 1x1x16" in report.summary()
+
+
+def test_original_that_cannot_run_is_unchecked_and_no_pass_is_rolled_back():
+    from graphfix.fixtures.dynamic_inputs import sample_rate_config
+    fixed, report = graphfix.fix(sample_rate_config(), trt="8.6")
+    applied = [p for p in report.passes if p.status == "applied"]
+    assert applied and not [p for p in report.passes if p.status in ("rolled-back", "failed")]
+    assert all(p.check["unchecked"] is True and p.check["passed"] is None for p in applied)
+    assert report.checks[0]["unchecked"] is True and report.checks[0]["passed"] is None
+    assert not report.ok and report.verdict == "UNCHECKED"
+    assert "--inputs FILE.npz" in report.summary() and report.summary().splitlines()[-1].startswith("UNCHECKED")
+    doc = report.to_json()
+    assert doc["ok"] is False and doc["inputs"]["runnable"] is False
+
+
+def test_given_input_values_make_the_check_run():
+    from graphfix.fixtures.dynamic_inputs import sample_rate_config
+    fixed, report = graphfix.fix(sample_rate_config(), trt="8.6", inputs={"sr": np.array(16000, dtype=np.int64)},
+                                 shapes={"n": 32})
+    assert report.ok, report.summary()
+    assert report.inputs["shapes"] == {"x": [1, 32], "sr": []} and report.inputs["given_values"] == ["sr"]
+    assert report.checks[0]["passed"] is True
+
+
+def test_unknown_shape_names_are_refused_even_without_checks():
+    with pytest.raises(UsageError, match=r"no model input named x_ \(inputs: x; dim symbols: samples\)"):
+        graphfix.fix(build("dyn_reflect_pad"), trt="8.6", check="none", shapes={"x_": [1, 1, 16]})
+    with pytest.raises(UsageError, match="no dim symbol named sample "):
+        graphfix.fix(build("dyn_reflect_pad"), trt="8.6", shapes={"sample": 16})
+
+
+# One verdict (issue 11): ok only when ONNX Runtime agrees AND `graphfix check` finds no error or
+# wrong result left in the output for the target; what remains is listed with what would fix it.
+
+def test_ok_needs_check_clean_on_the_output():
+    from graphfix.diagnose import check_model
+    fixed, report = graphfix.fix(build("check_scatter_reduction"), trt="8.6")
+    assert report.checks[0]["kind"] == "ort" and report.checks[0]["passed"] is True
+    verdict = report.checks[-1]
+    assert verdict["kind"] == "trt-check" and verdict["passed"] is False
+    assert [(r["op"], r["severity"], r["remedy"]) for r in verdict["remaining"]] == \
+        [("ScatterElements", "wrong-result", "no automatic fix")]
+    assert not check_model(fixed, trt="8.6").clean        # the same facts `graphfix check` reports
+    assert not report.ok and report.verdict == "NOT OK"
+    text = report.summary()
+    assert "graphfix check for TensorRT 8.6: FAILED" in text and "(ScatterElements)" in text and "-> no automatic fix" in text
+
+
+def test_remaining_finding_names_the_flag_that_fixes_it():
+    fixed, report = graphfix.fix(build("check_reduce_axes_foldable"), trt="8.6", skip="fold-constants")
+    remaining = report.checks[-1]["remaining"]
+    assert remaining and all(r["remedy"] == "pass 'fold-constants' fixes it: remove it from --skip" for r in remaining)
+    fixed, report = graphfix.fix(build("check_reduce_axes_foldable"), trt="8.6")
+    assert report.ok and report.checks[-1] == {**report.checks[-1], "passed": True, "remaining": []}
+
+
+@pytest.mark.parametrize("name", ["example_encoder_block", "check_trilu_default_upper", "nms_gather_head",
+                                  "int64_custom_op_boundary", "dyn_kv_cache"])
+def test_ok_agrees_with_check_on_the_output(name):
+    from graphfix.diagnose import check_model
+    fixed, report = graphfix.fix(build(name), trt="8.6")
+    ort_ok = all(c.get("passed") or c.get("skipped") for c in report.checks if c["kind"] == "ort")
+    assert report.ok == (ort_ok and check_model(fixed, trt="8.6").clean), report.summary()

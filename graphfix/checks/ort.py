@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from ..errors import CheckError
-from .inputs import graph_inputs, make_feeds
+from .inputs import graph_inputs
 
 # (atol, rtol) per ONNX element type; integer and bool outputs must match exactly.
 TOLERANCES = {
@@ -88,10 +88,14 @@ def run_ort(model: onnx.ModelProto, feeds: Dict[str, np.ndarray]) -> Dict[str, n
 
 def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, seed: int = 1,
                    iterations: int = 1, shapes: Optional[Dict[str, Sequence[int]]] = None,
-                   tolerance: Optional[Tuple[float, float]] = None) -> EquivalenceResult:
+                   tolerance: Optional[Tuple[float, float]] = None, inputs=None,
+                   feeds: Optional[List[Dict[str, np.ndarray]]] = None) -> EquivalenceResult:
     """Both models on the same seeded inputs in ONNX Runtime; per-output error figures.
 
-    ``tolerance``: (atol, rtol) for floating outputs instead of the per-dtype defaults."""
+    ``tolerance``: (atol, rtol) for floating outputs instead of the per-dtype defaults.
+    ``shapes`` (per input or per dim symbol) and ``inputs`` (given values) shape the inputs, which
+    are chosen so that the reference runs (checks.input_search); ``feeds`` gives them ready-made.
+    When the reference cannot run on any of them, the result is unchecked, never a failure."""
     _quiet_polygraphy()
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
     from polygraphy.comparator import Comparator
@@ -122,10 +126,15 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
     tolerances = output_tolerances(reference)
     if tolerance is not None:
         tolerances = {k: (v if v == EXACT else tuple(tolerance)) for k, v in tolerances.items()}
-    loader = make_feeds(reference, seed=seed, iterations=iterations, shapes=shapes)
+    if feeds is None:
+        from .input_search import choose_inputs
+        choice = choose_inputs(reference, shapes=shapes, values=inputs, seed=seed, iterations=iterations)
+        if not choice.runnable:
+            return EquivalenceResult(False, error="unchecked: " + choice.explain(), unchecked=True)
+        feeds = choice.feeds
     try:
         results = Comparator.run([runner(reference, "reference"), runner(candidate, "candidate")],
-                                 data_loader=loader)
+                                 data_loader=feeds)
     except Exception as exc:
         return EquivalenceResult(False, error=f"ONNX Runtime could not run the models: {_one_line(exc)}")
     try:

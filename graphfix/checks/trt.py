@@ -199,12 +199,14 @@ def build_and_compare(original_model_path: str, fixed_model_path: str, *, fp16: 
                       shapes=None, min_shapes=None, opt_shapes=None, max_shapes=None,
                       timing_cache: Optional[str] = None, plugins: Sequence[str] = (), seed: int = 1,
                       timeout: Optional[float] = None, progress: bool = True, optimization_level: Optional[int] = 0,
-                      workspace: Optional[int] = None, engine_path: Optional[str] = None) -> TrtCheckResult:
+                      workspace: Optional[int] = None, engine_path: Optional[str] = None,
+                      inputs=None) -> TrtCheckResult:
     """Build the FIXED model with TensorRT, run it, compare with ONNX Runtime on the ORIGINAL model.
 
     Both runs get the same seeded inputs (graphfix.checks.inputs.make_feeds) at the profile's opt
-    shapes. Raises InputError/UsageError for unusable models or shapes; everything TensorRT does
-    wrong, crashes included, ends up in the result.
+    shapes. ``inputs`` (an .npz path or name -> array) replaces generated values. Raises
+    InputError/UsageError for unusable models or shapes; everything TensorRT does wrong, crashes
+    included, ends up in the result.
     """
     import numpy as np
 
@@ -212,6 +214,14 @@ def build_and_compare(original_model_path: str, fixed_model_path: str, *, fp16: 
     original = load_model(original_model_path).model
     fixed = load_model(fixed_model_path).model
     precision = precision_name(fp16, tf32)
+    from .inputs import load_input_values
+    given = load_input_values(original, inputs)
+    if not shapes and not opt_shapes:   # opt: sizes on which ONNX Runtime runs the original
+        from .input_search import choose_inputs
+        choice = choose_inputs(original, seed=seed, values=given)
+        fixed_inputs = {i.name for i in graph_inputs(fixed)}
+        if choice.runnable and (choice.tries > 1 or given):
+            opt_shapes = {n: list(d) for n, d in choice.shapes.items() if n in fixed_inputs}
     profile, run_shapes = derive_profile(fixed, shapes, min_shapes, opt_shapes, max_shapes)
     result = TrtCheckResult(model=os.fspath(fixed_model_path), precision=precision, profile=profile,
                             shapes=run_shapes, plugins=[os.fspath(p) for p in plugins])
@@ -224,8 +234,8 @@ def build_and_compare(original_model_path: str, fixed_model_path: str, *, fp16: 
         return result
 
     _quiet_polygraphy()
-    feeds = list(make_feeds(original, seed=seed, shapes={n: run_shapes[n] for n in original_inputs
-                                                         if n in run_shapes}))
+    feeds = [{**feed, **given} for feed in make_feeds(original, seed=seed, shapes={
+        n: run_shapes[n] for n in original_inputs if n in run_shapes})]
     reference, problem, note = reference_outputs(original, feeds)
     if problem:
         result.errors.append({"node": None, "op": None, "message": problem})
@@ -384,7 +394,8 @@ def options_from_args(args) -> Dict[str, Any]:
             "max_shapes": parse_shapes(getattr(args, "max_shapes", None)),
             "timing_cache": getattr(args, "timing_cache", None),
             "plugins": list(getattr(args, "plugins", None) or []),
-            "timeout": getattr(args, "trt_timeout", None), "progress": progress_enabled()}
+            "timeout": getattr(args, "trt_timeout", None), "progress": progress_enabled(),
+            "inputs": getattr(args, "inputs", None)}
 
 
 def add_trt_check(report, original: str, fixed: str, args) -> Optional[TrtCheckResult]:
@@ -394,7 +405,11 @@ def add_trt_check(report, original: str, fixed: str, args) -> Optional[TrtCheckR
         report.checks.append({"kind": "trt", "passed": False, "error": reason,
                               "detail": f"TensorRT check could not run: {reason}"})
         return None
-    result = build_and_compare(original, fixed, **options_from_args(args))
+    options = options_from_args(args)
+    chosen = (getattr(report, "inputs", None) or {}).get("shapes")
+    if chosen and not (options["shapes"] or options["opt_shapes"]):
+        options["opt_shapes"] = chosen    # the sizes on which ONNX Runtime ran the original
+    result = build_and_compare(original, fixed, **options)
     report.checks.append({"kind": "trt", **result.to_json()})
     return result
 

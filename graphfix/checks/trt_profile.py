@@ -43,25 +43,28 @@ def derive_profile(model, shapes=None, min_shapes=None, opt_shapes=None, max_sha
     """(optimization profile for the inputs with dynamic dims or user shapes, run shapes per input).
 
     ``shapes`` fixes min = opt = max; otherwise opt comes from ``opt_shapes`` or the ORT checks'
-    concrete shapes, min from ``min_shapes`` or 1 per dynamic axis, max from ``max_shapes`` or
-    2 x opt per dynamic axis. A size the user gives for a dim symbol (``batch``) holds for every
-    input with that symbol. Static axes must be left as they are. Raises UsageError.
+    concrete shapes, min from ``min_shapes`` or, per dynamic axis, the smallest size the model's
+    pooling windows and pads allow (1 where nothing limits it), max from ``max_shapes`` or
+    2 x opt per dynamic axis. A size the user gives for a dim symbol (``batch``), directly
+    (``{"seq": 128}``) or through an input's shape, holds for every input with that symbol. Static
+    axes must be left as they are. Raises UsageError.
     """
-    from .inputs import concrete_shapes, graph_inputs
+    from .input_search import symbol_minima
+    from .inputs import concrete_shapes, graph_inputs, split_shapes
 
-    tables = {"--shapes": dict(shapes or {}), "--min-shapes": dict(min_shapes or {}),
-              "--opt-shapes": dict(opt_shapes or {}), "--max-shapes": dict(max_shapes or {})}
+    tables, sizes = {}, {}
+    for flag, table in (("--shapes", shapes), ("--min-shapes", min_shapes), ("--opt-shapes", opt_shapes),
+                        ("--max-shapes", max_shapes)):
+        per_input, per_symbol = split_shapes(model, table, flag)   # refuses unknown names
+        tables[flag], sizes[flag] = per_input, per_symbol
     inputs = graph_inputs(model)
-    names = [i.name for i in inputs]
-    for flag, table in tables.items():
-        unknown = sorted(set(table) - set(names))
-        if unknown:
-            raise UsageError(f"{flag}: no model input named {', '.join(unknown)} (inputs: {', '.join(names)})")
     fixed = tables["--shapes"]
     given = {"min": {**tables["--min-shapes"], **fixed}, "opt": {**tables["--opt-shapes"], **fixed},
              "max": {**tables["--max-shapes"], **fixed}}
-    symbols = {k: _symbol_values(inputs, v) for k, v in given.items()}
-    defaults = concrete_shapes(model, given["opt"])
+    flags = {"min": "--min-shapes", "opt": "--opt-shapes", "max": "--max-shapes"}
+    symbols = {k: {**sizes[flags[k]], **sizes["--shapes"], **_symbol_values(inputs, v)} for k, v in given.items()}
+    minima = symbol_minima(model)
+    defaults = concrete_shapes(model, given["opt"], {**{k: max(v, 4) for k, v in minima.items()}, **symbols["opt"]})
 
     def pick(kind: str, inp, opt=None) -> List[int]:
         if inp.name in given[kind]:
@@ -75,7 +78,7 @@ def derive_profile(model, shapes=None, min_shapes=None, opt_shapes=None, max_sha
             elif kind == "opt":
                 out.append(int(defaults[inp.name][axis]))
             else:
-                out.append(1 if kind == "min" else 2 * opt[axis])
+                out.append(minima.get(dim, 1) if kind == "min" else 2 * opt[axis])
         return out
 
     run: Dict[str, List[int]] = {}

@@ -21,7 +21,7 @@ CHAIN_OPS = {"ReduceMean", "Sub", "Pow", "Sqrt", "Div", "Reciprocal"}
 FUSED = {"ln_pow_div": (1, -1, 3), "ln_mul_reciprocal_no_affine": (1, -1, 2), "ln_opset18_axes_input": (1, -1, 2),
          "ln_fp16_cast_wrappers": (1, -1, 3), "ln_fp16_cast_then_affine": (1, -1, 2), "ln_fp16_native": (1, -1, 3),
          "ln_last_two_axes": (1, -2, 3), "ln_two_layers": (2, -1, 3), "ln_opset13_needs_raise": (1, -1, 3),
-         "ln_opset12_old_forms_raised": (1, -1, 3)}
+         "ln_opset12_old_forms_raised": (1, -1, 3), "ln_opset12_batchnorm_raised": (1, -1, 3)}
 
 
 def opset(model: onnx.ModelProto) -> int:
@@ -210,3 +210,15 @@ def test_trt_fp16_fused_matches_ort(case, tmp_path):
     result = build_and_compare(original, fixed, fp16=True, timeout=600, progress=False)
     print(f"{case}: unfused FP16: {unfused.detail}\n{case}: fused FP16:   {result.detail}")
     assert result.passed, result.detail
+
+
+def test_batchnorm_renamed_statistics_do_not_block_the_raise():
+    """Issue 11: 'input 3 is 'mean' in BatchNormalization-9 but 'input_mean' in BatchNormalization-15'
+    refused the raise; a renamed formal parameter is not a change of meaning."""
+    before, after, result = fused("ln_opset12_batchnorm_raised")
+    assert opset(before) == 12 and opset(after) == 17 and len(layernorms(after)) == 1
+    bn = next(n for n in after.graph.node if n.op_type == "BatchNormalization")
+    assert list(bn.input) == ["x", "bn.scale", "bn.B", "bn.mean", "bn.var"]
+    assert not result.warnings
+    assert_equivalent(before, after)
+    assert_idempotent(PASS, after)

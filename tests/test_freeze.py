@@ -1,0 +1,119 @@
+"""Input specialization (--freeze NAME=VALUE): a configuration input becomes a constant, the Ifs
+it decides are replaced by their taken branch (graphfix.freeze and the pipeline's use of it)."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as T
+from onnx import helper
+
+import graphfix
+from graphfix.checks.ort import run_ort
+from graphfix.cli import main
+from graphfix.errors import UsageError
+from graphfix.fixtures._make import const, make_model, vi
+from graphfix.fixtures.dynamic_inputs import sample_rate_config
+from graphfix.freeze import feed_as_constant, freeze_inputs, frozen_values, parse_freeze
+
+X = np.linspace(-1, 1, 10, dtype=np.float32).reshape(1, 10)
+
+
+@pytest.mark.parametrize("rate, factor, inlined", [(16000, 2.0, 1), (8000, 3.0, 2)])
+def test_taken_branches_replace_the_ifs_and_outputs_match_the_fed_model(rate, factor, inlined):
+    model = sample_rate_config()
+    values = frozen_values(model, {"sr": rate})
+    frozen, changes = freeze_inputs(model, values)
+    assert [i.name for i in frozen.graph.input] == ["x"] and "If" not in [n.op_type for n in frozen.graph.node]
+    assert [c["action"] for c in changes] == ["freeze-input"] + ["inline-if"] * inlined
+    assert changes[0] == {"action": "freeze-input", "target": "sr", "details": {"value": rate, "dtype": "int64"}}
+    onnx.checker.check_model(frozen, full_check=True)
+    expected = run_ort(model, {"x": X, "sr": np.array(rate, np.int64)})["y"]
+    np.testing.assert_array_equal(run_ort(frozen, {"x": X})["y"], expected)
+    np.testing.assert_allclose(expected, X * factor, rtol=1e-6)
+    again, more = freeze_inputs(frozen, {})
+    assert more == [] and again.SerializeToString() == frozen.SerializeToString()
+
+
+def test_an_if_the_values_do_not_decide_stays_and_an_outer_value_output_is_copied():
+    """cond_x depends on the graph input x: that If stays. The other If's taken branch returns its
+    own initializer, which no node produces: an Identity writes it to the If's output."""
+    then_outer = helper.make_graph([], "then_const", [], [vi("c", T.FLOAT, [2])],
+                                   [const("c", [0.5, -0.5], np.float32)])
+    else_neg = helper.make_graph([helper.make_node("Neg", ["x"], ["n"], name="neg")], "else_neg", [],
+                                 [vi("n", T.FLOAT, [2])])
+    nodes = [helper.make_node("Greater", ["flag", "zero"], ["cond_flag"], name="flag_positive"),
+             helper.make_node("If", ["cond_flag"], ["a"], name="by_flag", then_branch=then_outer, else_branch=else_neg),
+             helper.make_node("ReduceMax", ["x"], ["mx"], name="max", keepdims=0),
+             helper.make_node("Greater", ["mx", "zerof"], ["cond_x"], name="x_positive"),
+             helper.make_node("If", ["cond_x"], ["b"], name="by_x", then_branch=then_outer, else_branch=else_neg)]
+    model = make_model(nodes, [vi("x", T.FLOAT, [2]), vi("flag", T.INT32, [])],
+                       [vi("a", T.FLOAT, [2]), vi("b", T.FLOAT, [2])],
+                       [const("zero", 0, np.int32), const("zerof", 0.0, np.float32)])
+    frozen, changes = freeze_inputs(model, frozen_values(model, {"flag": 1}))
+    assert [(c["action"], c["target"]) for c in changes] == [("freeze-input", "flag"), ("inline-if", "by_flag")]
+    ops = [(n.op_type, list(n.input), list(n.output)) for n in frozen.graph.node]
+    assert ("Identity", ["gf.freeze.1.c"], ["a"]) in ops and [o[0] for o in ops].count("If") == 1
+    assert "gf.freeze.1.c" in {t.name for t in frozen.graph.initializer}
+    x = np.array([-1.0, 2.0], np.float32)
+    onnx.checker.check_model(frozen, full_check=True)
+    ref = run_ort(feed_as_constant(model, {"flag": np.array(1, np.int32)}), {"x": x})
+    got = run_ort(frozen, {"x": x})
+    assert all(np.array_equal(ref[k], got[k]) for k in ("a", "b"))
+
+
+def test_pipeline_reports_the_freeze_checks_it_and_changes_only_the_asked_signature():
+    model = sample_rate_config()
+    fixed, report = graphfix.fix(model, trt="8.6", freeze={"sr": 16000})
+    rec = report.passes[0]
+    assert rec.name == "freeze-inputs" and rec.status == "applied"
+    assert rec.counts == {"inputs_frozen": 1, "ifs_inlined": 1} and rec.check["passed"] is True
+    assert report.ok, report.summary()
+    assert [i.name for i in fixed.graph.input] == ["x"]
+    assert [(o.name, o.type) for o in fixed.graph.output] == [(o.name, o.type) for o in model.graph.output]
+    assert report.inputs["runnable"] and report.checks[0]["passed"] is True   # checked: sr is no longer unknown
+    again, second = graphfix.fix(fixed, trt="8.6", check="none")
+    assert [p.name for p in second.passes if p.status == "applied"] == []
+    assert again.SerializeToString() == fixed.SerializeToString()
+
+
+def test_bad_freeze_requests_are_usage_errors(tmp_path, capsys):
+    model = sample_rate_config()
+    with pytest.raises(UsageError, match=r"no model input named rate \(inputs: x, sr\)"):
+        frozen_values(model, {"rate": 16000})
+    with pytest.raises(UsageError, match="does not fit the input's type int64"):
+        frozen_values(model, {"sr": 16000.5})
+    with pytest.raises(UsageError, match="sr has shape scalar; the value has shape 2"):
+        frozen_values(model, {"sr": [8000, 16000]})
+    assert parse_freeze(["sr=16000,mode=[1,2]", "on=true"]) == {"sr": 16000, "mode": [1, 2], "on": True}
+    with pytest.raises(UsageError, match="bad --freeze entry"):
+        parse_freeze("sr")
+    src = str(tmp_path / "sr.onnx")
+    onnx.save(model, src)
+    assert main(["fix", src, "-o", str(tmp_path / "o.onnx"), "--freeze", "sample_rate=16000"]) == 2
+    assert "no model input named sample_rate" in capsys.readouterr().err
+    assert main(["fix", src, "-o", str(tmp_path / "o.onnx"), "--trt", "8.6", "--freeze", "sr=8000", "--quiet"]) == 0
+    assert [i.name for i in onnx.load(str(tmp_path / "o.onnx")).graph.input] == ["x"]
+
+
+def test_tensorrt_check_of_a_frozen_output_compares_with_the_original_fed_the_values(tmp_path, monkeypatch):
+    """`fix --freeze sr=8000 --check trt`: the child compares the output with the original fed
+    sr=8000 (a file without the sr input), on the given values without sr, at the checks' sizes."""
+    from graphfix.checks import trt
+    seen = {}
+
+    def fake_build(original, fixed, **options):
+        seen["inputs"] = [i.name for i in onnx.load(original).graph.input]
+        seen["sr"] = [onnx.numpy_helper.to_array(t).tolist() for t in onnx.load(original).graph.initializer
+                      if t.name == "sr"]
+        seen["options"] = options
+        return trt.TrtCheckResult(model=fixed, precision="fp32", passed=True)
+
+    monkeypatch.setattr(trt, "trt_unavailable_reason", lambda: None)
+    monkeypatch.setattr(trt, "build_and_compare", fake_build)
+    src, values = str(tmp_path / "sr.onnx"), str(tmp_path / "v.npz")
+    onnx.save(sample_rate_config(), src)
+    np.savez(values, sr=np.array(16000, np.int64), x=np.ones((1, 6), np.float32))
+    code = main(["fix", src, "-o", str(tmp_path / "o.onnx"), "--trt", "8.6", "--freeze", "sr=8000",
+                 "--inputs", values, "--check", "trt", "--quiet"])
+    assert code == 0
+    assert seen["inputs"] == ["x"] and seen["sr"] == [8000]
+    assert list(seen["options"]["inputs"]) == ["x"] and seen["options"]["opt_shapes"] == {"x": [1, 6]}

@@ -90,32 +90,48 @@ def parse_shapes(text: Optional[str]):
 
 
 def cmd_fix(args) -> int:
-    from .model_io import refuse_overwrite, save_model
+    from .model_io import load_model, save_model
     from .pass_api import PassContext
     from .pipeline import fix
 
-    refuse_overwrite(args.output, args.input, args.in_place)   # before any work, not only at save
+    loaded = load_model(args.input)   # reads external data too: the files to protect are known
+    _check_outputs(args, loaded)      # before any work, not only at save
     from .plugin_rules.cli_args import plugin_options
     context = PassContext(int32_io=args.int32_io, options=plugin_options(args))
     check = "ort" if args.check == "trt" else args.check
     if args.until_parses:
         from .fix_loop import fix_until_parses
-        model, report = fix_until_parses(args.input, trt=args.trt, passes=args.passes, skip=args.skip,
+        model, report = fix_until_parses(loaded, trt=args.trt, passes=args.passes, skip=args.skip,
                                          check=check, context=context, shapes=parse_shapes(args.shapes),
                                          plugins=args.plugins, timeout=args.trt_timeout)
     else:
-        model, report = fix(args.input, trt=args.trt, passes=args.passes, skip=args.skip, check=check,
+        model, report = fix(loaded, trt=args.trt, passes=args.passes, skip=args.skip, check=check,
                             context=context, shapes=parse_shapes(args.shapes))
-    save_model(model, args.output, input_path=args.input, overwrite_input=args.in_place)
+    save_model(model, args.output, input_path=loaded, overwrite_input=args.in_place)
     report.output["path"] = args.output
     if args.check == "trt":
         from .checks.trt import add_trt_check
         add_trt_check(report, original=args.input, fixed=args.output, args=args)
-    if args.report:
-        _write_text_atomic(args.report, report.dumps() + "\n")
+    if args.report == "-":   # standard output: the JSON alone there, the summary to stderr
+        print(report.dumps())
+    elif args.report is not None:
+        from .model_io import write_atomic
+        write_atomic(args.report, (report.dumps() + "\n").encode(), what="report")
     if not args.quiet:
-        print(report.summary())
+        print(report.summary(), file=sys.stderr if args.report == "-" else sys.stdout)
     return EXIT_OK if report.ok else EXIT_CHECK_FAILED
+
+
+def _check_outputs(args, loaded) -> None:
+    """-o and --report must be writable file names that replace nothing the input reads."""
+    from .model_io import check_output_path, refuse_overwrite
+    check_output_path(args.output)
+    refuse_overwrite(args.output, loaded, args.in_place)
+    if args.report is not None and args.report != "-":
+        check_output_path(args.report, "report")
+        refuse_overwrite(args.report, loaded, False)
+        if os.path.realpath(args.report) == os.path.realpath(args.output):
+            raise OutputError(f"{args.report}: --report and -o name the same file")
 
 
 def cmd_check(args) -> int:
@@ -139,22 +155,6 @@ def cmd_passes(args) -> int:
         print(f"    {i.summary}")
         print(f"    fixes: {i.fixes}")
     return EXIT_OK
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    import tempfile
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise OutputError(f"{path}: directory does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".graphfix-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def cmd_validate(args) -> int:

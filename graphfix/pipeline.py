@@ -83,8 +83,10 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
         rec, current = _run_one(cls, ctx, current, check, shapes, seed, ran_before=_names_run(report))
         report.passes.append(rec)
     _sort_records(report)
-    if check in ("ort", "trt") and report.changed:
-        report.checks.append(_whole_model_check(original, current, shapes, seed, _declared_tolerance(report)))
+    if check in ("ort", "trt"):   # changed: compare with the input; unchanged: can it be loaded at all?
+        report.checks.append(_whole_model_check(original, current, shapes, seed, _declared_tolerance(report))
+                             if report.changed else _loadable_check(current))
+    report.checks.append(_checker_check(current))
     report.output = model_summary(current)
     report.seconds = time.perf_counter() - started
     return current, report
@@ -178,6 +180,35 @@ def _whole_model_check(original, final, shapes, seed, tolerance=None) -> dict:
     if tolerance is not None:
         check["tolerance"] = list(tolerance)   # declared by an inexact pass (dequantization)
     return check
+
+
+def _checker_check(model: onnx.ModelProto) -> dict:
+    """ONNX's checker on the result, whether or not a pass changed it: "done" needs a valid model.
+    Ops of custom domains (TensorRT plugins) have no schema; the checker lets them through."""
+    from .model_io import PROTOBUF_LIMIT
+    if model.ByteSize() > PROTOBUF_LIMIT:
+        return {"kind": "onnx-checker", "passed": None, "skipped": True,
+                "detail": "unchecked: the checker takes models under 2 GiB only"}
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        return {"kind": "onnx-checker", "passed": False, "detail": " ".join(str(exc).split())[:400]}
+    return {"kind": "onnx-checker", "passed": True}
+
+
+def _loadable_check(model: onnx.ModelProto) -> dict:
+    """No pass changed the model, so there is nothing to compare: say whether ONNX Runtime loads it.
+    A model it cannot load is "unchecked", not failed: ONNX Runtime is the reference, not the judge
+    of validity (ONNX's checker is), and plugin ops are meant for TensorRT."""
+    from .checks.ort import _load_error, ort_can_load, runnable_copy
+    runnable = runnable_copy(model)
+    if ort_can_load(runnable):
+        return {"kind": "ort", "passed": True, "detail": "nothing changed; ONNX Runtime loads the model"}
+    custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node
+                     if n.domain not in ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")})
+    why = (f"custom-domain ops ({', '.join(custom[:3])}) that only TensorRT (plugins) runs" if custom
+           else f"ONNX Runtime cannot load the model: {_load_error(runnable)}")
+    return {"kind": "ort", "passed": None, "skipped": True, "detail": f"unchecked: {why}"}
 
 
 def _ort_runnable(model: onnx.ModelProto) -> bool:

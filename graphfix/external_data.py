@@ -5,8 +5,8 @@ ONNX lets a tensor keep its bytes in another file (``data_location = EXTERNAL``,
 main graph, in If/Loop/Scan bodies, in Constant and other attribute tensors, in local functions)
 and embeds the bytes, so no later stage (constant folding in ONNX Runtime, say) opens a file
 relative to the current directory. A location is refused when it could leave the model's directory:
-an absolute path, ``..``, a URL, a symlink whose target lies outside, or anything but a regular
-file (a FIFO would block, a device would never end).
+an absolute path, ``..``, a URL, a symlink whose target lies outside, a file with several hard
+links, or anything but a regular file (a FIFO would block, a device would never end).
 """
 from __future__ import annotations
 
@@ -61,12 +61,15 @@ def embed_external_data(model: onnx.ModelProto, model_path: str) -> List[str]:
     the problem when a location is unsafe, missing, not a regular file or too short.
     """
     base = os.path.realpath(os.path.dirname(os.path.abspath(model_path)))
+    # A symlinked model file (Hugging Face's cache links snapshot files to ../../blobs/) may also
+    # read beside its target, where its own bytes live.
+    bases = sorted({base, os.path.dirname(os.path.realpath(model_path))})
     opened: Dict[str, int] = {}
     try:
         for tensor in external_tensors(model):
             info = {e.key: e.value for e in tensor.external_data}
             where = f"tensor '{tensor.name}': external data"
-            real = _safe_location(base, info.get("location", ""), model_path, where)
+            real = _safe_location(base, bases, info.get("location", ""), model_path, where)
             if real not in opened:
                 opened[real] = _open_regular(real, model_path, where)
             tensor.raw_data = _read_range(opened[real], info, model_path, f"{where} '{info['location']}'")
@@ -78,8 +81,8 @@ def embed_external_data(model: onnx.ModelProto, model_path: str) -> List[str]:
     return sorted(opened)
 
 
-def _safe_location(base: str, location: str, model_path: str, where: str) -> str:
-    """The real path of `location` inside `base`, or InputError."""
+def _safe_location(base: str, bases, location: str, model_path: str, where: str) -> str:
+    """The real path of `location` (relative to `base`) inside one of `bases`, or InputError."""
     def refuse(problem: str) -> InputError:
         return InputError(model_path, f"{where} '{location}' {problem}")
     if not location:
@@ -93,7 +96,7 @@ def _safe_location(base: str, location: str, model_path: str, where: str) -> str
     if ".." in location.replace("\\", "/").split("/"):
         raise refuse("leaves the model's directory ('..')")
     real = os.path.realpath(os.path.join(base, location))
-    if os.path.commonpath([base, real]) != base:
+    if not any(os.path.commonpath([b, real]) == b for b in bases):
         raise refuse("is a symlink leading outside the model's directory")
     return real
 
@@ -110,6 +113,9 @@ def _open_regular(real: str, model_path: str, where: str) -> int:
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise InputError(model_path, f"{where} file '{shown}' is {kind}")
+    if st.st_nlink > 1:   # like onnx's own loader: a hard link can lead anywhere on the disk
+        raise InputError(model_path, f"{where} file '{shown}' has {st.st_nlink} hard links; "
+                                     "graphfix reads external data only from files with one")
     try:
         fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:

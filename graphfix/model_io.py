@@ -199,14 +199,22 @@ def _write_files(path: str, produce, what: str, direct=None) -> None:
         tmp_dir = tempfile.mkdtemp(prefix=".graphfix-", dir=out_dir)
         try:
             produce(os.path.join(tmp_dir, name))
+            mode = 0o666 & ~_umask()   # what open() would give; onnx writes its data file 0600
             for produced in sorted(os.listdir(tmp_dir), key=lambda n: n == name):  # main file last
                 with open(os.path.join(tmp_dir, produced), "rb") as f:
                     os.fsync(f.fileno())
+                    os.fchmod(f.fileno(), mode)
                 os.replace(os.path.join(tmp_dir, produced), os.path.join(out_dir, produced))
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write {what} ({_reason(exc)})") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save_model(model: onnx.ModelProto, path: str, *, input_path=None,

@@ -98,7 +98,7 @@ def _element_types(model: onnx.ModelProto) -> Optional[str]:
         for node in graph.node:
             for attr in node.attribute:
                 if node.domain in DEFAULT_DOMAINS and attr.name in _DTYPE_ATTRS and attr.type == AttributeProto.INT \
-                        and attr.i not in _DATA_TYPES:
+                        and (attr.i not in _DATA_TYPES or attr.i == TensorProto.UNDEFINED):
                     return (f"{where}node '{node.name or node.op_type}' ({node.op_type}): attribute "
                             f"'{attr.name}' names unknown element type {attr.i}")
     for t in all_tensors(model):

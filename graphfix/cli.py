@@ -171,15 +171,20 @@ COMMANDS = {"fix": cmd_fix, "passes": cmd_passes, "validate": cmd_validate, "fix
 COMMANDS["check"] = cmd_check
 
 
+def _printable(exc: BaseException) -> str:
+    """One line whatever the model's names hold: control characters and undecodable bytes escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except (InputError, OutputError, UsageError) as exc:
-        print(f"graphfix: error: {exc}", file=sys.stderr)
+        print(f"graphfix: error: {_printable(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except GraphfixError as exc:
-        print(f"graphfix: error: {exc}", file=sys.stderr)
+        print(f"graphfix: error: {_printable(exc)}", file=sys.stderr)
         return EXIT_CHECK_FAILED
     except KeyboardInterrupt:
         print("graphfix: interrupted", file=sys.stderr)

@@ -71,7 +71,7 @@ def embed_external_data(model: onnx.ModelProto, model_path: str) -> List[str]:
             where = f"tensor '{tensor.name}': external data"
             real = _safe_location(base, bases, info.get("location", ""), model_path, where)
             if real not in opened:
-                opened[real] = _open_regular(real, model_path, where)
+                opened[real] = _open_regular(real, model_path, f"{where} '{info['location']}'")
             tensor.raw_data = _read_range(opened[real], info, model_path, f"{where} '{info['location']}'")
             del tensor.external_data[:]
             tensor.data_location = onnx.TensorProto.DEFAULT
@@ -103,26 +103,25 @@ def _safe_location(base: str, bases, location: str, model_path: str, where: str)
 
 def _open_regular(real: str, model_path: str, where: str) -> int:
     """A read-only descriptor on a regular file; never blocks (a FIFO is refused, not opened)."""
-    shown = os.path.basename(real)
     try:
         st = os.stat(real)
     except FileNotFoundError:
-        raise InputError(model_path, f"{where} file '{shown}' does not exist") from None
+        raise InputError(model_path, f"{where} does not exist") from None
     except OSError as exc:
-        raise InputError(model_path, f"{where} file '{shown}' cannot be read ({exc.strerror})") from None
+        raise InputError(model_path, f"{where} cannot be read ({exc.strerror})") from None
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise InputError(model_path, f"{where} file '{shown}' is {kind}")
+        raise InputError(model_path, f"{where} is {kind}")
     if st.st_nlink > 1:   # like onnx's own loader: a hard link can lead anywhere on the disk
-        raise InputError(model_path, f"{where} file '{shown}' has {st.st_nlink} hard links; "
+        raise InputError(model_path, f"{where} has {st.st_nlink} hard links; "
                                      "graphfix reads external data only from files with one")
     try:
         fd = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as exc:
-        raise InputError(model_path, f"{where} file '{shown}' cannot be read ({exc.strerror})") from None
+        raise InputError(model_path, f"{where} cannot be read ({exc.strerror})") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):   # replaced between stat and open
         os.close(fd)
-        raise InputError(model_path, f"{where} file '{shown}' is not a regular file")
+        raise InputError(model_path, f"{where} is not a regular file")
     return fd
 
 

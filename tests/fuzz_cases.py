@@ -318,10 +318,13 @@ def graph_attribute(root, rng):
 def graph_names(root, rng):
     """A name that is not UTF-8, or empty/duplicated names."""
     m = tiny_model()
-    choice = rng.choice(("non-utf8", "empty-op", "dup-output", "empty-graph"))
+    choice = rng.choice(("non-utf8", "empty-op", "dup-output", "empty-graph", "newline"))
     if choice == "non-utf8":
         data = m.SerializeToString().replace(b"relu", b"r\xffu\xfe", 1)
         return _simple("graph", "name-non-utf8", root, rng, data=data)
+    if choice == "newline":     # a dangling name with a line break: the error must stay one line
+        m.graph.node[2].input[1] = "gh\nost\r\x1b[2J"
+        return _simple("graph", "name-newline", root, rng, m, expect=(2,))
     if choice == "empty-op":
         m.graph.node[3].op_type = ""
     elif choice == "dup-output":

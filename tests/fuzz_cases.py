@@ -334,6 +334,54 @@ def graph_names(root, rng):
     return _simple("graph", f"name-{choice}", root, rng, m)
 
 
+def graph_mutate(root, rng):
+    """One to three random, well-formed mutations of a fixture: rewired inputs, dropped or extreme
+    attributes, retyped initializers, other opset versions, reshaped graph inputs."""
+    m = _base(rng)
+    names = sorted({t.name for t in m.graph.initializer} | {i.name for i in m.graph.input}
+                   | {o for n in m.graph.node for o in n.output if o})
+    done = []
+    for _ in range(rng.randint(1, 3)):
+        node = _pick_node(m, rng)
+        kind = rng.choice(("rewire", "drop-attr", "extreme-attr", "retype", "opset", "reshape-input"))
+        if kind == "rewire" and node.input:
+            i = rng.randrange(len(node.input))
+            earlier = [o for n in m.graph.node[:list(m.graph.node).index(node)] for o in n.output if o]
+            choices = sorted({t.name for t in m.graph.initializer} | {i.name for i in m.graph.input} | set(earlier))
+            node.input[i] = rng.choice(choices or names)
+        elif kind == "drop-attr" and node.attribute:
+            del node.attribute[rng.randrange(len(node.attribute))]
+        elif kind == "extreme-attr" and node.attribute:
+            attr = node.attribute[rng.randrange(len(node.attribute))]
+            value = rng.choice((0, -1, 1, 2 ** 31, -(2 ** 62), 7))
+            if attr.type == onnx.AttributeProto.INT:
+                attr.i = value
+            elif attr.type == onnx.AttributeProto.INTS:
+                attr.ints[:] = [value] * rng.randint(0, 4)
+            elif attr.type == onnx.AttributeProto.FLOAT:
+                attr.f = rng.choice((0.0, -1.0, float("nan"), float("inf"), 1e30))
+        elif kind == "retype" and m.graph.initializer:
+            t = rng.choice(list(m.graph.initializer))
+            values = onnx.numpy_helper.to_array(t)
+            dtype = rng.choice((np.int64, np.int32, np.float16, np.bool_, np.float64, np.uint8))
+            with np.errstate(all="ignore"):
+                t.CopyFrom(onnx.numpy_helper.from_array(values.astype(dtype), t.name))
+        elif kind == "opset":
+            m.opset_import[0].version = rng.randint(1, onnx.defs.onnx_opset_version())
+        elif kind == "reshape-input" and m.graph.input:
+            v = rng.choice(list(m.graph.input))
+            dims = v.type.tensor_type.shape.dim
+            del dims[:]
+            for _ in range(rng.randint(0, 5)):
+                d = dims.add()
+                if rng.random() < 0.3:
+                    d.dim_param = rng.choice(("N", "seq", "N"))
+                else:
+                    d.dim_value = rng.choice((0, 1, 2, 3, 7, 64))
+        done.append(kind)
+    return _simple("graph", "mutate-" + "+".join(sorted(set(done))), root, rng, m)
+
+
 # -- external data --------------------------------------------------------------------------------
 
 def set_external(tensor: TensorProto, location: str, offset: int = 0, length: Optional[int] = None) -> None:
@@ -551,7 +599,8 @@ def _output_post(kind: str, out: str) -> Callable[[int, str], List[str]]:
 GENERATORS: Dict[str, List[Callable]] = {
     "bytes": [bytes_truncate, bytes_bitflip, bytes_garbage, bytes_splice],
     "graph": [graph_cycle, graph_dangling, graph_dangling_output, graph_dtype, graph_rank, graph_dims,
-              graph_initializer, graph_opset, graph_domain, graph_nesting, graph_attribute, graph_names],
+              graph_initializer, graph_opset, graph_domain, graph_nesting, graph_attribute, graph_names,
+              graph_mutate, graph_mutate, graph_mutate, graph_mutate],
     "external": [external_attack, external_broken, external_legit],
     "output": [output_mistake],
 }

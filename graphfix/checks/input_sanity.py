@@ -6,6 +6,7 @@ the model; the first problem found is returned as one line (validate_input raise
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, Iterator, Optional, Tuple
 
 import onnx
@@ -20,12 +21,8 @@ _PACKED_4BIT = frozenset(getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLO
 
 
 def sanity_problem(model: onnx.ModelProto) -> Optional[str]:
-    """The first reason `model` cannot be worked on, or None."""
-    for check in (_versions, _names, _element_types, _tensor_data, _attributes):
-        problem = check(model)
-        if problem:
-            return problem
-    return None
+    """The first reason `model` cannot be worked on, or None (one walk over graphs and tensors)."""
+    return _versions(model) or _function_names(model) or _graph_problems(model) or _tensor_problems(model)
 
 
 def _versions(model: onnx.ModelProto) -> Optional[str]:
@@ -55,20 +52,13 @@ def _text(value) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
-def _names(model: onnx.ModelProto) -> Optional[str]:
-    """protobuf hands back bytes for a string field that is not valid UTF-8: refuse those names."""
-    def bad(values) -> Optional[str]:
-        return next((repr(v) for v in values if isinstance(v, bytes)), None)
-    for graph, where in _graphs(model.graph):
-        for node in graph.node:
-            found = bad([node.name, node.op_type, node.domain, *node.input, *node.output,
-                         *(a.name for a in node.attribute)])
-            if found:
-                return f"{where}a node has a name that is not valid UTF-8 ({found})"
-        found = bad([v.name for v in (*graph.input, *graph.output, *graph.value_info, *graph.initializer)])
-        if found:
-            return f"{where}tensor name that is not valid UTF-8 ({found})"
-    found = bad([f.name for f in model.functions] + [o.domain for o in model.opset_import])
+def _bad_name(values) -> Optional[str]:
+    """protobuf hands back bytes for a string field that is not valid UTF-8."""
+    return next((repr(v) for v in values if isinstance(v, bytes)), None)
+
+
+def _function_names(model: onnx.ModelProto) -> Optional[str]:
+    found = _bad_name([f.name for f in model.functions] + [o.domain for o in model.opset_import])
     return f"a function or domain name that is not valid UTF-8 ({found})" if found else None
 
 
@@ -88,37 +78,67 @@ def _type_problem(tp: onnx.TypeProto) -> Optional[int]:
     return None
 
 
-def _element_types(model: onnx.ModelProto) -> Optional[str]:
+def _graph_problems(model: onnx.ModelProto) -> Optional[str]:
+    """Names, element types of values, attribute types, for every node of every (sub)graph."""
+    opsets = {(o.domain if o.domain != "ai.onnx" else ""): o.version for o in model.opset_import}
+    schemas: Dict[Tuple[str, str], object] = {}
     for graph, where in _graphs(model.graph):
-        for kind, values in (("input", graph.input), ("output", graph.output), ("value_info", graph.value_info)):
-            for v in values:
+        values = (*graph.input, *graph.output, *graph.value_info)
+        found = _bad_name([v.name for v in values] + [t.name for t in graph.initializer])
+        if found:
+            return f"{where}tensor name that is not valid UTF-8 ({found})"
+        for kind, group in (("input", graph.input), ("output", graph.output), ("value_info", graph.value_info)):
+            for v in group:
                 elem = _type_problem(v.type)
                 if elem is not None:
                     return f"{where}{kind} '{v.name}' has unknown element type {elem}"
         for node in graph.node:
-            for attr in node.attribute:
-                if node.domain in DEFAULT_DOMAINS and attr.name in _DTYPE_ATTRS and attr.type == AttributeProto.INT \
-                        and (attr.i not in _DATA_TYPES or attr.i == TensorProto.UNDEFINED):
-                    return (f"{where}node '{node.name or node.op_type}' ({node.op_type}): attribute "
-                            f"'{attr.name}' names unknown element type {attr.i}")
-    for t in all_tensors(model):
-        if t.data_type not in _DATA_TYPES or t.data_type == TensorProto.UNDEFINED:
-            return f"tensor '{t.name}' has unknown element type {t.data_type}"
+            problem = _node_problem(node, where, opsets, schemas)
+            if problem:
+                return problem
     return None
 
 
-def _tensor_data(model: onnx.ModelProto) -> Optional[str]:
-    """Each tensor's data holds exactly as many values as its shape says (raw data too short...)."""
+def _node_problem(node: onnx.NodeProto, where: str, opsets: Dict[str, int], schemas: Dict) -> Optional[str]:
+    attrs = list(node.attribute)
+    found = _bad_name([node.name, node.op_type, node.domain, *node.input, *node.output, *(a.name for a in attrs)])
+    if found:
+        return f"{where}a node has a name that is not valid UTF-8 ({found})"
+    label = f"{where}node '{node.name or node.op_type}' ({node.op_type})"
+    schema = _schema(schemas, node, opsets) if attrs else None
+    for attr in attrs:
+        if attr.ref_attr_name:
+            return (f"{label}: attribute '{attr.name}' refers to a function attribute "
+                    f"('{attr.ref_attr_name}') outside a function")
+        if attr.type == AttributeProto.UNDEFINED:
+            return f"{label}: attribute '{attr.name}' has no type"
+        spec = schema.attributes.get(attr.name) if schema is not None else None
+        if spec is not None and int(spec.type) != attr.type:
+            want = AttributeProto.AttributeType.Name(int(spec.type))
+            got = AttributeProto.AttributeType.Name(attr.type) \
+                if attr.type in AttributeProto.AttributeType.values() else str(attr.type)
+            return f"{label}: attribute '{attr.name}' is {got}, the op's schema wants {want}"
+        if attr.name in _DTYPE_ATTRS and attr.type == AttributeProto.INT and node.domain in DEFAULT_DOMAINS \
+                and (attr.i not in _DATA_TYPES or attr.i == TensorProto.UNDEFINED):
+            return f"{label}: attribute '{attr.name}' names unknown element type {attr.i}"
+    return None
+
+
+def _tensor_problems(model: onnx.ModelProto) -> Optional[str]:
+    """Each tensor has a known element type and exactly as much data as its shape says."""
     for t in all_tensors(model):
-        if any(d < 0 for d in t.dims):
-            return f"tensor '{t.name}' has a negative dimension {list(t.dims)}"
+        data_type, dims = t.data_type, list(t.dims)
+        if data_type not in _DATA_TYPES or data_type == TensorProto.UNDEFINED:
+            return f"tensor '{t.name}' has unknown element type {data_type}"
+        if any(d < 0 for d in dims):
+            return f"tensor '{t.name}' has a negative dimension {dims}"
         count = 1
-        for d in t.dims:
+        for d in dims:
             count *= d
         held, unit = _held(t, count)
         if held is not None and held != count * unit:
             return (f"tensor '{t.name}': its data holds {held} {'bytes' if unit > 1 else 'values'}, "
-                    f"its shape {list(t.dims)} and type need {count * unit}")
+                    f"its shape {dims} and type need {count * unit}")
     return None
 
 
@@ -129,45 +149,31 @@ def _held(t: TensorProto, count: int) -> Tuple[Optional[int], int]:
     if t.HasField("raw_data"):
         if t.data_type in _PACKED_4BIT:    # two values per byte: compare in values
             return (None, 1) if len(t.raw_data) == (count + 1) // 2 else (len(t.raw_data) * 2, 1)
-        try:
-            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-        except Exception:   # a type numpy has no dtype for: nothing to compare with
-            return None, 1
-        return len(t.raw_data), itemsize
+        itemsize = _itemsize(t.data_type)
+        return (len(t.raw_data), itemsize) if itemsize else (None, 1)
     if t.data_type in _PACKED_4BIT:
         return None, 1
-    try:
-        field = onnx.helper.tensor_dtype_to_field(t.data_type)
-    except Exception:
+    field = _field(t.data_type)
+    if field is None:
         return None, 1
     per_value = 2 if t.data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128) else 1
     return len(getattr(t, field)), per_value
 
 
-def _attributes(model: onnx.ModelProto) -> Optional[str]:
-    """Attribute types match the op's schema; ref_attr_name only inside a function body."""
-    opsets = {(o.domain if o.domain != "ai.onnx" else ""): o.version for o in model.opset_import}
-    schemas: Dict[Tuple[str, str], object] = {}
-    for graph, where in _graphs(model.graph):
-        for node in graph.node:
-            label = f"{where}node '{node.name or node.op_type}' ({node.op_type})"
-            for attr in node.attribute:
-                if attr.ref_attr_name:
-                    return (f"{label}: attribute '{attr.name}' refers to a function attribute "
-                            f"('{attr.ref_attr_name}') outside a function")
-                if attr.type == AttributeProto.UNDEFINED:
-                    return f"{label}: attribute '{attr.name}' has no type"
-            schema = _schema(schemas, node, opsets)
-            if schema is None:
-                continue
-            for attr in node.attribute:
-                spec = schema.attributes.get(attr.name)
-                if spec is not None and int(spec.type) != attr.type:
-                    want = AttributeProto.AttributeType.Name(int(spec.type))
-                    got = AttributeProto.AttributeType.Name(attr.type) \
-                        if attr.type in AttributeProto.AttributeType.values() else str(attr.type)
-                    return f"{label}: attribute '{attr.name}' is {got}, the op's schema wants {want}"
-    return None
+@functools.lru_cache(maxsize=None)
+def _itemsize(data_type: int) -> int:
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize
+    except Exception:   # a type numpy has no dtype for: nothing to compare with
+        return 0
+
+
+@functools.lru_cache(maxsize=None)
+def _field(data_type: int) -> Optional[str]:
+    try:
+        return onnx.helper.tensor_dtype_to_field(data_type)
+    except Exception:
+        return None
 
 
 def _schema(cache: Dict, node: onnx.NodeProto, opsets: Dict[str, int]):

@@ -183,8 +183,11 @@ def _whole_model_check(original, final, shapes, seed, tolerance=None) -> dict:
 
 
 def _checker_check(model: onnx.ModelProto) -> dict:
-    """ONNX's checker on the result, whether or not a pass changed it: "done" needs a valid model.
-    Ops of custom domains (TensorRT plugins) have no schema; the checker lets them through."""
+    """ONNX's checker on the result, whether or not a pass changed it: "done" needs a model that
+    the checker or ONNX Runtime accepts. Failed when both refuse it (an op no schema knows, an
+    unknown attribute); "unchecked" when only the checker does (a deprecated op such as
+    GroupNormalization-18 that ONNX Runtime and TensorRT still run). Ops of custom domains
+    (TensorRT plugins) have no schema; the checker lets them through."""
     from .model_io import PROTOBUF_LIMIT
     if model.ByteSize() > PROTOBUF_LIMIT:
         return {"kind": "onnx-checker", "passed": None, "skipped": True,
@@ -192,7 +195,13 @@ def _checker_check(model: onnx.ModelProto) -> dict:
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        return {"kind": "onnx-checker", "passed": False, "detail": " ".join(str(exc).split())[:400]}
+        from .checks.ort import ort_can_load, runnable_copy
+        message = " ".join(str(exc).split())[:400]
+        if ort_can_load(runnable_copy(model)):
+            return {"kind": "onnx-checker", "passed": None, "skipped": True,
+                    "detail": f"unchecked: ONNX's checker rejects the model, ONNX Runtime loads it: {message}"}
+        return {"kind": "onnx-checker", "passed": False,
+                "detail": f"neither ONNX's checker nor ONNX Runtime accepts the model: {message}"}
     return {"kind": "onnx-checker", "passed": True}
 
 

@@ -521,7 +521,8 @@ def output_mistake(root, rng):
     kind = rng.choice(("input", "weights", "model-hardlink", "weights-symlink", "report-input",
                        "report-weights", "report-same-as-out", "missing-dir", "existing-dir", "dir-slash",
                        "empty", "long-name", "symlink-out", "dangling-symlink", "devnull-symlink",
-                       "report-dash", "report-empty"))
+                       "report-dash", "report-empty", "below-a-file", "report-missing-dir", "devnull",
+                       "newline-name", "in-place-weights"))
     out = os.path.join(root, "out", "fixed.onnx")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     extra: List[str] = []
@@ -569,6 +570,19 @@ def output_mistake(root, rng):
     elif kind == "report-dash":
         extra = ["--report", "-"]
         expect = (0, 1)
+    elif kind == "below-a-file":
+        out = os.path.join(model, "fixed.onnx")
+    elif kind == "report-missing-dir":
+        extra = ["--report", os.path.join(root, "nope", "r.json")]
+    elif kind == "devnull":
+        out = os.devnull
+        expect = (0, 1)
+    elif kind == "newline-name":     # a legal file name: written, and named on one line if refused
+        out = os.path.join(root, "out", "a\nb.onnx")
+        expect = (0, 1)
+    elif kind == "in-place-weights":
+        out = weights
+        extra = ["--in-place"]
     else:
         extra = ["--report", ""]
     argv = ["fix", model, "-o", out, "--trt", "8.6", "--quiet"] + extra

@@ -259,7 +259,7 @@ def test_fix_and_check_refuse_the_same_bad_inputs_with_one_line(tmp_path, capsys
 
 
 def test_fix_validates_the_result_even_when_no_pass_changes_it(tmp_path, capsys):
-    """An op no schema knows in the default domain: the checker rejects it, so fix is not 'ok'."""
+    """An op no schema knows in the default domain: checker and ONNX Runtime refuse it: not 'ok'."""
     m = tiny_model()
     m.graph.node[3].op_type = "Frobnicate"
     src = tmp_path / "m.onnx"
@@ -268,6 +268,7 @@ def test_fix_validates_the_result_even_when_no_pass_changes_it(tmp_path, capsys)
     assert main(["fix", str(src), "-o", str(tmp_path / "o.onnx"), "--report", str(rep), "--quiet"]) == 1
     checks = {c["kind"]: c for c in json.load(open(rep))["checks"]}
     assert checks["onnx-checker"]["passed"] is False and "Frobnicate" in checks["onnx-checker"]["detail"]
+    assert "neither ONNX's checker nor ONNX Runtime" in checks["onnx-checker"]["detail"]
     assert checks["ort"]["skipped"] and checks["ort"]["detail"].startswith("unchecked:")
 
 
@@ -292,3 +293,13 @@ def test_an_unreadable_input_exits_2(tmp_path, capsys):
     _one_error_line(capsys, "dir.onnx", "not a file")
     assert main(["check", str(tmp_path / "dir.onnx")]) == 2
     _one_error_line(capsys, "dir.onnx", "not a file")
+
+
+def test_a_model_only_the_checker_rejects_is_unchecked_not_failed(tmp_path, capsys):
+    """GroupNormalization-18 is deprecated (the checker refuses it) but ONNX Runtime runs it."""
+    src = write(tmp_path, "m.onnx", "opset18_group_norm")
+    rep = tmp_path / "r.json"
+    assert main(["fix", src, "-o", str(tmp_path / "o.onnx"), "--passes", "cleanup", "--report", str(rep),
+                 "--quiet"]) == 0
+    checker = next(c for c in json.load(open(rep))["checks"] if c["kind"] == "onnx-checker")
+    assert checker["skipped"] and "deprecated" in checker["detail"] and "ONNX Runtime loads it" in checker["detail"]

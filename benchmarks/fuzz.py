@@ -2,10 +2,12 @@
 
     python benchmarks/fuzz.py --cases 1000 --seed 1            # counts by category and outcome
     python benchmarks/fuzz.py --cases 200 --seed 7 --json out.json --show-failures 20
+    python benchmarks/fuzz.py --cases 100 --subprocess       # each command as `python -m graphfix`
 
-The cases (tests/fuzz_cases.py) run ``graphfix fix`` and ``graphfix check`` in this process and are
-judged against the bad-input contract (README, "Bad input and exit codes"). Exit status: 0 when no
-case failed, 1 otherwise. Each case runs in its own temporary directory, removed afterwards.
+The cases (tests/fuzz_cases.py) run ``graphfix fix`` and ``graphfix check`` (in this process, or
+in children with --subprocess) and are judged against the bad-input contract (README, "Bad input
+and exit codes"). Exit status: 0 when no case failed, 1 otherwise. Each case runs in its own
+temporary directory, removed afterwards.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import fuzz_cases  # noqa: E402
@@ -31,15 +32,17 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write every outcome here")
     ap.add_argument("--show-failures", type=int, default=10)
     ap.add_argument("--verbose", action="store_true", help="print each case as it finishes")
+    ap.add_argument("--subprocess", action="store_true",
+                    help="run each command as `python -m graphfix` (slower; judges the real stderr)")
     args = ap.parse_args(argv)
-    warnings.simplefilter("ignore")
     outcomes = []
     started = time.perf_counter()
     for index in range(args.cases):
         root = tempfile.mkdtemp(prefix=f"graphfix-fuzz-{index}-")
         try:
             case = fuzz_cases.make_case(index, args.seed, root)
-            outcomes.append(fuzz_cases.run_case(case, timeout=args.timeout))
+            runner = fuzz_cases.run_subprocess if args.subprocess else fuzz_cases.run_main
+            outcomes.append(fuzz_cases.run_case(case, timeout=args.timeout, runner=runner))
             if args.verbose:
                 o = outcomes[-1]
                 print(f"{index:5d} {o.category}/{o.name} {_exits(o)} {o.verdict} {o.seconds:.1f}s", flush=True)

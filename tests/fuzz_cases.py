@@ -663,6 +663,20 @@ def run_main(argv: List[str], timeout: float, cwd: Optional[str] = None):
     return code, out.getvalue(), err.getvalue(), escaped, hung
 
 
+def run_subprocess(argv: List[str], timeout: float, cwd: Optional[str] = None):
+    """Like run_main, as ``python -m graphfix`` in a child: what a shell user sees on stderr,
+    warnings and native libraries' logs included."""
+    import subprocess
+    import sys
+    try:
+        proc = subprocess.run([sys.executable, "-m", "graphfix", *argv], capture_output=True, timeout=timeout,
+                              cwd=cwd or os.getcwd(), stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return None, "", "", None, True
+    decode = lambda b: b.decode("utf-8", "replace")  # noqa: E731
+    return proc.returncode, decode(proc.stdout), decode(proc.stderr), None, False
+
+
 def _hashes(paths: Sequence[str]) -> Dict[str, str]:
     result = {}
     for p in paths:
@@ -700,7 +714,9 @@ def _outputs(case: Case) -> List[str]:
     return found
 
 
-def run_case(case: Case, timeout: float = 60.0) -> Outcome:
+def run_case(case: Case, timeout: float = 60.0, runner: Callable = None) -> Outcome:
+    """Run `case` in this process (run_main) or with `runner=run_subprocess`, and judge it."""
+    runner = runner or run_main
     started = time.perf_counter()
     before = _hashes(case.protected)
     canary_before = {p for p in _outputs(case) if case.canary and open(p, "rb").read() == case.canary}
@@ -710,7 +726,7 @@ def run_case(case: Case, timeout: float = 60.0) -> Outcome:
     if case.fix_argv:
         argv = case.fix_argv
         names += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-o", "--report")]
-        fix_exit, out, err, escaped, hung = run_main(case.fix_argv, timeout, case.cwd)
+        fix_exit, out, err, escaped, hung = runner(case.fix_argv, timeout, case.cwd)
         failures += _judge_run("fix", fix_exit, out, err, escaped, hung, names)
         if not failures and fix_exit not in case.expect:
             failures.append(f"unexpected-exit: fix exited {fix_exit}, expected one of {list(case.expect)}: "
@@ -722,7 +738,7 @@ def run_case(case: Case, timeout: float = 60.0) -> Outcome:
         if case.post and not failures:
             failures += case.post(fix_exit, out)
     if case.check:
-        check_exit, out, err, escaped, hung = run_main(["check", case.model], timeout, case.cwd)
+        check_exit, out, err, escaped, hung = runner(["check", case.model], timeout, case.cwd)
         failures += _judge_run("check", check_exit, out, err, escaped, hung, names)
         if fix_exit is not None and not failures and (fix_exit == 2) != (check_exit == 2):
             failures.append(f"check-fix-disagree: fix exited {fix_exit}, check {check_exit}")

@@ -135,10 +135,10 @@ def _read_range(fd: int, info: Dict[str, str], model_path: str, where: str) -> b
     if offset < 0 or length < 0 or offset + length > size:
         raise InputError(model_path, f"{where}: bytes {offset}..{offset + length} lie outside the "
                                      f"file ({size} bytes)")
-    data = bytearray()
-    while len(data) < length:
-        chunk = os.pread(fd, min(length - len(data), 1 << 26), offset + len(data))
+    data = os.pread(fd, length, offset)
+    while len(data) < length:   # a short read (rare): read on
+        chunk = os.pread(fd, length - len(data), offset + len(data))
         if not chunk:
             raise InputError(model_path, f"{where}: file ended early")
         data += chunk
-    return bytes(data)
+    return data

@@ -233,6 +233,9 @@ def _bad_models():
     m.opset_import[0].version = 0
     out["opset-0"] = (m.SerializeToString(), "ai.onnx opset 0")
     m = tiny_model()
+    m.opset_import[0].domain = "not.default"
+    out["no-default-opset"] = (m.SerializeToString(), "imports no opset of domain 'ai.onnx'")
+    m = tiny_model()
     m.graph.input[0].type.tensor_type.elem_type = 77
     out["unknown-elem-type"] = (m.SerializeToString(), "unknown element type 77")
     m = tiny_model()

@@ -16,6 +16,7 @@ from ..external_data import all_tensors
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 _DATA_TYPES = frozenset(TensorProto.DataType.values())
+_VERSIONED_DOMAINS = ("", "ai.onnx.ml")       # ONNX's own: an op's meaning depends on the opset
 _DTYPE_ATTRS = ("to", "dtype")                 # attributes that hold a TensorProto.DataType
 _PACKED_4BIT = frozenset(getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(TensorProto, n))
 
@@ -105,6 +106,9 @@ def _node_problem(node: onnx.NodeProto, where: str, opsets: Dict[str, int], sche
     if found:
         return f"{where}a node has a name that is not valid UTF-8 ({found})"
     label = f"{where}node '{node.name or node.op_type}' ({node.op_type})"
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    if domain in _VERSIONED_DOMAINS and domain not in opsets:   # which opset's op would it be?
+        return f"{label}: the model imports no opset of domain '{domain or 'ai.onnx'}'"
     schema = _schema(schemas, node, opsets) if attrs else None
     for attr in attrs:
         if attr.ref_attr_name:

@@ -26,7 +26,8 @@ def _subgraph_outer_refs(node: onnx.NodeProto) -> Set[str]:
 def validate_input(model: onnx.ModelProto, source: str) -> None:
     """Raise InputError for models that no pass can work on. `fix` and `check` both call this.
 
-    Refused: an IR version or ai.onnx opset outside what ONNX defines, unknown element types,
+    Refused: an IR version or ai.onnx opset outside what ONNX defines, ONNX ops without an opset
+    import for their domain, unknown element types,
     tensors whose data does not match their shape, attributes of the wrong type for the op's
     schema, function-attribute references outside a function, dangling inputs, cycles. What the
     passes can repair (unsorted nodes, deprecated ops) is not refused here; ONNX's checker judges

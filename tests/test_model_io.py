@@ -279,11 +279,16 @@ def test_save_never_replaces_the_inputs_external_data(tmp_path, in_place):
         with pytest.raises(OutputError, match="external data the input model reads"):
             save_model(loaded.model, out, input_path=loaded, overwrite_input=in_place)
     assert open(weights, "rb").read() == before
-    data_beside = tmp_path / "in" / "x.onnx"     # OUT.data would be the weights file: refused too
-    os.rename(weights, str(data_beside) + ".data")
-    loaded.files[1] = str(data_beside) + ".data"
+
+def test_save_never_writes_its_data_file_over_the_inputs_external_data(tmp_path):
+    """-o x.onnx with external data writes x.onnx.data: refused when the input reads that file."""
+    (tmp_path / "in").mkdir()
+    path = _external_model(tmp_path / "in", "initializer", "x.onnx.data", LEGIT.tobytes())
+    loaded = load_model(str(path))
     with pytest.raises(OutputError, match="external data the input model reads"):
-        save_model(loaded.model, str(data_beside), input_path=loaded, external_data=True)
+        save_model(loaded.model, str(tmp_path / "in" / "x.onnx"), input_path=loaded, external_data=True)
+    assert (tmp_path / "in" / "x.onnx.data").read_bytes() == LEGIT.tobytes()
+    assert sorted(os.listdir(tmp_path / "in")) == ["m.onnx", "x.onnx.data"]
 
 
 def test_save_to_another_directory_leaves_nothing_dangling(tmp_path):

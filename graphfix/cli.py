@@ -112,16 +112,17 @@ def parse_shapes(text: Optional[str]):
 
 def cmd_fix(args) -> int:
     console.progress("starting (importing onnx)")   # the imports below take a second or more
-    from .model_io import refuse_overwrite, save_model
+    from .model_io import load_model, save_model
     from .pass_api import PassContext
     from .pipeline import fix
 
-    refuse_overwrite(args.output, args.input, args.in_place)   # before any work, not only at save
     _refuse_flags_fix_ignores(args)
     if args.check == "trt":     # one rule (as validate, --until-parses): no TensorRT -> exit 2 before any work
         from .checks import trt as trt_check
         from .checks.trt_env import require_tensorrt
         require_tensorrt("--check trt", trt_check.trt_unavailable_reason)
+    loaded = load_model(args.input)   # reads external data too: the files to protect are known
+    _check_outputs(args, loaded)      # before any work, not only at save
     console.quiet_libraries()
     from .plugin_rules.cli_args import plugin_options
     from .precision_args import precision_options
@@ -133,27 +134,48 @@ def cmd_fix(args) -> int:
         raise UsageError("--freeze and --until-parses cannot be combined yet: freeze first, then run the loop")
     if args.until_parses:
         from .fix_loop import fix_until_parses
-        model, report = fix_until_parses(args.input, trt=args.trt, passes=args.passes, skip=args.skip,
+        model, report = fix_until_parses(loaded, trt=args.trt, passes=args.passes, skip=args.skip,
                                          check=check, context=context, shapes=parse_shapes(args.shapes),
                                          inputs=args.inputs, plugins=args.plugins, timeout=args.trt_timeout)
     else:
-        model, report = fix(args.input, trt=args.trt, passes=args.passes, skip=args.skip, check=check,
+        model, report = fix(loaded, trt=args.trt, passes=args.passes, skip=args.skip, check=check,
                             context=context, shapes=parse_shapes(args.shapes), inputs=args.inputs, freeze=freeze)
-    save_model(model, args.output, input_path=args.input, overwrite_input=args.in_place)
+    save_model(model, args.output, input_path=loaded, overwrite_input=args.in_place)
     report.output["path"] = args.output
     if args.check == "trt":
         from .checks.trt import add_trt_check
         from .freeze import fed_reference   # a frozen output is compared with the original fed the values
         with fed_reference(args.input, freeze, args.inputs) as (original, args.inputs):
             add_trt_check(report, original=original, fixed=args.output, args=args)
-    if args.report:
-        _write_text_atomic(args.report, report.dumps() + "\n")
+    if args.report == "-":   # standard output: the JSON alone there, the summary to stderr
+        console.out(report.dumps())
+    elif args.report is not None:
+        from .model_io import write_atomic
+        write_atomic(args.report, (report.dumps() + "\n").encode(), what="report")
     from .render import why_not_ok
     if console.verbosity() > console.QUIET:
-        console.out(report.summary(verbose=console.verbosity() >= console.VERBOSE, report_path=args.report))
+        summary = report.summary(verbose=console.verbosity() >= console.VERBOSE,
+                                 report_path=None if args.report == "-" else args.report)
+        if args.report == "-":
+            console.clear_status()
+            print(summary, file=sys.stderr)
+        else:
+            console.out(summary)
     elif not report.ok:
         console.LOG.error(why_not_ok(report))
     return EXIT_OK if report.ok else EXIT_CHECK_FAILED
+
+
+def _check_outputs(args, loaded) -> None:
+    """-o and --report must be writable file names that replace nothing the input reads."""
+    from .model_io import check_output_path, refuse_overwrite
+    check_output_path(args.output)
+    refuse_overwrite(args.output, loaded, args.in_place)
+    if args.report is not None and args.report != "-":
+        check_output_path(args.report, "report")
+        refuse_overwrite(args.report, loaded, False)
+        if os.path.realpath(args.report) == os.path.realpath(args.output):
+            raise OutputError(f"{args.report}: --report and -o name the same file")
 
 
 def _refuse_flags_fix_ignores(args) -> None:
@@ -213,22 +235,6 @@ def cmd_passes(args) -> int:
     return EXIT_OK
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-    import tempfile
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise OutputError(f"{path}: directory does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".graphfix-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def cmd_validate(args) -> int:
     console.quiet_libraries()
     from .checks.trt import validate_command
@@ -276,6 +282,11 @@ def verbosity_of(args) -> int:
     return min(getattr(args, "verbose", 0) + getattr(args, "top_verbose", 0), console.DEBUG)
 
 
+def _printable(exc: BaseException) -> str:
+    """One line whatever the model's names hold: control characters and undecodable bytes escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = add_verbosity_flags(build_parser()).parse_args(argv)
     if hasattr(args, "plugins"):
@@ -294,10 +305,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         console.silence_closed_stdout()
         return EXIT_OK
     except (InputError, OutputError, UsageError) as exc:
-        console.LOG.error("%s", exc)
+        console.LOG.error("%s", _printable(exc))
         return EXIT_BAD_INPUT
     except GraphfixError as exc:
-        console.LOG.error("%s", exc)
+        console.LOG.error("%s", _printable(exc))
         return EXIT_CHECK_FAILED
     except KeyboardInterrupt:
         console.LOG.error("interrupted")

@@ -1121,7 +1121,9 @@ class _Checker:
 def check_model(src, trt=None, real_parser: bool = False, fp16: bool = False) -> CheckResult:
     """Check a model (path, bytes or ModelProto) against a TensorRT version (default: resolve_target).
     ``fp16``: an FP16 engine is wanted (strongly typed targets need the precision in the ONNX)."""
+    from .checks.structural import validate_input
     loaded = load_model(src)
+    validate_input(loaded.model, loaded.source)   # the same refusals as `fix` (exit 2)
     target = resolve_target(trt)
     profile = load_profile(target.version)
     findings = _Checker(loaded.model, profile, fp16=fp16).run()

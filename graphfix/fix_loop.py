@@ -241,7 +241,9 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
             raise UsageError(f"--until-parses needs TensorRT: {reason} (README: 'Installing TensorRT')")
         parse = trt_parser(plugins, timeout)
     fix_fn = fix_fn or pipeline_fix
+    from .checks.structural import validate_input
     loaded = load_model(model)
+    validate_input(loaded.model, loaded.source)   # the same refusals as the pipeline, before parsing
     target = resolve_target(trt)
     context = context or PassContext()
     report = LoopReport(input=model_summary(loaded.model, loaded.path), target=target.to_json())

@@ -1,19 +1,23 @@
 """Loading and saving models: paths, bytes, ModelProto or gs.Graph in; atomic writes out.
 
-External data is kept working: on load it is read from beside the model file; on save a model
-over 2 GiB (or one that came with external data) is written with its weights in ``OUT.data``.
+External data is read at load time, from the model's directory only (graphfix/external_data.py),
+so nothing later opens a file. On save a model over 2 GiB (or when asked) is written with its
+weights in ``OUT.data`` beside OUT; otherwise everything is embedded: OUT never points at the
+input's files. Writes never replace a file the input reads, go through symlinks, and are atomic.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
 
 import onnx
 
 from .errors import InputError, OutputError
+from .external_data import embed_external_data, external_tensors
 
 PROTOBUF_LIMIT = 2 * 1024 ** 3 - 1024 ** 2  # keep a margin under protobuf's 2 GiB
 
@@ -24,26 +28,33 @@ class LoadedModel:
     source: str                      # path, "<bytes>", "<ModelProto>" or "<gs.Graph>"
     path: Optional[str] = None       # the file, when it came from one
     had_external_data: bool = False
-
-
-def _uses_external_data(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    files: List[str] = field(default_factory=list)   # real paths read: model file, then external data
 
 
 def load_model(src) -> LoadedModel:
-    """Accepts a path (str/PathLike), bytes, an onnx.ModelProto or an onnx_graphsurgeon Graph."""
+    """Accepts a path (str/PathLike), bytes, an onnx.ModelProto or an onnx_graphsurgeon Graph
+    (or a LoadedModel, returned as it is). External data is read now, from the model's directory
+    only; a model that is not a file cannot have any (there is no directory to read it from)."""
+    if isinstance(src, LoadedModel):
+        return src
+    if isinstance(src, (str, os.PathLike)):
+        return _load_path(os.fspath(src))
     if isinstance(src, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(src)
-        return LoadedModel(copy, "<ModelProto>")
-    if isinstance(src, (bytes, bytearray, memoryview)):
-        return LoadedModel(_parse_bytes(bytes(src), "<bytes>"), "<bytes>")
-    if isinstance(src, (str, os.PathLike)):
-        return _load_path(os.fspath(src))
-    if type(src).__name__ == "Graph" and type(src).__module__.startswith("onnx_graphsurgeon"):
+        loaded = LoadedModel(copy, "<ModelProto>")
+    elif isinstance(src, (bytes, bytearray, memoryview)):
+        loaded = LoadedModel(_parse_bytes(bytes(src), "<bytes>"), "<bytes>")
+    elif type(src).__name__ == "Graph" and type(src).__module__.startswith("onnx_graphsurgeon"):
         import onnx_graphsurgeon as gs
-        return LoadedModel(gs.export_onnx(src.copy()), "<gs.Graph>")
-    raise InputError(f"<{type(src).__name__}>", "expected a path, bytes, onnx.ModelProto or gs.Graph")
+        loaded = LoadedModel(gs.export_onnx(src.copy()), "<gs.Graph>")
+    else:
+        raise InputError(f"<{type(src).__name__}>", "expected a path, bytes, onnx.ModelProto or gs.Graph")
+    unread = external_tensors(loaded.model)
+    if unread:
+        raise InputError(loaded.source, f"tensor '{unread[0].name}' keeps its data in an external file, "
+                                        "which only a model given by its path can be read from")
+    return loaded
 
 
 def _parse_bytes(data: bytes, source: str) -> onnx.ModelProto:
@@ -62,58 +73,178 @@ def _parse_bytes(data: bytes, source: str) -> onnx.ModelProto:
 
 
 def _load_path(path: str) -> LoadedModel:
-    if not os.path.exists(path):
-        raise InputError(path, "no such file")
-    if not os.path.isfile(path):
-        raise InputError(path, "not a file")
-    with open(path, "rb") as f:
-        data = f.read()
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"cannot be read ({_reason(exc)})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(path, "not a file (a directory)")
+    if not stat.S_ISREG(st.st_mode):   # a FIFO would block, a device would never end
+        raise InputError(path, "not a regular file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InputError(path, f"cannot be read ({_reason(exc)})") from None
     model = _parse_bytes(data, path)
-    external = _uses_external_data(model)
-    if external:
+    external = bool(external_tensors(model))
+    files = [os.path.realpath(path)] + (embed_external_data(model, path) if external else [])
+    return LoadedModel(model, path, path, external, files)
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _same_file(path: str, others: Sequence[str]) -> Optional[str]:
+    """The one of `others` that `path` names (through symlinks and hard links), if any."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    for other in others:
         try:
-            from onnx.external_data_helper import load_external_data_for_model
-            load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
-        except (OSError, ValueError) as exc:
-            raise InputError(path, f"external data could not be read: {exc}") from None
-    return LoadedModel(model, path, path, external)
+            ot = os.stat(other)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (ot.st_dev, ot.st_ino):
+            return other
+    return None
 
 
-def refuse_overwrite(path: str, input_path: Optional[str], allowed: bool) -> None:
-    """OutputError when `path` is the input model's file and replacing it was not asked for."""
-    if not allowed and input_path is not None and os.path.exists(path) and os.path.exists(input_path) \
-            and os.path.samefile(path, input_path):
-        raise OutputError(f"{path}: refusing to overwrite the input model (pass --in-place to allow)")
+def refuse_overwrite(path: str, source, allowed: bool = False) -> None:
+    """OutputError when writing `path` would replace a file the input reads.
+
+    `source` is the input's path or its LoadedModel. Replacing the model file itself is allowed
+    with `allowed` (--in-place: the whole model is in memory by then); replacing one of its
+    external-data files never is (the weights would be lost).
+    """
+    if source is None:
+        return
+    loaded = source if isinstance(source, LoadedModel) else None
+    model_file = loaded.path if loaded else os.fspath(source)
+    if model_file is None:
+        return
+    if _same_file(path, [model_file]):
+        if not allowed:
+            raise OutputError(f"{path}: refusing to overwrite the input model (pass --in-place to allow)")
+        return
+    data_files = loaded.files[1:] if loaded else []
+    hit = _same_file(path, data_files)
+    if hit:
+        raise OutputError(f"{path}: refusing to overwrite '{hit}', external data the input model reads")
 
 
-def save_model(model: onnx.ModelProto, path: str, *, input_path: Optional[str] = None,
+def check_output_path(path, what: str = "output") -> str:
+    """The path to write (symlinks resolved for regular files), or OutputError saying why not.
+
+    Called before any work so that a mistyped -o fails at once, and again when writing.
+    """
+    path = os.fspath(path)
+    if not path:
+        raise OutputError(f"empty {what} path")
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        raise OutputError(f"{path}: {what} is a directory, expected a file name")
+    if not _is_regular_or_missing(path):
+        return path            # /dev/stdout, a FIFO, a terminal: written directly
+    target = os.path.realpath(path)    # write through a symlink: replace its target, keep the link
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        raise OutputError(f"{path}: {what} directory does not exist")
+    try:
+        name_max = os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = 255
+    if len(os.fsencode(os.path.basename(target))) > name_max:
+        raise OutputError(f"{path}: {what} file name longer than {name_max} bytes")
+    if not os.access(directory, os.W_OK):
+        raise OutputError(f"{path}: {what} directory is not writable")
+    return target
+
+
+def _is_regular_or_missing(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return True
+
+
+def write_atomic(path, data: bytes, what: str = "output") -> None:
+    """Write `data` to `path`: temporary file beside the target, fsync, rename over it.
+
+    A symlink is written through (its target is replaced); a non-regular target such as
+    /dev/stdout or a FIFO is written directly. The file gets the umask's mode.
+    """
+    _write_files(os.fspath(path), lambda tmp: _write_bytes(tmp, data), what)
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _write_files(path: str, produce, what: str, direct=None) -> None:
+    """`produce(tmp_path)` writes the file(s) under a temporary directory; rename them into place,
+    the file named like `path` last. `direct(path)` writes a non-regular target (default: produce)."""
+    target = check_output_path(path, what)
+    try:
+        if not _is_regular_or_missing(target):
+            (direct or produce)(target)
+            return
+        out_dir, name = os.path.split(target)
+        tmp_dir = tempfile.mkdtemp(prefix=".graphfix-", dir=out_dir)
+        try:
+            produce(os.path.join(tmp_dir, name))
+            mode = 0o666 & ~_umask()   # what open() would give; onnx writes its data file 0600
+            for produced in sorted(os.listdir(tmp_dir), key=lambda n: n == name):  # main file last
+                with open(os.path.join(tmp_dir, produced), "rb") as f:
+                    os.fsync(f.fileno())
+                    os.fchmod(f.fileno(), mode)
+                os.replace(os.path.join(tmp_dir, produced), os.path.join(out_dir, produced))
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write {what} ({_reason(exc)})") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def save_model(model: onnx.ModelProto, path: str, *, input_path=None,
                overwrite_input: bool = False, external_data: Optional[bool] = None) -> None:
     """Write `model` to `path` atomically (temporary file in the same directory, then rename).
 
-    Refuses to replace `input_path` unless `overwrite_input`. With external data the weights go to
-    ``<name>.data`` beside the model; both files are renamed into place only once fully written.
+    Refuses to replace a file the input reads (`input_path`: its path or LoadedModel) unless it is
+    the model file and `overwrite_input`. With external data the weights go to ``<name>.data``
+    beside the model (all of them: OUT never points at the input's files); both files are renamed
+    into place only once fully written.
     """
     path = os.fspath(path)
-    out_dir = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(out_dir):
-        raise OutputError(f"{path}: output directory does not exist")
     refuse_overwrite(path, input_path, overwrite_input)
     if external_data is None:
         external_data = model.ByteSize() > PROTOBUF_LIMIT
-    tmp_dir = tempfile.mkdtemp(prefix=".graphfix-", dir=out_dir)
-    try:
-        name = os.path.basename(path)
-        tmp_model = os.path.join(tmp_dir, name)
-        data_name = name + ".data"
-        if external_data:
-            onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
+    target = check_output_path(path)
+    if external_data and _is_regular_or_missing(target):
+        refuse_overwrite(target + ".data", input_path, False)
+
+    def produce(tmp_model: str) -> None:
+        if external_data:   # onnx moves the weights out of the proto it saves: give it a copy
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)
+            onnx.save_model(copy, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=os.path.basename(tmp_model) + ".data", size_threshold=1024)
         else:
-            with open(tmp_model, "wb") as f:
-                f.write(model.SerializeToString())
-        for produced in sorted(os.listdir(tmp_dir), key=lambda n: n == name):  # model file last
-            with open(os.path.join(tmp_dir, produced), "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(os.path.join(tmp_dir, produced), os.path.join(out_dir, produced))
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+            _write_bytes(tmp_model, model.SerializeToString())
+
+    def direct(stream_path: str) -> None:   # /dev/stdout and the like: one stream, no data file
+        if model.ByteSize() > PROTOBUF_LIMIT:
+            raise OutputError(f"{path}: a model over 2 GiB needs a data file beside it, not a stream")
+        _write_bytes(stream_path, model.SerializeToString())
+    _write_files(path, produce, "output", direct)

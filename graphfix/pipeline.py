@@ -104,10 +104,14 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
                                 choice=choice, given=given)
         report.passes.append(rec)
     _sort_records(report)
-    if check in ("ort", "trt") and report.changed:
-        progress("comparing the fixed model with the original in ONNX Runtime")
-        report.checks.append(_whole_model_check(original, current, shapes, seed, _declared_tolerance(report),
-                                                choice=choice, given=given))
+    if check in ("ort", "trt"):   # changed: compare with the input; unchanged: can it be loaded at all?
+        if report.changed:
+            progress("comparing the fixed model with the original in ONNX Runtime")
+            report.checks.append(_whole_model_check(original, current, shapes, seed, _declared_tolerance(report),
+                                                    choice=choice, given=given))
+        else:
+            report.checks.append(_loadable_check(current))
+    report.checks.append(_checker_check(current))
     from .verdict import target_check   # ok means TensorRT-ready: `graphfix check` on the output
     progress("graphfix check on the output for TensorRT %s", target.version)
     report.checks.append(target_check(current, str(target.version), report.passes))
@@ -270,6 +274,44 @@ def _whole_model_check(original, final, shapes, seed, tolerance=None, choice=Non
     if tolerance is not None:
         check["tolerance"] = list(tolerance)   # declared by an inexact pass (dequantization)
     return check
+
+
+def _checker_check(model: onnx.ModelProto) -> dict:
+    """ONNX's checker on the result, whether or not a pass changed it: "done" needs a model that
+    the checker or ONNX Runtime accepts. Failed when both refuse it (an op no schema knows, an
+    unknown attribute); "unchecked" when only the checker does (a deprecated op such as
+    GroupNormalization-18 that ONNX Runtime and TensorRT still run). Ops of custom domains
+    (TensorRT plugins) have no schema; the checker lets them through."""
+    from .model_io import PROTOBUF_LIMIT
+    if model.ByteSize() > PROTOBUF_LIMIT:
+        return {"kind": "onnx-checker", "passed": None, "skipped": True,
+                "detail": "unchecked: the checker takes models under 2 GiB only"}
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        from .checks.ort import ort_can_load, runnable_copy
+        message = " ".join(str(exc).split())[:400]
+        if ort_can_load(runnable_copy(model)):
+            return {"kind": "onnx-checker", "passed": None, "skipped": True,
+                    "detail": f"unchecked: ONNX's checker rejects the model, ONNX Runtime loads it: {message}"}
+        return {"kind": "onnx-checker", "passed": False,
+                "detail": f"neither ONNX's checker nor ONNX Runtime accepts the model: {message}"}
+    return {"kind": "onnx-checker", "passed": True}
+
+
+def _loadable_check(model: onnx.ModelProto) -> dict:
+    """No pass changed the model, so there is nothing to compare: say whether ONNX Runtime loads it.
+    A model it cannot load is "unchecked", not failed: ONNX Runtime is the reference, not the judge
+    of validity (ONNX's checker is), and plugin ops are meant for TensorRT."""
+    from .checks.ort import _load_error, ort_can_load, runnable_copy
+    runnable = runnable_copy(model)
+    if ort_can_load(runnable):
+        return {"kind": "ort", "passed": True, "detail": "nothing changed; ONNX Runtime loads the model"}
+    custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node
+                     if n.domain not in ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")})
+    why = (f"custom-domain ops ({', '.join(custom[:3])}) that only TensorRT (plugins) runs" if custom
+           else f"ONNX Runtime cannot load the model: {_load_error(runnable)}")
+    return {"kind": "ort", "passed": None, "skipped": True, "detail": f"unchecked: {why}"}
 
 
 def _ort_runnable(model: onnx.ModelProto) -> bool:

@@ -24,7 +24,19 @@ def _subgraph_outer_refs(node: onnx.NodeProto) -> Set[str]:
 
 
 def validate_input(model: onnx.ModelProto, source: str) -> None:
-    """Raise InputError for graphs that no pass can work on: dangling inputs, cycles."""
+    """Raise InputError for models that no pass can work on. `fix` and `check` both call this.
+
+    Refused: an IR version or ai.onnx opset outside what ONNX defines, ONNX ops without an opset
+    import for their domain, unknown element types,
+    tensors whose data does not match their shape, attributes of the wrong type for the op's
+    schema, function-attribute references outside a function, dangling inputs, cycles. What the
+    passes can repair (unsorted nodes, deprecated ops) is not refused here; ONNX's checker judges
+    the result instead (pipeline).
+    """
+    from .input_sanity import sanity_problem
+    problem = sanity_problem(model)
+    if problem:
+        raise InputError(source, problem)
     graph = model.graph
     available = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     producer: Dict[str, int] = {}

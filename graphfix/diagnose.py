@@ -998,6 +998,9 @@ class _Checker:
             applies = FIX_APPLIES.get((r["check"], fix))
             if applies is not None and not applies(self.ctx, ref, r):
                 fix = None
+            if fix is None:   # a rewrite rule that removes this finding (plugin_rules: Rule.fixes)
+                from .plugin_rules import passes_for_finding
+                fix = next(iter(passes_for_finding(op, r["check"], p.version)), None)
             reason = r["reason"] + (f" ({detail})" if detail else "")
             self.add(ref.display, op, r["severity"], reason, fix, r.get("source", ""), r["check"])
         if p.myelin_bool_unsafe_ops and op in p.myelin_bool_unsafe_ops:

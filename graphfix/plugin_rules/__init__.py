@@ -11,14 +11,16 @@ Public API (see docs/plugins.md):
 
 Built-in families: nms (EfficientNMS_TRT), roi_align (ROIAlign_TRT), group_norm
 (GroupNormalizationPlugin), contrib (ONNX Runtime com.microsoft ops: plugins and decompositions),
-quantized (integer / dynamic-quantized ops -> float ops).
+quantized (integer / dynamic-quantized ops -> float ops), ops (standard ops a TensorRT version lacks or
+computes wrong, per its profile: scatter_reduce, einsum, elementwise, crop_pad, attention; ops_base.py).
 """
 from __future__ import annotations
 
 from .build import PLUGIN_DOMAIN, Builder, FieldError, FunctionBody, default_function_body, plugin_attr
-from .registry import get_rule, load_rule_file, passes_for_op, register_rule, registered_rules, unregister_rule
+from .registry import get_rule, load_rule_file, passes_for_finding, passes_for_op, register_rule, registered_rules, unregister_rule
 from .rule import DECOMPOSE, PLUGIN, Match, NearMiss, PluginSpec, Rule
 
 __all__ = ["Rule", "PluginSpec", "Match", "NearMiss", "Builder", "FunctionBody", "FieldError",
            "register_rule", "unregister_rule", "registered_rules", "get_rule", "load_rule_file", "passes_for_op",
+           "passes_for_finding",
            "default_function_body", "plugin_attr", "PLUGIN", "DECOMPOSE", "PLUGIN_DOMAIN"]

@@ -1,0 +1,134 @@
+"""Standard ONNX ops that a TensorRT version lacks or computes wrong -> ops it computes right.
+
+Which target needs a rewrite is data, not code: a rule of family ``ops`` applies where the
+target's profile (graphfix/profiles) has no importer for its op, or where one of the profile's
+checks named in ``fixes_checks`` flags the node (ScatterElements' ``attr_in`` on reduction,
+Einsum's ``einsum_features``, Mod's ``mod_float_fmod0``). The pass evaluates those checks with
+`graphfix check`'s own checker on the graph it rewrites, so the fix column of `check` and the
+rewrite agree node by node. The ``decompose-ops`` pass applies these rules.
+
+Helpers here emit Reduce*/Unsqueeze/Squeeze in the form the graph's opset defines (axes as an
+input from opset 13/18); target-opset lowers them later where the target needs an older form.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Optional, Sequence, Set, Tuple
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .patterns import dtype_of
+from .rule import DECOMPOSE, Rule
+
+OPS_FAMILY = "ops"
+MAX_ONE_HOT_ELEMENTS = 1 << 24   # one-hot intermediates above this many elements are refused
+
+# node display name -> profile checks that flagged it, for the graph the pass is rewriting
+_FLAGGED: Dict[str, Set[str]] = {}
+
+
+def node_display(graph: gs.Graph, node: gs.Node) -> str:
+    """The name `graphfix check` reports a top-level node under (its name, else <Op#index>)."""
+    if node.name:
+        return node.name
+    index = next(i for i, n in enumerate(graph.nodes) if n is node)
+    return f"<{node.op}#{index}>"
+
+
+@contextlib.contextmanager
+def profile_findings(graph: gs.Graph, target):
+    """Within the block, rules know which nodes the target's profile flags (and with which check)."""
+    from ..diagnose import _Checker
+    from ..profiles import load_profile
+    _FLAGGED.clear()
+    try:
+        model = gs.export_onnx(graph, do_type_check=False)
+        for f in _Checker(model, load_profile(target)).run():
+            if f.node is not None and f.severity in ("error", "wrong-result"):
+                _FLAGGED.setdefault(f.node, set()).add(f.rule)
+        yield
+    finally:
+        _FLAGGED.clear()
+
+
+class OpsDecompose(Rule):
+    """A decomposition of a standard op, applied where the target's profile says it is needed."""
+    kind = DECOMPOSE
+    family = OPS_FAMILY
+    anchor_domain = ""
+    fixes_checks: Tuple[str, ...] = ()   # profile rule checks whose findings this rewrite removes
+
+    def needs(self, target) -> bool:
+        from ..profiles import load_profile
+        profile = load_profile(target)
+        for op in self.anchor_ops:
+            if not profile.imports(op):
+                return True
+            rules = (profile.op(op) or {}).get("rules", [])
+            if any(r.get("check") in self.fixes_checks for r in rules):
+                return True
+        return False
+
+    def fixes(self, op: str, check: str) -> bool:
+        return op in self.anchor_ops and (check in self.fixes_checks or check == "unsupported-op")
+
+    def match(self, graph, node, ctx):
+        checks = _FLAGGED.get(node_display(graph, node), set())
+        if not any(self.fixes(node.op, c) for c in checks):
+            return None
+        return self.match_node(graph, node, ctx)
+
+    def match_node(self, graph, node, ctx):
+        raise NotImplementedError
+
+
+# -- opset-aware building blocks -------------------------------------------------------------------
+def dtype_or_float(tensor) -> np.dtype:
+    return dtype_of(tensor) or np.dtype(np.float32)
+
+
+def axes_const(build, axes: Sequence[int]):
+    return build.const(np.asarray(list(axes), np.int64), "axes")
+
+
+def reduce(build, graph, op: str, x, axes: Sequence[int], keepdims: int = 1, dtype=None):
+    """Reduce* over `axes`: axes as an input from opset 13 (ReduceSum) / 18 (the others)."""
+    since = 13 if op == "ReduceSum" else 18
+    if int(graph.opset) >= since:
+        return build.op(op, x, axes_const(build, axes), attrs={"keepdims": keepdims}, dtype=dtype)
+    return build.op(op, x, attrs={"axes": list(axes), "keepdims": keepdims}, dtype=dtype)
+
+
+def unsqueeze(build, graph, x, axes: Sequence[int], dtype=None):
+    if int(graph.opset) >= 13:
+        return build.op("Unsqueeze", x, axes_const(build, axes), dtype=dtype)
+    return build.op("Unsqueeze", x, attrs={"axes": list(axes)}, dtype=dtype)
+
+
+def squeeze(build, graph, x, axes: Sequence[int], dtype=None, out=None):
+    if int(graph.opset) >= 13:
+        inputs, attrs = [x, axes_const(build, axes)], {}
+    else:
+        inputs, attrs = [x], {"axes": list(axes)}
+    return build.node("Squeeze", inputs, outputs=[out] if out is not None else None, attrs=attrs,
+                      dtype=dtype)[0]
+
+
+def identity_into(build, x, out):
+    build.node("Identity", [x], outputs=[out])
+
+
+def prod(values) -> int:
+    p = 1
+    for v in values:
+        p *= int(v)
+    return p
+
+
+def static_shape(tensor) -> Optional[list]:
+    from .patterns import static_dims
+    dims = static_dims(tensor)
+    if dims is None or any(d is None for d in dims):
+        return None
+    return dims

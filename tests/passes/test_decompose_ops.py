@@ -1,0 +1,91 @@
+"""decompose-ops: standard ops TensorRT 8.6 computes wrong or cannot import -> ops it computes right,
+checked in ONNX Runtime (and against an exact numpy reference for integer scatter), named by check."""
+import numpy as np
+import onnx
+import pytest
+
+import graphfix
+
+from graphfix.diagnose import check_model
+from graphfix.fixtures import build
+from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops
+
+SCATTER = ["scatter_elements_add_duplicates", "scatter_elements_max_axis0", "scatter_elements_add_int32",
+           "scatternd_mul_duplicates", "scatternd_min_elements"]
+EINSUM = ["einsum_ellipsis_attention_scores", "einsum_broadcast_batch_matmul", "einsum_uppercase_projection",
+          "einsum_ellipsis_misc"]
+
+
+def _run(model, feeds):
+    import onnxruntime as ort
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+@pytest.mark.parametrize("fixture", SCATTER + EINSUM)
+def test_rewritten_equivalent_idempotent_and_named_by_check(fixture):
+    model = build(fixture)
+    findings = [f for f in check_model(model, trt="8.6").findings if f.node]
+    assert findings and all(f.fix_pass == "decompose-ops" for f in findings)
+    fixed, result = apply_pass("decompose-ops", model)
+    assert result.modified and not result.warnings
+    assert not {"Einsum", "ScatterElements", "ScatterND"} & set(ops(fixed))
+    onnx.checker.check_model(fixed, full_check=True)
+    assert_equivalent(model, fixed)
+    assert_idempotent("decompose-ops", model)
+    whole, report = graphfix.fix(model, trt="8.6")   # the pipeline leaves nothing for check to flag
+    assert report.ok
+    assert {p["name"]: p["status"] for p in report.to_json()["passes"]}["decompose-ops"] == "applied"
+    assert not [f for f in check_model(whole, trt="8.6").findings if f.node and f.severity != "warning"]
+
+
+def test_scatter_duplicates_reduce_exactly():
+    """Duplicates are the point of a reduction: compare with a numpy loop (integers: exact)."""
+    model = build("scatter_elements_add_int32")
+    fixed, _ = apply_pass("decompose-ops", model)
+    data = np.arange(12, dtype=np.int32).reshape(2, 6)
+    upd = np.array([[100, 10, 1], [7, 70, 700]], np.int32)
+    want = data.copy()
+    for i, row in enumerate([[5, 5, 0], [1, 1, 1]]):
+        for j, k in enumerate(row):
+            want[i, k] += upd[i, j]
+    got = _run(fixed, {"data": data, "upd": upd})[0]
+    np.testing.assert_array_equal(got, want)
+    assert ops(fixed).count("ReduceSum") == 1 and "Equal" in ops(fixed)
+
+
+def test_scatternd_mul_duplicate_rows():
+    model = build("scatternd_mul_duplicates")
+    fixed, _ = apply_pass("decompose-ops", model)
+    data = np.full((4, 3), 2.0, np.float32)
+    upd = np.array([[1, 2, 3], [4, 5, 6], [0.5, 0.5, 0.5]], np.float32)
+    want = data.copy()
+    want[1] *= upd[0] * upd[1]
+    want[3] *= upd[2]
+    np.testing.assert_array_equal(_run(fixed, {"data": data, "upd": upd})[0], want)
+
+
+def test_einsum_becomes_matmul():
+    fixed, result = apply_pass("decompose-ops", build("einsum_ellipsis_attention_scores"))
+    assert "MatMul" in ops(fixed) and "Transpose" in ops(fixed)
+    assert result.changes[0].details["equation"] == "...qd,...kd->...qk"
+
+
+def test_einsum_diagonal_is_refused_with_a_note():
+    model = build("einsum_diagonal")
+    fixed, result = apply_pass("decompose-ops", model)
+    assert not result.modified and ops(fixed) == ["Einsum"]
+    assert any("diagonal" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("trt", ["10.12", "11.0"])
+def test_not_applied_where_the_profile_computes_it(trt):
+    for fixture in ("scatter_elements_add_duplicates", "einsum_ellipsis_attention_scores"):
+        _, result = apply_pass("decompose-ops", build(fixture), trt=trt)
+        assert not result.modified
+
+
+def test_applied_per_the_targets_profile():
+    """TensorRT 10.3 computes ScatterElements reductions but rejects ScatterND's (profile trt-10)."""
+    assert not apply_pass("decompose-ops", build("scatter_elements_add_duplicates"), trt="10.3")[1].modified
+    assert apply_pass("decompose-ops", build("scatternd_mul_duplicates"), trt="10.3")[1].modified

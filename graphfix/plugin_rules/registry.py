@@ -21,7 +21,8 @@ from typing import Dict, List, Optional, Type, Union
 from ..errors import UsageError
 from .rule import DECOMPOSE, PLUGIN, Rule
 
-BUILTIN_MODULES = ("nms", "roi_align", "group_norm", "contrib", "quantized", "scatter_reduce", "einsum")
+BUILTIN_MODULES = ("nms", "roi_align", "group_norm", "contrib", "quantized", "scatter_reduce", "einsum",
+                   "elementwise", "crop_pad")
 
 _RULES: Dict[str, Rule] = {}
 _builtins_loaded = False

@@ -12,6 +12,7 @@ from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops
 
 SCATTER = ["scatter_elements_add_duplicates", "scatter_elements_max_axis0", "scatter_elements_add_int32",
            "scatternd_mul_duplicates", "scatternd_min_elements"]
+OTHER = ["bitwise_int32_ops", "center_crop_pad_const"]
 EINSUM = ["einsum_ellipsis_attention_scores", "einsum_broadcast_batch_matmul", "einsum_uppercase_projection",
           "einsum_ellipsis_misc"]
 
@@ -22,7 +23,7 @@ def _run(model, feeds):
     return sess.run(None, feeds)
 
 
-@pytest.mark.parametrize("fixture", SCATTER + EINSUM)
+@pytest.mark.parametrize("fixture", SCATTER + EINSUM + OTHER)
 def test_rewritten_equivalent_idempotent_and_named_by_check(fixture):
     model = build(fixture)
     findings = [f for f in check_model(model, trt="8.6").findings if f.node]
@@ -89,3 +90,34 @@ def test_applied_per_the_targets_profile():
     """TensorRT 10.3 computes ScatterElements reductions but rejects ScatterND's (profile trt-10)."""
     assert not apply_pass("decompose-ops", build("scatter_elements_add_duplicates"), trt="10.3")[1].modified
     assert apply_pass("decompose-ops", build("scatternd_mul_duplicates"), trt="10.3")[1].modified
+
+
+def test_bitwise_exact_over_the_whole_int32_range():
+    """Extremes included (INT32_MIN/MAX, -1, 0): the arithmetic never overflows."""
+    fixed, result = apply_pass("decompose-ops", build("bitwise_int32_ops"))
+    assert not {"BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot"} & set(ops(fixed))
+    lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+    a = np.array([[lo, hi, -1, 0], [5, -6, lo, hi], [12345, -98765, 7, -8]], np.int32)
+    b = np.array([[hi, lo, lo, -1], [3, -3, -1, 0], [-1, 255, -2, 1 << 30]], np.int32)
+    got = _run(fixed, {"a": a, "b": b})
+    for value, want in zip(got, [a & b, a | b, a ^ b, ~a]):
+        np.testing.assert_array_equal(value, want)
+
+
+def test_bitwise_int16_goes_through_int32():
+    model = build("bitwise_int16_and")
+    fixed, _ = apply_pass("decompose-ops", model)
+    assert ops(fixed).count("Cast") == 3 and "BitwiseAnd" not in ops(fixed)
+    a = np.array([-32768, 32767, -1, 0, -300], np.int16)
+    b = np.array([-1, -32768, 12345, -1, 0x0F0F], np.int16)
+    np.testing.assert_array_equal(_run(fixed, {"a": a, "b": b})[0], a & b)
+    assert_idempotent("decompose-ops", model)
+
+
+def test_center_crop_pad_is_slice_and_pad():
+    fixed, result = apply_pass("decompose-ops", build("center_crop_pad_const"))
+    assert ops(fixed) == ["Slice", "Pad"]
+    x = np.arange(90, dtype=np.float32).reshape(1, 5, 6, 3)
+    want = np.zeros((1, 4, 9, 3), np.float32)
+    want[:, :, 1:7, :] = x[:, 0:4, :, :]        # crop 5 -> 4 from (5-4)//2 = 0; pad 6 -> 9: 1 before
+    np.testing.assert_array_equal(_run(fixed, {"x": x})[0], want)

@@ -13,6 +13,7 @@ from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops
 SCATTER = ["scatter_elements_add_duplicates", "scatter_elements_max_axis0", "scatter_elements_add_int32",
            "scatternd_mul_duplicates", "scatternd_min_elements"]
 OTHER = ["bitwise_int32_ops", "center_crop_pad_const"]
+OPSET23 = ["attention_gqa_causal_3d", "attention_bool_mask_4d", "rotary_interleaved_partial_4d", "rotary_halves_3d"]
 EINSUM = ["einsum_ellipsis_attention_scores", "einsum_broadcast_batch_matmul", "einsum_uppercase_projection",
           "einsum_ellipsis_misc"]
 
@@ -23,7 +24,7 @@ def _run(model, feeds):
     return sess.run(None, feeds)
 
 
-@pytest.mark.parametrize("fixture", SCATTER + EINSUM + OTHER)
+@pytest.mark.parametrize("fixture", SCATTER + EINSUM + OTHER + OPSET23)
 def test_rewritten_equivalent_idempotent_and_named_by_check(fixture):
     model = build(fixture)
     findings = [f for f in check_model(model, trt="8.6").findings if f.node]
@@ -121,3 +122,19 @@ def test_center_crop_pad_is_slice_and_pad():
     want = np.zeros((1, 4, 9, 3), np.float32)
     want[:, :, 1:7, :] = x[:, 0:4, :, :]        # crop 5 -> 4 from (5-4)//2 = 0; pad 6 -> 9: 1 before
     np.testing.assert_array_equal(_run(fixed, {"x": x})[0], want)
+
+
+@pytest.mark.parametrize("fixture", OPSET23)
+def test_opset23_ops_match_the_onnx_reference(fixture):
+    """onnx.reference.ReferenceEvaluator implements Attention/RotaryEmbedding exactly as specified:
+    the rewrite run in ONNX Runtime must agree with it on the original (not only with ORT's kernels)."""
+    from onnx.reference import ReferenceEvaluator
+    model = build(fixture)
+    fixed, _ = apply_pass("decompose-ops", model)
+    assert not {"Attention", "RotaryEmbedding"} & set(ops(fixed))
+    rng = np.random.default_rng(3)
+    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in model.graph.input}
+    want = ReferenceEvaluator(model).run(None, feeds)[0]
+    np.testing.assert_allclose(_run(fixed, feeds)[0], want, rtol=1e-5, atol=1e-5)
+    assert not np.isnan(want).any() or np.array_equal(np.isnan(want), np.isnan(_run(fixed, feeds)[0]))

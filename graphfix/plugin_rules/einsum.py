@@ -4,7 +4,7 @@ TensorRT before 10.12 builds Einsum with an ellipsis, a broadcast dim or a repea
 returns wrong results (measured on 8.6.0; profile check ``einsum_features``), and rejects subscripts
 outside a-z (``einsum_chars``). This rule rewrites such nodes into ops TensorRT computes right:
 
-- an ellipsis becomes fresh letters (the operands' ranks must be known);
+- an ellipsis becomes fresh letters not used in the equation (the operands' ranks must be known);
 - letters of one operand that appear nowhere else are summed out first (ReduceSum);
 - two operands: letters in both and in the output are batch dims, letters in both and not in the
   output are contracted, the others are free; each operand is transposed to [batch, free,
@@ -13,8 +13,9 @@ outside a-z (``einsum_chars``). This rule rewrites such nodes into ops TensorRT 
   (which broadcasts batch dims of size 1) does the product; then Reshape back and Transpose to the
   output order;
 - more than two operands are contracted left to right, keeping the letters needed later.
-Refused (left alone, with a note): a repeated subscript within one operand (a diagonal), an
-ellipsis of unknown rank, a merge of dynamic dims, an equation that does not parse.
+A subscript repeated within one operand (a diagonal, 'ii->i') keeps the elements where the indices
+agree (Where with a constant identity mask; needs that dim static) and sums one of the two axes away.
+Refused (left alone, with a note): an ellipsis of unknown rank, a merge of dynamic dims, an equation that does not parse.
 """
 from __future__ import annotations
 
@@ -63,8 +64,6 @@ def parse(equation: str, ranks: List[Optional[int]]) -> Tuple[List[str], str]:
         if any(not c.isalpha() for c in term):
             raise EinsumError(f"subscript {term!r} does not parse")
     for term, rank in zip(out_terms, ranks):
-        if len(set(term)) != len(term):
-            raise EinsumError(f"repeated subscript in {term!r} (a diagonal)")
         if rank is not None and rank != len(term):
             raise EinsumError(f"subscript {term!r} does not match rank {rank}")
     if len(set(out)) != len(out) or any(c not in "".join(out_terms) for c in out):
@@ -84,8 +83,13 @@ class EinsumLower(OpsDecompose):
         dims = [static_dims(t) for t in node.inputs]
         try:
             terms, out = parse(equation, [None if d is None else len(d) for d in dims])
+            for term, d in zip(terms, dims):
+                for c in {c for c in term if term.count(c) > 1}:
+                    sizes = {d[i] if d else None for i, x in enumerate(term) if x == c}
+                    if None in sizes or len(sizes) > 1:
+                        raise EinsumError(f"the diagonal over {c!r} in {term!r} needs one static size")
             plan_dims, broadcast = _letter_dims(terms, dims)
-            _plan(terms, out, plan_dims, broadcast)   # raises where the lowering would be wrong
+            _plan([_dedup(t) for t in terms], out, plan_dims, broadcast)   # raises where lowering is wrong
         except EinsumError as exc:
             return NearMiss(node.name, f"equation {equation!r}: {exc}")
         return Match(anchor=node.name, nodes=[node], inputs=list(node.inputs), outputs=[node.outputs[0]],
@@ -96,7 +100,7 @@ class EinsumLower(OpsDecompose):
         dtype = dtype_or_float(match.inputs[0])
         target = match.outputs[0]
         remove_nodes(graph, match.nodes)
-        ops = [(t, term) for t, term in zip(match.inputs, terms)]
+        ops = [_diagonal(build, graph, t, term, dims, dtype) for t, term in zip(match.inputs, terms)]
         ops = [(_sum_out(build, graph, t, term, out, [x[1] for j, x in enumerate(ops) if j != i], dtype))
                for i, (t, term) in enumerate(ops)]
         while len(ops) > 1:
@@ -152,6 +156,28 @@ def _groups(ta, tb, keep):
     afree = "".join(c for c in ta if c not in tb)
     bfree = "".join(c for c in tb if c not in ta)
     return batch, afree, bfree, contr
+
+
+def _dedup(term: str) -> str:
+    return "".join(dict.fromkeys(term))
+
+
+def _diagonal(build, graph, t, term, dims, dtype):
+    """Take the diagonal over each letter repeated in `term` ('ii' -> 'i'): keep the elements where
+    the two indices agree (Where with an identity mask, so inf/NaN elsewhere do not leak), then
+    ReduceSum the second axis away."""
+    while len(set(term)) != len(term):
+        c = next(c for c in term if term.count(c) > 1)
+        p = term.index(c)
+        q = term.index(c, p + 1)
+        n = dims[c]
+        shape = [1] * len(term)
+        shape[p] = shape[q] = n
+        eye = build.const(np.eye(n, dtype=np.bool_).reshape(shape), "diagonal")
+        kept = build.op("Where", eye, t, build.const(np.zeros((), dtype), "zero"), dtype=dtype)
+        t = reduce(build, graph, "ReduceSum", kept, [q], keepdims=0, dtype=dtype)
+        term = term[:q] + term[q + 1:]
+    return t, term
 
 
 def _sum_out(build, graph, t, term, out, others, dtype):

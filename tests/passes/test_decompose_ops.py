@@ -14,7 +14,7 @@ SCATTER = ["scatter_elements_add_duplicates", "scatter_elements_max_axis0", "sca
            "scatternd_mul_duplicates", "scatternd_min_elements"]
 OTHER = ["bitwise_int32_ops", "center_crop_pad_const"]
 OPSET23 = ["attention_gqa_causal_3d", "attention_bool_mask_4d", "rotary_interleaved_partial_4d", "rotary_halves_3d"]
-EINSUM = ["einsum_ellipsis_attention_scores", "einsum_broadcast_batch_matmul", "einsum_uppercase_projection",
+EINSUM = ["einsum_diagonal", "einsum_ellipsis_attention_scores", "einsum_broadcast_batch_matmul", "einsum_uppercase_projection",
           "einsum_ellipsis_misc"]
 
 
@@ -73,11 +73,21 @@ def test_einsum_becomes_matmul():
     assert result.changes[0].details["equation"] == "...qd,...kd->...qk"
 
 
-def test_einsum_diagonal_is_refused_with_a_note():
+def test_einsum_diagonal_is_taken_exactly():
+    fixed, result = apply_pass("decompose-ops", build("einsum_diagonal"))
+    assert "Einsum" not in ops(fixed) and "Where" in ops(fixed) and not result.warnings
+    a = np.arange(16, dtype=np.float32).reshape(4, 4)
+    a[0, 1] = np.inf                       # off the diagonal: must not leak into the result
+    np.testing.assert_array_equal(_run(fixed, {"x0": a})[0], np.diagonal(a))
+
+
+def test_einsum_unknown_rank_ellipsis_is_refused_with_a_note():
     model = build("einsum_diagonal")
+    del model.graph.input[0].type.tensor_type.shape.dim[:]
+    model.graph.input[0].type.tensor_type.ClearField("shape")
     fixed, result = apply_pass("decompose-ops", model)
     assert not result.modified and ops(fixed) == ["Einsum"]
-    assert any("diagonal" in w for w in result.warnings)
+    assert any("unknown rank" in w for w in result.warnings)
 
 
 @pytest.mark.parametrize("trt", ["10.12", "11.0"])

@@ -132,3 +132,31 @@ def static_shape(tensor) -> Optional[list]:
     if dims is None or any(d is None for d in dims):
         return None
     return dims
+
+
+def refusals(model, target) -> Dict[str, str]:
+    """node display name -> why its ``ops`` rule would leave it alone, for the top-level nodes those
+    rules anchor at (`graphfix check` then names no fix for them). Runs each rule's own match."""
+    from ..graph_utils import to_graph
+    from ..pass_api import PassContext
+    from .patterns import inferred_shapes
+    from .registry import registered_rules
+    from .rule import Match, NearMiss
+    rules = [r for r in registered_rules(kind=DECOMPOSE, family=OPS_FAMILY) if r.needs(target)]
+    ops = {op for r in rules for op in r.anchor_ops}
+    if not any(n.op_type in ops and n.domain in ("", "ai.onnx") for n in model.graph.node):
+        return {}
+    graph = to_graph(model)
+    ctx = PassContext(target=target, model=model)
+    out: Dict[str, str] = {}
+    with inferred_shapes(graph):
+        for node in list(graph.nodes):
+            for rule in rules:
+                if node.op not in rule.anchor_ops or (node.domain or "") not in ("", "ai.onnx"):
+                    continue
+                found = rule.match_node(graph, node, ctx)
+                if isinstance(found, NearMiss):
+                    out[node_display(graph, node)] = found.reason
+                elif not isinstance(found, Match):
+                    out[node_display(graph, node)] = "not a form this rewrite handles"
+    return out

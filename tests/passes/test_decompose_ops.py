@@ -81,13 +81,26 @@ def test_einsum_diagonal_is_taken_exactly():
     np.testing.assert_array_equal(_run(fixed, {"x0": a})[0], np.diagonal(a))
 
 
-def test_einsum_unknown_rank_ellipsis_is_refused_with_a_note():
+def test_einsum_unknown_rank_ellipsis_is_refused_with_a_note_and_check_names_no_fix():
     model = build("einsum_diagonal")
-    del model.graph.input[0].type.tensor_type.shape.dim[:]
     model.graph.input[0].type.tensor_type.ClearField("shape")
     fixed, result = apply_pass("decompose-ops", model)
     assert not result.modified and ops(fixed) == ["Einsum"]
     assert any("unknown rank" in w for w in result.warnings)
+    flagged = [f for f in check_model(model, trt="8.6").findings if f.rule == "einsum_features"]
+    assert flagged and all(f.fix_pass is None for f in flagged)
+
+
+def test_check_names_no_fix_for_attention_with_a_kv_cache():
+    model = build("attention_bool_mask_4d")
+    node = model.graph.node[0]
+    node.input.extend(["past_k", "past_v"])
+    model.graph.input.extend([onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [1, 2, 2, d])
+                              for n, d in (("past_k", 4), ("past_v", 6))])
+    finding = next(f for f in check_model(model, trt="8.6").findings if f.op == "Attention")
+    assert finding.rule == "unsupported-op" and finding.fix_pass is None
+    assert next(f for f in check_model(build("attention_bool_mask_4d"), trt="8.6").findings
+                if f.op == "Attention").fix_pass == "decompose-ops"
 
 
 @pytest.mark.parametrize("trt", ["10.12", "11.0"])

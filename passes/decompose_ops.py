@@ -8,7 +8,9 @@ ops_base); ONNX Runtime checks the result.
 
 It runs before target-opset: the opset-23 ops it removes have no older form, so target-opset could
 not bring such a model down to the target's opset while they are in it, and the ops it emits are
-written in the model's opset form, which target-opset then lowers.
+written in the model's opset form, which target-opset then lowers. Parts of a rewrite that depend
+only on constants (constant scatter indices, position ids, masks) are computed here
+(ops_base.fold_own_constants): fold-constants ran before this pass.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import onnx_graphsurgeon as gs
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.plugin_rules import DECOMPOSE, registered_rules
 from graphfix.plugin_rules.engine import anchors, apply_rules
-from graphfix.plugin_rules.ops_base import OPS_FAMILY, profile_findings
+from graphfix.plugin_rules.ops_base import OPS_FAMILY, fold_own_constants, profile_findings
 from graphfix.registry import register_pass
 
 
@@ -39,5 +41,9 @@ class DecomposeOps(Pass):
         if not any(r.wanted(self.context)[0] and anchors(graph, r) for r in rules):
             return result
         with profile_findings(graph, self.context.target):
-            apply_rules(graph, rules, self.context, result, prefix="decompose-ops", action="decompose")
+            changed = apply_rules(graph, rules, self.context, result, prefix="decompose-ops", action="decompose")
+        if changed:
+            folded = fold_own_constants(graph, "gf.decompose-ops.", int(self.context.fold_size_limit))
+            if folded:
+                result.count("constants_folded", folded)
         return result

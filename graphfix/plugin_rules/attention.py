@@ -137,6 +137,10 @@ class AttentionDecompose(OpsDecompose):
             qh, kh, head = qd[1], kd[1], qd[3]
             if qh is None or kh is None or head is None:
                 return NearMiss(node.name, "head counts and the head size must be static")
+        k_head = kd[3] if len(kd) == 4 else (kd[2] // kh if kd[2] is not None else None)
+        v_head = vd[3] if len(vd) == 4 else (vd[2] // kh if vd[2] is not None else None)
+        if qh != kh and (k_head is None or v_head is None):
+            return NearMiss(node.name, "grouped-query heads need static K/V head sizes")
         if qh % kh:
             return NearMiss(node.name, f"{qh} query heads are not a multiple of {kh} key/value heads")
         causal = bool(int(a.get("is_causal", 0)))
@@ -146,6 +150,7 @@ class AttentionDecompose(OpsDecompose):
         return Match(anchor=node.name, nodes=[node], inputs=list(node.inputs[:4]), outputs=[node.outputs[0]],
                      details={"causal": causal, "q_heads": qh, "kv_heads": kh},
                      data={"rank": len(qd), "qh": qh, "kh": kh, "head": head, "causal": causal, "lens": lens,
+                           "k_head": k_head, "v_head": v_head,
                            "scale": a.get("scale")})
 
     def rewrite(self, graph, match, build):
@@ -162,7 +167,8 @@ class AttentionDecompose(OpsDecompose):
                        for t, h in ((q, d["qh"]), (k, d["kh"]), (v, d["kh"]))]
         if d["qh"] != d["kh"]:   # each K/V head serves qh/kh consecutive query heads
             rep = d["qh"] // d["kh"]
-            k, v = [self._repeat_heads(build, graph, t, rep, d["qh"], dtype) for t in (k, v)]
+            k, v = [self._repeat_heads(build, graph, t, rep, d["qh"], size, dtype)
+                    for t, size in ((k, d["k_head"]), (v, d["v_head"]))]
         scale = d["scale"] if d["scale"] is not None else 1.0 / np.sqrt(d["head"])
         root = build.const(np.asarray(np.sqrt(scale), dtype), "sqrt_scale")
         kt = build.op("Transpose", build.op("Mul", k, root, dtype=dtype), attrs={"perm": [0, 1, 3, 2]}, dtype=dtype)
@@ -195,10 +201,8 @@ class AttentionDecompose(OpsDecompose):
         return {}
 
     @staticmethod
-    def _repeat_heads(build, graph, t, rep: int, heads: int, dtype):
+    def _repeat_heads(build, graph, t, rep: int, heads: int, size: int, dtype):
         """[B, Hk, S, D] -> [B, Hk*rep, S, D], head j repeated rep times in a row (np.repeat axis 1)."""
         wide = build.op("Expand", unsqueeze(build, graph, t, [2], dtype=dtype),
                         _i64(build, [1, 1, rep, 1, 1], "reps"), dtype=dtype)
-        b, s_d = build.shape_of(t, slice(0, 1)), build.shape_of(t, slice(2, 4))
-        shape = build.op("Concat", b, _i64(build, [heads], "heads"), s_d, attrs={"axis": 0}, dtype=np.int64)
-        return build.op("Reshape", wide, shape, dtype=dtype)
+        return build.op("Reshape", wide, _i64(build, [0, heads, -1, size], "shape"), dtype=dtype)

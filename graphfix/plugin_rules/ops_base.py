@@ -160,3 +160,58 @@ def refusals(model, target) -> Dict[str, str]:
                 elif not isinstance(found, Match):
                     out[node_display(graph, node)] = "not a form this rewrite handles"
     return out
+
+
+# The ops decompose-ops emits. Where a rewrite made some of them constant (constant scatter indices,
+# position ids, masks, or a whole constant scatter), the pass computes them itself (fold-constants ran
+# before it and would fold them on a second run). onnx.reference computes them as ONNX Runtime does,
+# float reductions and MatMul up to summation order.
+FOLD_OPS = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Less", "Greater", "Equal", "And", "Or", "Not", "Where",
+            "Gather", "Reshape", "Unsqueeze", "Squeeze", "Concat", "Transpose", "Slice", "Cast", "Expand", "Pad",
+            "ReduceSum", "ReduceProd", "ReduceMax", "ReduceMin", "MatMul", "Softmax")
+
+
+def fold_own_constants(graph: gs.Graph, prefix: str, limit_bytes: int) -> int:
+    """Replace the nodes named ``prefix``* whose inputs are all constants by their values (evaluated
+    with onnx.reference), repeatedly; graph outputs stay node-produced. Returns how many folded."""
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+    outputs = {t.name for t in graph.outputs}
+    folded = 0
+    progress = True
+    while progress:
+        progress = False
+        for node in list(graph.nodes):
+            if not node.name.startswith(prefix) or node.op not in FOLD_OPS or len(node.outputs) != 1:
+                continue
+            if any(t.name in outputs for t in node.outputs):
+                continue
+            if not node.inputs or not all(isinstance(t, gs.Constant) or t.name == "" for t in node.inputs):
+                continue
+            names = [t.name or "" for t in node.inputs]
+            single = onnx.helper.make_node(node.op, names, ["y"], **_attrs(node))
+            feeds = {t.name: t.values for t in node.inputs if isinstance(t, gs.Constant)}
+            model = onnx.helper.make_model(onnx.helper.make_graph(
+                [single], "fold", [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(
+                    feeds[n].dtype), feeds[n].shape) for n in dict.fromkeys(feeds)],
+                [onnx.helper.make_empty_tensor_value_info("y")]),
+                opset_imports=[onnx.helper.make_opsetid("", int(graph.opset))])
+            value = np.asarray(ReferenceEvaluator(model).run(None, feeds)[0])
+            if value.nbytes > limit_bytes:
+                continue
+            out = node.outputs[0]
+            const = gs.Constant(out.name, np.ascontiguousarray(value))
+            for consumer in list(out.outputs):
+                for i, t in enumerate(list(consumer.inputs)):
+                    if t is out:
+                        consumer.inputs[i] = const
+            node.inputs.clear()
+            node.outputs.clear()
+            graph.nodes = [n for n in graph.nodes if n is not node]
+            folded += 1
+            progress = True
+    return folded
+
+
+def _attrs(node: gs.Node) -> dict:
+    return {k: v for k, v in node.attrs.items()}

@@ -8,11 +8,13 @@ when interleaved; cos/sin come from the caches (Gather by position_ids when give
 real = cos*x1 - sin*x2, imag = sin*x1 + cos*x2; the rest passes through. Needs a static head size.
 
 Attention: Q/K/V 3-D (q_num_heads/kv_num_heads) or 4-D; scale (default 1/sqrt(head size)) applied as
-sqrt(scale) to Q and to K as the reference does; an additive float or boolean mask, is_causal
-(static sequence lengths), grouped-query K/V heads (repeated to Q's, static head counts); rows a
-mask blocks entirely give 0 (the reference's rule). Refused: past_key/past_value, nonpad_kv_seqlen,
-softcap, sliding windows, softmax_precision other than the input type, and a used present_key /
-present_value / qk_matmul_output.
+sqrt(scale) to Q and to K as the reference does; softcap (c * tanh(s / c)); an additive float or
+boolean mask (a mask shorter than the keys is padded with -inf, as the reference does); is_causal
+(bottom-right aligned by the past length; static lengths); a KV cache (present = Concat(past, new)
+on the sequence axis, wired to present_key/present_value); grouped-query K/V heads (repeated to Q's,
+static head counts); rows a mask blocks entirely give 0 (the reference's rule). Refused:
+nonpad_kv_seqlen, sliding windows, softmax_precision other than the input type, a used
+qk_matmul_output.
 """
 from __future__ import annotations
 
@@ -105,19 +107,18 @@ class RotaryEmbeddingDecompose(OpsDecompose):
 @register_rule
 class AttentionDecompose(OpsDecompose):
     name = "attention"
-    summary = "Attention (opset 23, no KV cache/softcap) -> MatMul/Softmax/MatMul (+ mask, causal, GQA)"
+    summary = "Attention (opset 23) -> MatMul/Softmax/MatMul (+ mask, causal, GQA, softcap, KV cache)"
     anchor_ops = ("Attention",)
 
     def match_node(self, graph, node, ctx):
         a = node.attrs
-        for i, what in ((4, "past_key"), (5, "past_value"), (6, "nonpad_kv_seqlen")):
-            if optional_input(node, i) is not None:
-                return NearMiss(node.name, f"{what} is given (KV cache)")
-        for i, what in ((1, "present_key"), (2, "present_value"), (3, "qk_matmul_output")):
-            if used(graph, optional_output(node, i)):
-                return NearMiss(node.name, f"its output {what} is used")
-        if float(a.get("softcap", 0.0)) != 0.0:
-            return NearMiss(node.name, "softcap is set")
+        if optional_input(node, 6) is not None:
+            return NearMiss(node.name, "nonpad_kv_seqlen is given (external KV cache)")
+        past_k, past_v = optional_input(node, 4), optional_input(node, 5)
+        if (past_k is None) != (past_v is None):
+            return NearMiss(node.name, "past_key and past_value must come together")
+        if used(graph, optional_output(node, 3)):
+            return NearMiss(node.name, "its output qk_matmul_output is used")
         if int(a.get("left_window_size", -1)) >= 0 or int(a.get("right_window_size", -1)) >= 0:
             return NearMiss(node.name, "a sliding window is set")
         q, k, v = node.inputs[:3]
@@ -144,12 +145,23 @@ class AttentionDecompose(OpsDecompose):
         if qh % kh:
             return NearMiss(node.name, f"{qh} query heads are not a multiple of {kh} key/value heads")
         causal = bool(int(a.get("is_causal", 0)))
+        past = 0
+        if past_k is not None:
+            pd = static_dims(past_k)
+            past = pd[2] if pd is not None and len(pd) == 4 else None
         lens = (qd[1], kd[1]) if len(qd) == 3 else (qd[2], kd[2])
-        if causal and None in lens:
-            return NearMiss(node.name, "is_causal needs static sequence lengths")
-        return Match(anchor=node.name, nodes=[node], inputs=list(node.inputs[:4]), outputs=[node.outputs[0]],
+        if causal and (None in lens or past is None):
+            return NearMiss(node.name, "is_causal needs static sequence lengths (past included)")
+        md = static_dims(optional_input(node, 3))
+        total = None if lens[1] is None or past is None else lens[1] + past
+        pad = 0
+        if md is not None and md and md[-1] is not None and total is not None and md[-1] < total:
+            pad = total - md[-1]   # the reference pads a short mask: -inf / False for the extra keys
+        return Match(anchor=node.name, nodes=[node], inputs=list(node.inputs[:6]),
+                     outputs=list(node.outputs[:3]),
                      details={"causal": causal, "q_heads": qh, "kv_heads": kh},
                      data={"rank": len(qd), "qh": qh, "kh": kh, "head": head, "causal": causal, "lens": lens,
+                           "past": past or 0, "mask_pad": pad, "softcap": float(a.get("softcap", 0.0)),
                            "k_head": k_head, "v_head": v_head,
                            "scale": a.get("scale")})
 
@@ -157,14 +169,22 @@ class AttentionDecompose(OpsDecompose):
         node = match.nodes[0]
         d = match.data
         q, k, v = node.inputs[:3]
-        mask = optional_input(node, 3)
+        mask, past_k, past_v = optional_input(node, 3), optional_input(node, 4), optional_input(node, 5)
         out = match.outputs[0]
+        presents = [optional_output(node, 1), optional_output(node, 2)]
         dtype = dtype_or_float(q)
         remove_nodes(graph, [node])
         if d["rank"] == 3:    # [B, S, H*D] -> [B, H, S, D]
             q, k, v = [build.op("Transpose", build.op("Reshape", t, _i64(build, [0, 0, h, -1], "shape"),
                                                       dtype=dtype), attrs={"perm": [0, 2, 1, 3]}, dtype=dtype)
                        for t, h in ((q, d["qh"]), (k, d["kh"]), (v, d["kh"]))]
+        if past_k is not None:   # the KV cache grows by this step's keys/values: present = [past, new]
+            k, v = [build.node("Concat", [p, t], outputs=[o] if used(graph, o) else None, attrs={"axis": 2},
+                               dtype=dtype)[0] for p, t, o in ((past_k, k, presents[0]), (past_v, v, presents[1]))]
+        else:                    # no cache: present_key/value are K/V in [B, H, S, D]
+            for t, o in ((k, presents[0]), (v, presents[1])):
+                if used(graph, o):
+                    build.node("Identity", [t], outputs=[o])
         if d["qh"] != d["kh"]:   # each K/V head serves qh/kh consecutive query heads
             rep = d["qh"] // d["kh"]
             k, v = [self._repeat_heads(build, graph, t, rep, d["qh"], size, dtype)
@@ -173,6 +193,10 @@ class AttentionDecompose(OpsDecompose):
         root = build.const(np.asarray(np.sqrt(scale), dtype), "sqrt_scale")
         kt = build.op("Transpose", build.op("Mul", k, root, dtype=dtype), attrs={"perm": [0, 1, 3, 2]}, dtype=dtype)
         scores = build.op("MatMul", build.op("Mul", q, root, dtype=dtype), kt, dtype=dtype)
+        if d["softcap"] > 0:     # softcap * tanh(scores / softcap), before the bias (reference)
+            cap = build.const(np.asarray(d["softcap"], dtype), "softcap")
+            scores = build.op("Mul", build.op("Tanh", build.op("Div", scores, cap, dtype=dtype), dtype=dtype), cap,
+                              dtype=dtype)
         bias = None
         if mask is not None:
             if np.dtype(mask.dtype or np.float32) == np.bool_:
@@ -180,9 +204,15 @@ class AttentionDecompose(OpsDecompose):
                                 build.const(np.asarray(-np.inf, dtype), "minus_inf"), dtype=dtype)
             else:
                 bias = mask
+            if d["mask_pad"]:
+                rank = len(static_dims(mask))
+                pads = [0] * (2 * rank)
+                pads[-1] = d["mask_pad"]
+                bias = build.op("Pad", bias, _i64(build, pads, "pads"),
+                                build.const(np.asarray(-np.inf, dtype), "minus_inf"), dtype=dtype)
         if d["causal"]:
-            sq, skv = d["lens"]
-            allowed = np.arange(skv)[None, :] <= np.arange(sq)[:, None]
+            sq, skv = d["lens"][0], d["lens"][1] + d["past"]
+            allowed = np.arange(skv)[None, :] <= np.arange(sq)[:, None] + d["past"]
             causal = build.const(np.where(allowed, 0, -np.inf).astype(dtype), "causal")
             bias = causal if bias is None else build.op("Add", bias, causal, dtype=dtype)
         if bias is not None:

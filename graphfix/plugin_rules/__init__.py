@@ -7,6 +7,7 @@ Public API (see docs/plugins.md):
     load_rule_file(path)                import a user's rule module (``graphfix fix --plugin-rules``)
     registered_rules(kind, family)      the rules, sorted by name
     passes_for_op(op, domain, target)   the passes whose rules rewrite an op
+    passes_for_finding(op, check, target)  the passes whose rules remove a `graphfix check` finding
     Builder                             what a rule's rewrite() builds with (build.py)
 
 Built-in families: nms (EfficientNMS_TRT), roi_align (ROIAlign_TRT), group_norm
@@ -17,7 +18,8 @@ computes wrong, per its profile: scatter_reduce, einsum, elementwise, crop_pad, 
 from __future__ import annotations
 
 from .build import PLUGIN_DOMAIN, Builder, FieldError, FunctionBody, default_function_body, plugin_attr
-from .registry import get_rule, load_rule_file, passes_for_finding, passes_for_op, register_rule, registered_rules, unregister_rule
+from .registry import (get_rule, load_rule_file, passes_for_finding, passes_for_op, register_rule, registered_rules,
+                       unregister_rule)
 from .rule import DECOMPOSE, PLUGIN, Match, NearMiss, PluginSpec, Rule
 
 __all__ = ["Rule", "PluginSpec", "Match", "NearMiss", "Builder", "FunctionBody", "FieldError",

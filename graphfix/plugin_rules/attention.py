@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from .build import remove_nodes
-from .ops_base import OpsDecompose, dtype_or_float, reduce, static_shape, unsqueeze
+from .ops_base import OpsDecompose, dtype_or_float, reduce, unsqueeze
 from .patterns import optional_input, optional_output, static_dims, used
 from .registry import register_rule
 from .rule import Match, NearMiss

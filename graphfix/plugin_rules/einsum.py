@@ -15,7 +15,8 @@ outside a-z (``einsum_chars``). This rule rewrites such nodes into ops TensorRT 
 - more than two operands are contracted left to right, keeping the letters needed later.
 A subscript repeated within one operand (a diagonal, 'ii->i') keeps the elements where the indices
 agree (Where with a constant identity mask; needs that dim static) and sums one of the two axes away.
-Refused (left alone, with a note): an ellipsis of unknown rank, a merge of dynamic dims, an equation that does not parse.
+Refused (left alone, with a note): an ellipsis of unknown rank, a merge of dynamic dims, broadcasting
+over a summed or free letter, an equation that does not parse.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .build import remove_nodes
-from .ops_base import OpsDecompose, dtype_or_float, prod, reduce, squeeze, static_shape, unsqueeze
+from .ops_base import OpsDecompose, dtype_or_float, prod, reduce, squeeze, unsqueeze
 from .patterns import static_dims
 from .registry import register_rule
 from .rule import Match, NearMiss

@@ -13,9 +13,10 @@ from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops
 SCATTER = ["scatter_elements_add_duplicates", "scatter_elements_max_axis0", "scatter_elements_add_int32",
            "scatternd_mul_duplicates", "scatternd_min_elements"]
 OTHER = ["bitwise_int32_ops", "center_crop_pad_const"]
-OPSET23 = ["attention_gqa_causal_3d", "attention_bool_mask_4d", "attention_kv_cache_softcap", "rotary_interleaved_partial_4d", "rotary_halves_3d"]
-EINSUM = ["einsum_diagonal", "einsum_ellipsis_attention_scores", "einsum_broadcast_batch_matmul", "einsum_uppercase_projection",
-          "einsum_ellipsis_misc"]
+OPSET23 = ["attention_gqa_causal_3d", "attention_bool_mask_4d", "attention_kv_cache_softcap",
+           "rotary_interleaved_partial_4d", "rotary_halves_3d"]
+EINSUM = ["einsum_diagonal", "einsum_ellipsis_attention_scores", "einsum_broadcast_batch_matmul",
+          "einsum_uppercase_projection", "einsum_ellipsis_misc"]
 
 
 def _run(model, feeds):

@@ -814,6 +814,7 @@ class _Checker:
         self.findings: List[Finding] = []
         self._seen: Set[Tuple] = set()
         self._doc = profile.sources[0] if profile.sources else ""   # the line's operators.md
+        self._refusals: Optional[Dict[str, str]] = None   # decompose-ops near misses (lazy)
 
     def add(self, node: Optional[str], op: Optional[str], severity: str, reason: str,
             fix: Optional[str], source: str, rule_name: str) -> None:
@@ -998,7 +999,7 @@ class _Checker:
             since = entry.get("available_since")
             why = (f"TensorRT imports {op} from {since}" if since else
                    f"the TensorRT {p.version} ONNX parser has no importer for {op}")
-            self.add(ref.display, op, "error", why, self._missing_op_fix(node),
+            self.add(ref.display, op, "error", why, self._missing_op_fix(node, ref),
                      entry.get("source") or (p.sources[0] if p.sources else ""), "unsupported-op")
             return
         entry = p.op(op)
@@ -1016,6 +1017,9 @@ class _Checker:
             applies = FIX_APPLIES.get((r["check"], fix))
             if applies is not None and not applies(self.ctx, ref, r):
                 fix = None
+            if fix is None:   # a rewrite rule that removes this finding (plugin_rules: Rule.fixes)
+                from .plugin_rules import passes_for_finding
+                fix = self._unless_refused(ref, next(iter(passes_for_finding(op, r["check"], p.version)), None))
             reason = r["reason"] + (f" ({detail})" if detail else "")
             self.add(ref.display, op, r["severity"], reason, fix, r.get("source", ""), r["check"])
         if p.myelin_bool_unsafe_ops and op in p.myelin_bool_unsafe_ops:
@@ -1067,13 +1071,24 @@ class _Checker:
                  f"looks for a TensorRT plugin named {node.op_type} and none is known", self._missing_op_fix(node),
                  self._doc, "custom-op")
 
-    def _missing_op_fix(self, node: onnx.NodeProto) -> Optional[str]:
+    def _unless_refused(self, ref: Optional[NodeRef], fix: Optional[str]) -> Optional[str]:
+        """`fix`, unless it is decompose-ops and its rule's own match refuses this node."""
+        if fix != "decompose-ops" or ref is None:
+            return fix
+        if ref.graph_path:   # the pass rewrites main-graph nodes only
+            return None
+        if self._refusals is None:
+            from .plugin_rules.ops_base import refusals
+            self._refusals = refusals(self.facts.model, self.profile.version)
+        return None if ref.display in self._refusals else fix
+
+    def _missing_op_fix(self, node: onnx.NodeProto, ref: Optional[NodeRef] = None) -> Optional[str]:
         """The pass that rewrites an op the parser cannot import: a rewrite rule's pass (contrib and
         quantized decompositions, plugins), else target-opset's decompositions and CastLike -> Cast."""
         from .plugin_rules import passes_for_op
         found = passes_for_op(node.op_type, node.domain, self.profile.version)
         if found:
-            return found[0]
+            return self._unless_refused(ref, found[0])
         if node.domain in DEFAULT_DOMAINS:
             from .passes.target_opset import replaces_missing_op
             return "target-opset" if replaces_missing_op(node.op_type) else None

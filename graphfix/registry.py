@@ -12,6 +12,7 @@ PIPELINE_ORDER: List[str] = [
     "fold-constants",
     "decompose-contrib",
     "decompose-quantized",
+    "decompose-ops",
     "target-opset",
     "int64-to-int32",
     "cast-bool",

@@ -226,16 +226,16 @@ def test_unknown_shape_names_are_refused_even_without_checks():
 
 def test_ok_needs_check_clean_on_the_output():
     from graphfix.diagnose import check_model
-    fixed, report = graphfix.fix(build("check_scatter_reduction"), trt="8.6")
+    fixed, report = graphfix.fix(build("check_trilu_default_upper"), trt="8.6")
     assert report.checks[0]["kind"] == "ort" and report.checks[0]["passed"] is True
     verdict = report.checks[-1]
     assert verdict["kind"] == "trt-check" and verdict["passed"] is False
     assert [(r["op"], r["severity"], r["remedy"]) for r in verdict["remaining"]] == \
-        [("ScatterElements", "wrong-result", "no automatic fix")]
+        [("Trilu", "wrong-result", "no automatic fix")]
     assert not check_model(fixed, trt="8.6").clean        # the same facts `graphfix check` reports
     assert not report.ok and report.verdict == "NOT OK"
     text = report.summary()
-    assert "graphfix check for TensorRT 8.6: FAILED" in text and "(ScatterElements)" in text and "-> no automatic fix" in text
+    assert "graphfix check for TensorRT 8.6: FAILED" in text and "(Trilu)" in text and "-> no automatic fix" in text
 
 
 def test_remaining_finding_names_the_flag_that_fixes_it():

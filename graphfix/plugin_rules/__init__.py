@@ -7,11 +7,13 @@ Public API (see docs/plugins.md):
     load_rule_file(path)                import a user's rule module (``graphfix fix --plugin-rules``)
     registered_rules(kind, family)      the rules, sorted by name
     passes_for_op(op, domain, target)   the passes whose rules rewrite an op
+    passes_for_finding(op, check, target)  the passes whose rules remove a `graphfix check` finding
     Builder                             what a rule's rewrite() builds with (build.py)
 
 Built-in families: nms (EfficientNMS_TRT), roi_align (ROIAlign_TRT), group_norm
 (GroupNormalizationPlugin), contrib (ONNX Runtime com.microsoft ops: plugins and decompositions),
-quantized (integer / dynamic-quantized ops -> float ops).
+quantized (integer / dynamic-quantized ops -> float ops), ops (standard ops a TensorRT version lacks or
+computes wrong, per its profile: scatter_reduce, einsum, elementwise, crop_pad, attention; ops_base.py).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import importlib
 # for onnx and numpy, which build.py needs.
 _LAZY = {"PLUGIN_DOMAIN": "build", "Builder": "build", "FieldError": "build", "FunctionBody": "build",
          "default_function_body": "build", "plugin_attr": "build", "get_rule": "registry",
-         "load_rule_file": "registry", "passes_for_op": "registry", "register_rule": "registry",
+         "load_rule_file": "registry", "passes_for_finding": "registry", "passes_for_op": "registry", "register_rule": "registry",
          "registered_rules": "registry", "unregister_rule": "registry", "DECOMPOSE": "rule", "PLUGIN": "rule",
          "Match": "rule", "NearMiss": "rule", "PluginSpec": "rule", "Rule": "rule"}
 
@@ -37,4 +39,5 @@ def __getattr__(name: str):
 
 __all__ = ["Rule", "PluginSpec", "Match", "NearMiss", "Builder", "FunctionBody", "FieldError",
            "register_rule", "unregister_rule", "registered_rules", "get_rule", "load_rule_file", "passes_for_op",
+           "passes_for_finding",
            "default_function_body", "plugin_attr", "PLUGIN", "DECOMPOSE", "PLUGIN_DOMAIN"]

@@ -21,7 +21,8 @@ from typing import Dict, List, Optional, Type, Union
 from ..errors import UsageError
 from .rule import DECOMPOSE, PLUGIN, Rule
 
-BUILTIN_MODULES = ("nms", "roi_align", "group_norm", "contrib", "quantized")
+BUILTIN_MODULES = ("nms", "roi_align", "group_norm", "contrib", "quantized", "scatter_reduce", "einsum",
+                   "elementwise", "crop_pad", "attention")
 
 _RULES: Dict[str, Rule] = {}
 _builtins_loaded = False
@@ -56,8 +57,8 @@ def _validate(rule: Rule) -> None:
         raise UsageError(f"rule '{rule.name}': kind must be '{PLUGIN}' or '{DECOMPOSE}'")
     if rule.kind == PLUGIN and rule.plugin is None:
         raise UsageError(f"rule '{rule.name}': a plugin rule needs a PluginSpec")
-    if rule.kind == DECOMPOSE and rule.family not in ("contrib", "quantized"):
-        raise UsageError(f"rule '{rule.name}': a decompose rule's family must be 'contrib' or 'quantized'")
+    if rule.kind == DECOMPOSE and rule.family not in ("contrib", "quantized", "ops"):
+        raise UsageError(f"rule '{rule.name}': a decompose rule's family must be 'contrib', 'quantized' or 'ops'")
     if not rule.anchor_ops:
         raise UsageError(f"rule '{rule.name}': anchor_ops is empty")
 
@@ -81,8 +82,17 @@ def passes_for_op(op: str, domain: Optional[str] = None, target=None) -> List[st
     def same_domain(rule: Rule) -> bool:
         return domain is None or (rule.anchor_domain or "") == ("" if domain == "ai.onnx" else domain)
     rules = [r for r in _RULES.values() if op in r.anchor_ops and same_domain(r)
-             and (target is None or r.needed.contains(target))]
+             and (target is None or r.needs(target))]
     names = {r.pass_name for r in ([r for r in rules if r.default] or rules)}
+    return [p for p in PIPELINE_ORDER if p in names]
+
+
+def passes_for_finding(op: str, check: str, target=None) -> List[str]:
+    """The passes (pipeline order) whose rules remove a `graphfix check` finding of rule `check`
+    on a default-domain `op` where `target` needs them (Rule.fixes; e.g. ScatterElements' reduction)."""
+    from ..registry import PIPELINE_ORDER
+    _load_builtins()
+    names = {r.pass_name for r in _RULES.values() if r.fixes(op, check) and (target is None or r.needs(target))}
     return [p for p in PIPELINE_ORDER if p in names]
 
 

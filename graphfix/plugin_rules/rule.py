@@ -69,7 +69,7 @@ class Rule:
     name: ClassVar[str] = ""                 # kebab-case, unique; the report key
     summary: ClassVar[str] = ""
     kind: ClassVar[str] = PLUGIN             # PLUGIN or DECOMPOSE
-    family: ClassVar[str] = ""               # DECOMPOSE only: "contrib" or "quantized" (which pass runs it)
+    family: ClassVar[str] = ""               # DECOMPOSE only: "contrib", "quantized" or "ops" (which pass runs it)
     anchor_ops: ClassVar[Tuple[str, ...]] = ()   # op types a match starts from
     anchor_domain: ClassVar[str] = ""        # their domain ("" = ONNX; "com.microsoft" = ORT contrib)
     plugin: ClassVar[Optional[PluginSpec]] = None
@@ -100,6 +100,15 @@ class Rule:
         return f"decompose-{self.family}" if self.kind == DECOMPOSE else "plugins"
 
     # -- selection -------------------------------------------------------------------------------
+    def needs(self, target: TrtVersion) -> bool:
+        """Whether `target` needs this rewrite (``needed``; family ``ops`` reads the profiles)."""
+        return self.needed.contains(target)
+
+    def fixes(self, op: str, check: str) -> bool:
+        """Whether this rule's rewrite removes a `graphfix check` finding (`check`: the finding's
+        rule, e.g. a profile check name) on `op`. Plugin and contrib rules declare none."""
+        return False
+
     def asked(self, ctx: "PassContext") -> bool:
         return bool(self.option) and bool(ctx.options.get(self.option))
 
@@ -109,7 +118,7 @@ class Rule:
         disabled = set(ctx.options.get("disable_rules") or ())
         if self.name in disabled:
             return False, None
-        if not self.asked(ctx) and not (self.default and self.needed.contains(target)):
+        if not self.asked(ctx) and not (self.default and self.needs(target)):
             return False, None
         if self.plugin is not None and not self.plugin.ships.contains(target):
             return False, (f"{self.name}: not applied, TensorRT {target} does not ship plugin "

@@ -1,0 +1,185 @@
+"""decompose-ops: standard ops TensorRT 8.6 computes wrong or cannot import -> ops it computes right,
+checked in ONNX Runtime (and against an exact numpy reference for integer scatter), named by check."""
+import numpy as np
+import onnx
+import pytest
+
+import graphfix
+
+from graphfix.diagnose import check_model
+from graphfix.fixtures import build
+from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops
+
+SCATTER = ["scatter_elements_add_duplicates", "scatter_elements_max_axis0", "scatter_elements_add_int32",
+           "scatternd_mul_duplicates", "scatternd_min_elements"]
+OTHER = ["bitwise_int32_ops", "center_crop_pad_const"]
+OPSET23 = ["attention_gqa_causal_3d", "attention_bool_mask_4d", "attention_kv_cache_softcap",
+           "rotary_interleaved_partial_4d", "rotary_halves_3d"]
+EINSUM = ["einsum_diagonal", "einsum_ellipsis_attention_scores", "einsum_broadcast_batch_matmul",
+          "einsum_uppercase_projection", "einsum_ellipsis_misc"]
+
+
+def _run(model, feeds):
+    import onnxruntime as ort
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+@pytest.mark.parametrize("fixture", SCATTER + EINSUM + OTHER + OPSET23)
+def test_rewritten_equivalent_idempotent_and_named_by_check(fixture):
+    model = build(fixture)
+    findings = [f for f in check_model(model, trt="8.6").findings if f.node]
+    assert findings and all(f.fix_pass == "decompose-ops" for f in findings)
+    fixed, result = apply_pass("decompose-ops", model)
+    assert result.modified and not result.warnings
+    assert not {"Einsum", "ScatterElements", "ScatterND"} & set(ops(fixed))
+    onnx.checker.check_model(fixed, full_check=True)
+    assert_equivalent(model, fixed)
+    assert_idempotent("decompose-ops", model)
+    whole, report = graphfix.fix(model, trt="8.6")   # the pipeline leaves nothing for check to flag
+    assert report.ok
+    assert {p["name"]: p["status"] for p in report.to_json()["passes"]}["decompose-ops"] == "applied"
+    assert not [f for f in check_model(whole, trt="8.6").findings if f.node and f.severity != "warning"]
+
+
+def test_scatter_duplicates_reduce_exactly():
+    """Duplicates are the point of a reduction: compare with a numpy loop (integers: exact)."""
+    model = build("scatter_elements_add_int32")
+    fixed, _ = apply_pass("decompose-ops", model)
+    data = np.arange(12, dtype=np.int32).reshape(2, 6)
+    upd = np.array([[100, 10, 1], [7, 70, 700]], np.int32)
+    want = data.copy()
+    for i, row in enumerate([[5, 5, 0], [1, 1, 1]]):
+        for j, k in enumerate(row):
+            want[i, k] += upd[i, j]
+    got = _run(fixed, {"data": data, "upd": upd})[0]
+    np.testing.assert_array_equal(got, want)
+    # constant indices: the one-hot mask is computed in the pass (fold-constants ran before it)
+    assert ops(fixed) == ["Unsqueeze", "Where", "ReduceSum", "Transpose", "Add"]
+    masks = [i for i in fixed.graph.initializer if i.data_type == onnx.TensorProto.BOOL]
+    assert len(masks) == 1 and list(masks[0].dims) == [2, 3, 6]
+
+
+def test_scatternd_mul_duplicate_rows():
+    model = build("scatternd_mul_duplicates")
+    fixed, _ = apply_pass("decompose-ops", model)
+    data = np.full((4, 3), 2.0, np.float32)
+    upd = np.array([[1, 2, 3], [4, 5, 6], [0.5, 0.5, 0.5]], np.float32)
+    want = data.copy()
+    want[1] *= upd[0] * upd[1]
+    want[3] *= upd[2]
+    np.testing.assert_array_equal(_run(fixed, {"data": data, "upd": upd})[0], want)
+
+
+def test_einsum_becomes_matmul():
+    fixed, result = apply_pass("decompose-ops", build("einsum_ellipsis_attention_scores"))
+    assert "MatMul" in ops(fixed) and "Transpose" in ops(fixed)
+    assert result.changes[0].details["equation"] == "...qd,...kd->...qk"
+
+
+def test_einsum_diagonal_is_taken_exactly():
+    fixed, result = apply_pass("decompose-ops", build("einsum_diagonal"))
+    assert "Einsum" not in ops(fixed) and "Where" in ops(fixed) and not result.warnings
+    a = np.arange(16, dtype=np.float32).reshape(4, 4)
+    a[0, 1] = np.inf                       # off the diagonal: must not leak into the result
+    np.testing.assert_array_equal(_run(fixed, {"x0": a})[0], np.diagonal(a))
+
+
+def test_einsum_unknown_rank_ellipsis_is_refused_with_a_note_and_check_names_no_fix():
+    model = build("einsum_diagonal")
+    model.graph.input[0].type.tensor_type.ClearField("shape")
+    fixed, result = apply_pass("decompose-ops", model)
+    assert not result.modified and ops(fixed) == ["Einsum"]
+    assert any("unknown rank" in w for w in result.warnings)
+    flagged = [f for f in check_model(model, trt="8.6").findings if f.rule == "einsum_features"]
+    assert flagged and all(f.fix_pass is None for f in flagged)
+
+
+def test_check_names_no_fix_for_attention_whose_qk_output_is_used():
+    model = build("attention_bool_mask_4d")
+    model.graph.node[0].output.extend(["", "", "qk"])
+    model.graph.output.append(onnx.helper.make_tensor_value_info("qk", onnx.TensorProto.FLOAT, [1, 2, 3, 5]))
+    finding = next(f for f in check_model(model, trt="8.6").findings if f.op == "Attention")
+    assert finding.rule == "unsupported-op" and finding.fix_pass is None
+    _, result = apply_pass("decompose-ops", model)
+    assert not result.modified and any("qk_matmul_output" in w for w in result.warnings)
+    assert next(f for f in check_model(build("attention_bool_mask_4d"), trt="8.6").findings
+                if f.op == "Attention").fix_pass == "decompose-ops"
+
+
+@pytest.mark.parametrize("trt", ["10.12", "11.0"])
+def test_not_applied_where_the_profile_computes_it(trt):
+    for fixture in ("scatter_elements_add_duplicates", "einsum_ellipsis_attention_scores"):
+        _, result = apply_pass("decompose-ops", build(fixture), trt=trt)
+        assert not result.modified
+
+
+def test_applied_per_the_targets_profile():
+    """TensorRT 10.3 computes ScatterElements reductions but rejects ScatterND's (profile trt-10)."""
+    assert not apply_pass("decompose-ops", build("scatter_elements_add_duplicates"), trt="10.3")[1].modified
+    assert apply_pass("decompose-ops", build("scatternd_mul_duplicates"), trt="10.3")[1].modified
+
+
+def test_bitwise_exact_over_the_whole_int32_range():
+    """Extremes included (INT32_MIN/MAX, -1, 0): the arithmetic never overflows."""
+    fixed, result = apply_pass("decompose-ops", build("bitwise_int32_ops"))
+    assert not {"BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot"} & set(ops(fixed))
+    lo, hi = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+    a = np.array([[lo, hi, -1, 0], [5, -6, lo, hi], [12345, -98765, 7, -8]], np.int32)
+    b = np.array([[hi, lo, lo, -1], [3, -3, -1, 0], [-1, 255, -2, 1 << 30]], np.int32)
+    got = _run(fixed, {"a": a, "b": b})
+    for value, want in zip(got, [a & b, a | b, a ^ b, ~a]):
+        np.testing.assert_array_equal(value, want)
+
+
+def test_bitwise_int16_goes_through_int32():
+    model = build("bitwise_int16_and")
+    fixed, _ = apply_pass("decompose-ops", model)
+    assert ops(fixed).count("Cast") == 3 and "BitwiseAnd" not in ops(fixed)
+    a = np.array([-32768, 32767, -1, 0, -300], np.int16)
+    b = np.array([-1, -32768, 12345, -1, 0x0F0F], np.int16)
+    np.testing.assert_array_equal(_run(fixed, {"a": a, "b": b})[0], a & b)
+    assert_idempotent("decompose-ops", model)
+
+
+def test_center_crop_pad_is_slice_and_pad():
+    fixed, result = apply_pass("decompose-ops", build("center_crop_pad_const"))
+    assert ops(fixed) == ["Slice", "Pad"]
+    x = np.arange(90, dtype=np.float32).reshape(1, 5, 6, 3)
+    want = np.zeros((1, 4, 9, 3), np.float32)
+    want[:, :, 1:7, :] = x[:, 0:4, :, :]        # crop 5 -> 4 from (5-4)//2 = 0; pad 6 -> 9: 1 before
+    np.testing.assert_array_equal(_run(fixed, {"x": x})[0], want)
+
+
+@pytest.mark.parametrize("fixture", OPSET23)
+def test_opset23_ops_match_the_onnx_reference(fixture):
+    """onnx.reference.ReferenceEvaluator implements Attention/RotaryEmbedding exactly as specified:
+    the rewrite run in ONNX Runtime must agree with it on the original (not only with ORT's kernels)."""
+    from onnx.reference import ReferenceEvaluator
+    model = build(fixture)
+    fixed, _ = apply_pass("decompose-ops", model)
+    assert not {"Attention", "RotaryEmbedding"} & set(ops(fixed))
+    rng = np.random.default_rng(3)
+    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in model.graph.input}
+    want = ReferenceEvaluator(model).run(None, feeds)
+    got = _run(fixed, feeds)
+    assert len(got) == len(want)   # present_key / present_value too, where the model has them
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_short_mask_is_padded_like_the_reference():
+    """A mask covering only the new keys is padded with -inf for the cached ones (onnx.reference;
+    ONNX Runtime 1.32 refuses such a mask, so only the reference judges this case)."""
+    from onnx.reference import ReferenceEvaluator
+    model = build("attention_kv_cache_softcap")
+    mask = next(i for i in model.graph.initializer if i.name == "mask")
+    mask.CopyFrom(onnx.numpy_helper.from_array(np.array([[0.0, -1.5], [0.5, 0.0]], np.float32), "mask"))
+    fixed, _ = apply_pass("decompose-ops", model)
+    assert "Attention" not in ops(fixed)
+    rng = np.random.default_rng(5)
+    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in model.graph.input}
+    for g, w in zip(_run(fixed, feeds), ReferenceEvaluator(model).run(None, feeds)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)

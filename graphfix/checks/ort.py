@@ -1,7 +1,9 @@
 """ONNX Runtime equivalence: run two models on the same seeded inputs, compare per output.
 
 Polygraphy's runners and comparator do the work; this module chooses inputs and tolerances and
-turns the comparator's result into JSON-ready figures.
+turns the comparator's result into JSON-ready figures. A model with ops whose ONNX Runtime CPU
+kernels are inexact on some CPUs (integer GEMMs) is run by an exact reference instead, on every CPU
+(see exact_reference).
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import numpy as np
 import onnx
 
 from ..errors import CheckError
+from .exact_reference import (INEXACT_NOTE, ExactSession, needs_exact_reference, ort_integer_kernels_exact,
+                              run_exact)
 from .inputs import graph_inputs, make_feeds
 
 # (atol, rtol) per ONNX element type; integer and bool outputs must match exactly.
@@ -22,6 +26,7 @@ TOLERANCES = {
     onnx.TensorProto.BFLOAT16: (5e-2, 5e-2),
 }
 EXACT = (0.0, 0.0)
+EXACT_EVALUATOR = "onnx-reference"   # onnx.reference.ReferenceEvaluator with exact_ops
 
 
 @dataclass
@@ -46,21 +51,28 @@ class EquivalenceResult:
     # True when nothing could be compared because ORT cannot run the *reference* model (an opset
     # newer than the installed ORT knows): the rewrite is neither confirmed nor refuted
     unchecked: bool = False
+    # what computed each side ("reference"/"candidate" -> EXACT_EVALUATOR or "onnxruntime")
+    evaluators: Dict[str, str] = field(default_factory=dict)
+    note: Optional[str] = None       # why the figures may depend on this CPU
 
     def to_json(self) -> dict:
         doc = {"passed": self.passed, "error": self.error, "outputs": [o.to_json() for o in self.outputs]}
         if self.unchecked:
             doc["unchecked"] = True
+        if EXACT_EVALUATOR in self.evaluators.values() or self.note:
+            doc["evaluators"] = dict(self.evaluators)
+        if self.note:
+            doc["note"] = self.note
         return doc
 
     def worst(self) -> str:
         if self.error:
-            return self.error
+            return self.error + (f" ({self.note})" if self.note else "")
         bad = [o for o in self.outputs if not o.passed] or self.outputs
         if not bad:
             return "no outputs"
         o = max(bad, key=lambda s: s.max_abs)
-        return f"{o.name}: max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g}"
+        return f"{o.name}: max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g}" + (f" ({self.note})" if self.note else "")
 
 
 def _quiet_polygraphy():
@@ -99,11 +111,24 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
         raise CheckError(f"onnxruntime is not importable: {exc}") from None
 
     ort.set_default_logger_severity(3)  # ORT's own warnings (unused initializers) are noise here
+    exact: Dict[str, ExactSession] = {}
+    unusable: Dict[str, str] = {}     # runner name -> why the exact reference could not run it
 
     def runner(model, name):
+        if needs_exact_reference(model) and name not in unusable:
+            try:
+                exact[name] = ExactSession(model)
+                return OnnxrtRunner(exact[name], name=name)
+            except Exception as exc:
+                unusable[name] = _one_line(exc)
+        exact.pop(name, None)
         sess = SessionFromOnnx(model.SerializeToString(), providers=["CPUExecutionProvider"],
                                graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         return OnnxrtRunner(sess, name=name)
+
+    def run_both():
+        return Comparator.run([runner(reference, "reference"), runner(candidate, "candidate")],
+                              data_loader=loader)
 
     reference, candidate = runnable_copy(reference), runnable_copy(candidate)
     if not ort_can_load(reference):
@@ -117,19 +142,47 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
         tolerances = {k: (v if v == EXACT else tuple(tolerance)) for k, v in tolerances.items()}
     loader = make_feeds(reference, seed=seed, iterations=iterations, shapes=shapes)
     try:
-        results = Comparator.run([runner(reference, "reference"), runner(candidate, "candidate")],
-                                 data_loader=loader)
+        while True:
+            try:
+                results = run_both()
+                break
+            except Exception:
+                failed = {name: _one_line(sess.failure) for name, sess in exact.items() if sess.failure}
+                if not failed:
+                    raise
+                unusable.update(failed)  # the exact reference failed at run time: ORT runs that side
     except Exception as exc:
-        return EquivalenceResult(False, error=f"ONNX Runtime could not run the models: {_one_line(exc)}")
+        return _result(False, exact, unusable, error=f"ONNX Runtime could not run the models: {_one_line(exc)}")
     try:
         stats = accuracy_stats(results, tolerances)
     except Exception as exc:
-        return EquivalenceResult(False, error=f"comparison failed: {_one_line(exc)}")
+        return _result(False, exact, unusable, error=f"comparison failed: {_one_line(exc)}")
     missing = [o.name for o in reference.graph.output if o.name not in stats]
     if missing:
-        return EquivalenceResult(False, list(stats.values()), error=f"outputs not compared: {missing}")
+        return _result(False, exact, unusable, list(stats.values()), error=f"outputs not compared: {missing}")
     outs = [stats[o.name] for o in reference.graph.output]
-    return EquivalenceResult(all(o.passed for o in outs), outs)
+    return _result(all(o.passed for o in outs), exact, unusable, outs)
+
+
+def _result(passed: bool, exact: dict, unusable: Dict[str, str], outputs=(), error=None) -> EquivalenceResult:
+    """The result, saying which side the exact reference computed and, where ONNX Runtime ran a
+    model it may get wrong on this CPU, why."""
+    evaluators = {name: EXACT_EVALUATOR if name in exact else "onnxruntime" for name in ("reference", "candidate")}
+    note = None
+    if unusable and not ort_integer_kernels_exact():
+        note = INEXACT_NOTE + "; ".join(f"{name}: {why}" for name, why in sorted(unusable.items()))
+    return EquivalenceResult(passed, list(outputs), error=error, evaluators=evaluators, note=note)
+
+
+def run_reference(model: onnx.ModelProto, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """A model's outputs as the equivalence check computes them: by the exact reference where ONNX
+    Runtime's kernels are inexact on some CPUs and the reference can run the model, else by ORT."""
+    if needs_exact_reference(model):
+        try:
+            return run_exact(model, feeds)
+        except Exception:
+            pass        # like compare_models: ONNX Runtime runs what the exact reference cannot
+    return run_ort(model, feeds)
 
 
 def accuracy_stats(results, tolerances: Dict[str, Tuple[float, float]]) -> Dict[str, "OutputStats"]:

@@ -157,7 +157,8 @@ def infer_elem_types(graph: gs.Graph) -> Dict[str, int]:
 
     Declared types (graph I/O, value_info, constants) come first; then each node's outputs get the
     type its schema fixes, the type of an input bound to the same type variable, or the type its
-    attributes name. Repeated until nothing changes, so node order does not matter.
+    attributes name. A node is looked at again only when one of its inputs got a type (a worklist,
+    linear in the graph's size), so node order does not matter.
     """
     types: Dict[str, int] = {}
     for name, tensor in graph.tensors().items():
@@ -165,18 +166,26 @@ def infer_elem_types(graph: gs.Graph) -> Dict[str, int]:
         if elem is not None and elem != TensorProto.UNDEFINED:
             types[name] = elem
     opset = int(graph.opset)
-    changed = True
-    while changed:
-        changed = False
-        for node in graph.nodes:
-            slots = node_slots(node, opset)
-            for j, out in enumerate(node.outputs):
-                if out.is_empty() or out.name in types:
-                    continue
-                elem = _output_type(node, j, slots, types)
-                if elem is not None:
-                    types[out.name] = elem
-                    changed = True
+    nodes = list(graph.nodes)
+    readers: Dict[str, List[int]] = {}
+    for i, node in enumerate(nodes):
+        for inp in node.inputs:
+            if not inp.is_empty():
+                readers.setdefault(inp.name, []).append(i)
+    slots_of: Dict[int, object] = {}
+    todo = list(range(len(nodes) - 1, -1, -1))      # popped in graph order first
+    while todo:
+        i = todo.pop()
+        node = nodes[i]
+        if i not in slots_of:
+            slots_of[i] = node_slots(node, opset)
+        for j, out in enumerate(node.outputs):
+            if out.is_empty() or out.name in types:
+                continue
+            elem = _output_type(node, j, slots_of[i], types)
+            if elem is not None:
+                types[out.name] = elem
+                todo.extend(readers.get(out.name, ()))
     return types
 
 

@@ -102,7 +102,7 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
 
     ``tolerance``: (atol, rtol) for floating outputs instead of the per-dtype defaults."""
     _quiet_polygraphy()
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.backend.onnxrt import OnnxrtRunner
     from polygraphy.comparator import Comparator
 
     try:
@@ -122,8 +122,9 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
             except Exception as exc:
                 unusable[name] = _one_line(exc)
         exact.pop(name, None)
-        sess = SessionFromOnnx(model.SerializeToString(), providers=["CPUExecutionProvider"],
-                               graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        # our own session (optimizations off) rather than SessionFromOnnx, which takes
+        # graph_optimization_level only from Polygraphy 0.49.x on
+        sess = sessions.pop(name, None) or _session(model)
         return OnnxrtRunner(sess, name=name)
 
     def run_both():
@@ -131,8 +132,11 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
                               data_loader=loader)
 
     reference, candidate = runnable_copy(reference), runnable_copy(candidate)
-    if not ort_can_load(reference):
-        return EquivalenceResult(False, error=REFERENCE_NOT_RUNNABLE + _load_error(reference), unchecked=True)
+    sessions = {}     # the reference's session, made once to learn whether ORT loads it at all
+    try:
+        sessions["reference"] = _session(reference)
+    except Exception as exc:
+        return EquivalenceResult(False, error=REFERENCE_NOT_RUNNABLE + _one_line(exc), unchecked=True)
     not_tensors = [v.name for v in graph_inputs(reference) + list(reference.graph.output)
                    if v.type.WhichOneof("value") != "tensor_type"]
     if not_tensors:   # optional/sequence values: the seeded inputs and the comparator are for tensors
@@ -246,14 +250,6 @@ def _session(model: onnx.ModelProto):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
-def _load_error(model: onnx.ModelProto) -> str:
-    try:
-        _session(model)
-    except Exception as exc:
-        return _one_line(exc)
-    return "?"
 
 
 def _one_line(exc: BaseException) -> str:

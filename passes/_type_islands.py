@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Callable, Container, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -290,7 +290,7 @@ class TypeVarAnalysis:
                 self._uf.union(("t", tensor.name), ("v", i, slot.var))
                 self._bound_out[(i, j)] = slot.var
         if has_subgraph(node):
-            for inner, k, tensor in _outer_reads(node, set(self.tensors)):
+            for inner, k, tensor in _outer_reads(node, self.tensors):   # a dict: no copy per node
                 self.uses.setdefault(tensor.name, []).append(Use(inner, k, False, nested=True))
 
     @staticmethod
@@ -330,21 +330,24 @@ class TypeVarAnalysis:
                       key=lambda island: island.anchor)
 
 
-def _outer_reads(node: gs.Node, outer_names: set) -> Iterator[Tuple[gs.Node, int, gs.Tensor]]:
-    """(inner node, position, tensor) for every read of an outer-scope tensor inside node's bodies.
+def _outer_reads(node: gs.Node, outer_names: Container[str]) -> Iterator[Tuple[gs.Node, int, gs.Tensor]]:
+    """(inner node, position, tensor) for every read of an outer-scope tensor inside node's bodies,
+    nested bodies included (iteratively: nesting depth cannot exhaust the stack).
 
     (ONNX's checker refuses bodies that return an outer-scope tensor directly, so reads are all.)"""
-    for value in node.attrs.values():
-        graphs = value if isinstance(value, (list, tuple)) else [value]
-        for sub in graphs:
-            if not isinstance(sub, gs.Graph):
-                continue
-            for inner in sub.nodes:
-                for k, tensor in enumerate(inner.inputs):
-                    if not tensor.is_empty() and tensor.name in outer_names:
-                        yield inner, k, tensor
-                if has_subgraph(inner):
-                    yield from _outer_reads(inner, outer_names)
+    todo = [node]
+    while todo:
+        for value in todo.pop().attrs.values():
+            graphs = value if isinstance(value, (list, tuple)) else [value]
+            for sub in graphs:
+                if not isinstance(sub, gs.Graph):
+                    continue
+                for inner in sub.nodes:
+                    for k, tensor in enumerate(inner.inputs):
+                        if not tensor.is_empty() and tensor.name in outer_names:
+                            yield inner, k, tensor
+                    if has_subgraph(inner):
+                        todo.append(inner)
 
 
 OLD, NEW = "old", "new"

@@ -123,7 +123,7 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
                 unusable[name] = _one_line(exc)
         exact.pop(name, None)
         # our own session (optimizations off) rather than SessionFromOnnx, which takes
-        # graph_optimization_level only from Polygraphy 0.49.x on
+        # graph_optimization_level only in Polygraphy releases after 0.49.0
         sess = sessions.pop(name, None) or _session(model)
         return OnnxrtRunner(sess, name=name)
 

@@ -123,9 +123,9 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
                 unusable[name] = _one_line(exc)
         exact.pop(name, None)
         # our own session (optimizations off) rather than SessionFromOnnx, which takes
-        # graph_optimization_level only in Polygraphy releases after 0.49.0
-        sess = sessions.pop(name, None) or _session(model)
-        return OnnxrtRunner(sess, name=name)
+        # graph_optimization_level only in Polygraphy releases after 0.49.0; made when the runner
+        # activates, so that one session at a time is alive (the comparator runs one after the other)
+        return OnnxrtRunner(lambda: sessions.pop(name, None) or _session(model), name=name)
 
     def run_both():
         return Comparator.run([runner(reference, "reference"), runner(candidate, "candidate")],

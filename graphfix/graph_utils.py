@@ -291,8 +291,71 @@ def remove_dead_nodes(graph: gs.Graph) -> List[str]:
 
 
 def toposort_if_needed(graph: gs.Graph) -> bool:
-    """Sort only a graph that is not already in a valid order (gs reorders sorted graphs too)."""
-    if is_topologically_sorted(graph):
+    """Sort the graph (its subgraphs and functions too) where it is not in a valid order; whether
+    any node moved. A sorted graph keeps its order (gs's toposort reorders sorted graphs too)."""
+    return toposort(graph)
+
+
+def toposort(graph: gs.Graph) -> bool:
+    """Topological sort in place without recursion (gs's recursive sort overflows Python's stack
+    from about 500 nodes deep): Kahn's algorithm taking, of the ready nodes, the one that came
+    first, so the order is deterministic and moves as few nodes as it can. A node holding a
+    subgraph comes after the producers of the outer values its body reads. Whether any node moved."""
+    changed = False
+    todo = [graph] + list(getattr(graph, "functions", None) or [])
+    while todo:
+        g = todo.pop()
+        changed |= _sort_nodes(g)
+        todo.extend(sub for node in g.nodes for sub in _subgraphs(node))
+    return changed
+
+
+def _subgraphs(node: gs.Node) -> List[gs.Graph]:
+    return [v for v in node.attrs.values() if isinstance(v, gs.Graph)]
+
+
+def _names_read_inside(node: gs.Node) -> List[str]:
+    """Every tensor name read by the nodes of `node`'s subgraphs, nested ones included."""
+    names: List[str] = []
+    todo = _subgraphs(node)
+    while todo:
+        body = todo.pop()
+        for inner in body.nodes:
+            names.extend(t.name for t in inner.inputs if not t.is_empty())
+            todo.extend(_subgraphs(inner))
+    return names
+
+
+def _sort_nodes(g: gs.Graph) -> bool:
+    import heapq
+    nodes = list(g.nodes)
+    producer: Dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for t in node.outputs:
+            if not t.is_empty():
+                producer.setdefault(t.name, i)
+    consumers: List[List[int]] = [[] for _ in nodes]
+    waiting = [0] * len(nodes)          # producers each node still waits for
+    for i, node in enumerate(nodes):
+        names = [t.name for t in node.inputs if not t.is_empty()] + _names_read_inside(node)
+        for j in {producer[n] for n in names if n in producer}:
+            consumers[j].append(i)
+            waiting[i] += 1
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order: List[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for k in consumers[i]:
+            waiting[k] -= 1
+            if waiting[k] == 0:
+                heapq.heappush(ready, k)
+    if len(order) < len(nodes):
+        stuck = sorted(nodes[i].name or nodes[i].op for i in set(range(len(nodes))) - set(order))
+        raise ValueError(f"graph '{g.name}' has a cycle (or a node reading its own output) through "
+                         f"{len(stuck)} node(s): {', '.join(stuck[:5])}")
+    if order == list(range(len(nodes))):
         return False
-    graph.toposort()
+    g.nodes = [nodes[i] for i in order]
     return True

@@ -303,14 +303,14 @@ def _loadable_check(model: onnx.ModelProto) -> dict:
     """No pass changed the model, so there is nothing to compare: say whether ONNX Runtime loads it.
     A model it cannot load is "unchecked", not failed: ONNX Runtime is the reference, not the judge
     of validity (ONNX's checker is), and plugin ops are meant for TensorRT."""
-    from .checks.ort import _load_error, ort_can_load, runnable_copy
-    runnable = runnable_copy(model)
-    if ort_can_load(runnable):
+    from .checks.ort import load_error, runnable_copy
+    error = load_error(runnable_copy(model))
+    if error is None:
         return {"kind": "ort", "passed": True, "detail": "nothing changed; ONNX Runtime loads the model"}
     custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node
                      if n.domain not in ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")})
     why = (f"custom-domain ops ({', '.join(custom[:3])}) that only TensorRT (plugins) runs" if custom
-           else f"ONNX Runtime cannot load the model: {_load_error(runnable)}")
+           else f"ONNX Runtime cannot load the model: {error}")
     return {"kind": "ort", "passed": None, "skipped": True, "detail": f"unchecked: {why}"}
 
 

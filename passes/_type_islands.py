@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Callable, Container, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 import numpy as np
 import onnx
@@ -157,7 +157,8 @@ def infer_elem_types(graph: gs.Graph) -> Dict[str, int]:
 
     Declared types (graph I/O, value_info, constants) come first; then each node's outputs get the
     type its schema fixes, the type of an input bound to the same type variable, or the type its
-    attributes name. Repeated until nothing changes, so node order does not matter.
+    attributes name. A node is looked at again only when one of its inputs got a type (a worklist,
+    linear in the graph's size), so node order does not matter.
     """
     types: Dict[str, int] = {}
     for name, tensor in graph.tensors().items():
@@ -165,18 +166,26 @@ def infer_elem_types(graph: gs.Graph) -> Dict[str, int]:
         if elem is not None and elem != TensorProto.UNDEFINED:
             types[name] = elem
     opset = int(graph.opset)
-    changed = True
-    while changed:
-        changed = False
-        for node in graph.nodes:
-            slots = node_slots(node, opset)
-            for j, out in enumerate(node.outputs):
-                if out.is_empty() or out.name in types:
-                    continue
-                elem = _output_type(node, j, slots, types)
-                if elem is not None:
-                    types[out.name] = elem
-                    changed = True
+    nodes = list(graph.nodes)
+    readers: Dict[str, List[int]] = {}
+    for i, node in enumerate(nodes):
+        for inp in node.inputs:
+            if not inp.is_empty():
+                readers.setdefault(inp.name, []).append(i)
+    slots_of: Dict[int, object] = {}
+    todo = list(range(len(nodes) - 1, -1, -1))      # popped in graph order first
+    while todo:
+        i = todo.pop()
+        node = nodes[i]
+        if i not in slots_of:
+            slots_of[i] = node_slots(node, opset)
+        for j, out in enumerate(node.outputs):
+            if out.is_empty() or out.name in types:
+                continue
+            elem = _output_type(node, j, slots_of[i], types)
+            if elem is not None:
+                types[out.name] = elem
+                todo.extend(readers.get(out.name, ()))
     return types
 
 
@@ -281,7 +290,7 @@ class TypeVarAnalysis:
                 self._uf.union(("t", tensor.name), ("v", i, slot.var))
                 self._bound_out[(i, j)] = slot.var
         if has_subgraph(node):
-            for inner, k, tensor in _outer_reads(node, set(self.tensors)):
+            for inner, k, tensor in _outer_reads(node, self.tensors):   # a dict: no copy per node
                 self.uses.setdefault(tensor.name, []).append(Use(inner, k, False, nested=True))
 
     @staticmethod
@@ -321,21 +330,24 @@ class TypeVarAnalysis:
                       key=lambda island: island.anchor)
 
 
-def _outer_reads(node: gs.Node, outer_names: set) -> Iterator[Tuple[gs.Node, int, gs.Tensor]]:
-    """(inner node, position, tensor) for every read of an outer-scope tensor inside node's bodies.
+def _outer_reads(node: gs.Node, outer_names: Container[str]) -> Iterator[Tuple[gs.Node, int, gs.Tensor]]:
+    """(inner node, position, tensor) for every read of an outer-scope tensor inside node's bodies,
+    nested bodies included (iteratively: nesting depth cannot exhaust the stack).
 
     (ONNX's checker refuses bodies that return an outer-scope tensor directly, so reads are all.)"""
-    for value in node.attrs.values():
-        graphs = value if isinstance(value, (list, tuple)) else [value]
-        for sub in graphs:
-            if not isinstance(sub, gs.Graph):
-                continue
-            for inner in sub.nodes:
-                for k, tensor in enumerate(inner.inputs):
-                    if not tensor.is_empty() and tensor.name in outer_names:
-                        yield inner, k, tensor
-                if has_subgraph(inner):
-                    yield from _outer_reads(inner, outer_names)
+    todo = [node]
+    while todo:
+        for value in todo.pop().attrs.values():
+            graphs = value if isinstance(value, (list, tuple)) else [value]
+            for sub in graphs:
+                if not isinstance(sub, gs.Graph):
+                    continue
+                for inner in sub.nodes:
+                    for k, tensor in enumerate(inner.inputs):
+                        if not tensor.is_empty() and tensor.name in outer_names:
+                            yield inner, k, tensor
+                    if has_subgraph(inner):
+                        todo.append(inner)
 
 
 OLD, NEW = "old", "new"

@@ -85,13 +85,16 @@ class Normalize(Pass):
 
 
 def _names_read_by_subgraphs(graph) -> set:
-    """Names read inside If/Loop/Scan bodies (they may refer to outer-scope initializers)."""
+    """Names read inside If/Loop/Scan bodies, nested ones too (they may refer to outer-scope
+    initializers); iterative, so nesting depth cannot exhaust the stack."""
     import onnx
     names = set()
-    for node in graph.node:
-        for attr in node.attribute:
-            bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for body in bodies:
-                names |= {i for n in body.node for i in n.input}
-                names |= _names_read_by_subgraphs(body)
+    todo = [graph]
+    while todo:
+        for node in todo.pop().node:
+            for attr in node.attribute:
+                bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+                for body in bodies:
+                    names |= {i for n in body.node for i in n.input}
+                    todo.append(body)
     return names

@@ -140,3 +140,58 @@ def test_round_trip_keeps_graph_io_shapes_that_value_info_lacks():
     assert not [p.name for p in report.passes if p.status in ("rolled-back", "failed")], report.summary()
     assert {"fold-constants"} <= {p.name for p in report.passes if p.status == "applied"}
     assert report.checks[0]["passed"] and io(fixed) == io(model)
+
+
+def _chain_graph(names_in_file_order):
+    """a -> Relu(n0) -> Relu(n1) -> ... -> y, with the nodes listed in the given order."""
+    n = len(names_in_file_order)
+    nodes = {f"n{i}": helper.make_node("Relu", ["x" if i == 0 else f"t{i}"], ["y" if i == n - 1 else f"t{i + 1}"],
+                                       name=f"n{i}") for i in range(n)}
+    model = make_model([nodes[k] for k in names_in_file_order], [helper.make_tensor_value_info("x", T.FLOAT, [2])],
+                       [helper.make_tensor_value_info("y", T.FLOAT, [2])])
+    return to_graph(model)
+
+
+def test_toposort_is_iterative_and_leaves_sorted_graphs_alone():
+    from graphfix.graph_utils import toposort
+    deep = _chain_graph([f"n{i}" for i in reversed(range(5000))])      # far deeper than the recursion limit
+    assert toposort(deep) is True
+    assert [n.name for n in deep.nodes] == [f"n{i}" for i in range(5000)]
+    assert toposort(deep) is False
+
+
+def test_toposort_moves_as_little_as_it_can():
+    """Of the ready nodes the one listed first goes first: independent nodes keep their order."""
+    from graphfix.graph_utils import toposort
+    model = make_model([helper.make_node("Neg", ["b"], ["y1"], name="late"),
+                        helper.make_node("Relu", ["x"], ["z"], name="free"),
+                        helper.make_node("Abs", ["x"], ["b"], name="early"),
+                        helper.make_node("Neg", ["z"], ["y2"], name="after_free")],
+                       [helper.make_tensor_value_info("x", T.FLOAT, [2])],
+                       [helper.make_tensor_value_info(n, T.FLOAT, [2]) for n in ("y1", "y2")])
+    graph = to_graph(model)
+    toposort(graph)
+    assert [n.name for n in graph.nodes] == ["free", "early", "late", "after_free"]
+
+
+def test_toposort_orders_a_node_after_what_its_subgraph_reads():
+    from graphfix.graph_utils import toposort
+    body = helper.make_graph([helper.make_node("Identity", ["outer"], ["o"], name="inner")], "body", [],
+                             [helper.make_tensor_value_info("o", T.FLOAT, [2])])
+    model = make_model([helper.make_node("If", ["c"], ["y"], name="if", then_branch=body, else_branch=body),
+                        helper.make_node("Relu", ["x"], ["outer"], name="producer")],
+                       [helper.make_tensor_value_info("x", T.FLOAT, [2]), helper.make_tensor_value_info("c", T.BOOL, [])],
+                       [helper.make_tensor_value_info("y", T.FLOAT, [2])])
+    graph = to_graph(model)
+    assert toposort(graph) is True
+    assert [n.name for n in graph.nodes] == ["producer", "if"]
+
+
+def test_toposort_reports_a_cycle():
+    from graphfix.graph_utils import toposort
+    model = make_model([helper.make_node("Add", ["x", "b"], ["a"], name="p"),
+                        helper.make_node("Relu", ["a"], ["b"], name="q"),
+                        helper.make_node("Relu", ["a"], ["y"], name="r")],
+                       [helper.make_tensor_value_info("x", T.FLOAT, [2])], [helper.make_tensor_value_info("y", T.FLOAT, [2])])
+    with pytest.raises(ValueError, match="cycle.*p, q, r"):
+        toposort(to_graph(model))

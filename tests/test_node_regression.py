@@ -147,5 +147,7 @@ def test_former_pass_problems_stay_fixed(node_root, name):
     rec = nr.run_case(node_root, name, trt="8.6")
     assert rec["fix"] == "ok", rec["fix"]
     assert rec["pass_problems"] == []
+    if "Failed to load model" in (rec["before"] or ""):   # an opset newer than this ONNX Runtime (< 1.23)
+        pytest.skip(f"the installed ONNX Runtime cannot load the original: {rec['before'][:120]}")
     assert rec["after"] == rec["before"], (rec["before"], rec["after"])
     assert rec["same_as_original"] is not False, rec.get("differs_from_original")

@@ -151,7 +151,9 @@ def test_a_rewrite_ort_cannot_check_is_applied_but_reported_unchecked(monkeypatc
     # e.g. an opset-23 model on an ONNX Runtime that stops at opset 21: the model before the
     # pass cannot run, so the rewrite is neither confirmed nor refuted, and the report says so
     from graphfix.checks import ort
-    monkeypatch.setattr(ort, "ort_can_load", lambda model: False)
+    def refuse(model):
+        raise RuntimeError("opset 23 is not supported")
+    monkeypatch.setattr(ort, "_session", refuse)
     fixed, report = graphfix.fix(build("identity_chain"), trt="8.6", passes="cleanup")
     rec = report.passes[0]
     assert rec.status == "applied" and rec.check["unchecked"] is True

@@ -1,7 +1,9 @@
 """ONNX Runtime equivalence: run two models on the same seeded inputs, compare per output.
 
 Polygraphy's runners and comparator do the work; this module chooses inputs and tolerances and
-turns the comparator's result into JSON-ready figures.
+turns the comparator's result into JSON-ready figures. A model with ops whose ONNX Runtime CPU
+kernels are inexact on some CPUs (integer GEMMs) is run by an exact reference instead, on every CPU
+(see exact_reference).
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import numpy as np
 import onnx
 
 from ..errors import CheckError
+from .exact_reference import (INEXACT_NOTE, ExactSession, needs_exact_reference, ort_integer_kernels_exact,
+                              run_exact)
 from .inputs import graph_inputs
 
 # (atol, rtol) per ONNX element type; integer and bool outputs must match exactly.
@@ -22,6 +26,7 @@ TOLERANCES = {
     onnx.TensorProto.BFLOAT16: (5e-2, 5e-2),
 }
 EXACT = (0.0, 0.0)
+EXACT_EVALUATOR = "onnx-reference"   # onnx.reference.ReferenceEvaluator with exact_ops
 
 
 @dataclass
@@ -46,24 +51,28 @@ class EquivalenceResult:
     # True when nothing could be compared because ORT cannot run the *reference* model (an opset
     # newer than the installed ORT knows): the rewrite is neither confirmed nor refuted
     unchecked: bool = False
-    note: Optional[str] = None       # how the check ran where it is not plain (BF16 emulated)
+    # what computed each side ("reference"/"candidate" -> EXACT_EVALUATOR or "onnxruntime")
+    evaluators: Dict[str, str] = field(default_factory=dict)
+    note: Optional[str] = None       # how the check ran where it is not plain (BF16 emulated, CPU-dependent ORT)
 
     def to_json(self) -> dict:
         doc = {"passed": self.passed, "error": self.error, "outputs": [o.to_json() for o in self.outputs]}
         if self.unchecked:
             doc["unchecked"] = True
+        if EXACT_EVALUATOR in self.evaluators.values() or self.note:
+            doc["evaluators"] = dict(self.evaluators)
         if self.note:
             doc["note"] = self.note
         return doc
 
     def worst(self) -> str:
         if self.error:
-            return self.error
+            return self.error + (f" ({self.note})" if self.note else "")
         bad = [o for o in self.outputs if not o.passed] or self.outputs
         if not bad:
             return "no outputs"
         o = max(bad, key=lambda s: s.max_abs)
-        return f"{o.name}: max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g}"
+        return f"{o.name}: max abs {o.max_abs:.3g}, max rel {o.max_rel:.3g}" + (f" ({self.note})" if self.note else "")
 
 
 def _quiet_polygraphy():
@@ -97,7 +106,7 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
     are chosen so that the reference runs (checks.input_search); ``feeds`` gives them ready-made.
     When the reference cannot run on any of them, the result is unchecked, never a failure."""
     _quiet_polygraphy()
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.backend.onnxrt import OnnxrtRunner
     from polygraphy.comparator import Comparator
 
     try:
@@ -106,19 +115,36 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
         raise CheckError(f"onnxruntime is not importable: {exc}") from None
 
     ort.set_default_logger_severity(3)  # ORT's own warnings (unused initializers) are noise here
+    exact: Dict[str, ExactSession] = {}
+    unusable: Dict[str, str] = {}     # runner name -> why the exact reference could not run it
 
     def runner(model, name):
-        sess = SessionFromOnnx(model.SerializeToString(), providers=["CPUExecutionProvider"],
-                               graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-        return OnnxrtRunner(sess, name=name)
+        if needs_exact_reference(model) and name not in unusable:
+            try:
+                exact[name] = ExactSession(model)
+                return OnnxrtRunner(exact[name], name=name)
+            except Exception as exc:
+                unusable[name] = _one_line(exc)
+        exact.pop(name, None)
+        # our own session (optimizations off) rather than SessionFromOnnx, which takes
+        # graph_optimization_level only in Polygraphy releases after 0.49.0; made when the runner
+        # activates, so that one session at a time is alive (the comparator runs one after the other)
+        return OnnxrtRunner(lambda: sessions.pop(name, None) or _session(model), name=name)
+
+    def run_both():
+        return Comparator.run([runner(reference, "reference"), runner(candidate, "candidate")],
+                              data_loader=feeds)
 
     reference, candidate = runnable_copy(reference), with_reference_float_io(reference, runnable_copy(candidate))
     note = None
     from .emulate import emulate_bf16, has_bf16
     if has_bf16(candidate) and not ort_can_load(candidate):   # ONNX Runtime's CPU lacks BF16 kernels
         candidate, note = emulate_bf16(candidate), "BF16 emulated: FP32 arithmetic, BF16 storage"
-    if not ort_can_load(reference):
-        return EquivalenceResult(False, error=REFERENCE_NOT_RUNNABLE + _load_error(reference), unchecked=True)
+    sessions = {}     # the reference's session, made once to learn whether ORT loads it at all
+    try:
+        sessions["reference"] = _session(reference)
+    except Exception as exc:
+        return EquivalenceResult(False, error=REFERENCE_NOT_RUNNABLE + _one_line(exc), unchecked=True)
     not_tensors = [v.name for v in graph_inputs(reference) + list(reference.graph.output)
                    if v.type.WhichOneof("value") != "tensor_type"]
     if not_tensors:   # optional/sequence values: the seeded inputs and the comparator are for tensors
@@ -133,19 +159,48 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
             return EquivalenceResult(False, error="unchecked: " + choice.explain(), unchecked=True)
         feeds = choice.feeds
     try:
-        results = Comparator.run([runner(reference, "reference"), runner(candidate, "candidate")],
-                                 data_loader=feeds)
+        while True:
+            try:
+                results = run_both()
+                break
+            except Exception:
+                failed = {name: _one_line(sess.failure) for name, sess in exact.items() if sess.failure}
+                if not failed:
+                    raise
+                unusable.update(failed)  # the exact reference failed at run time: ORT runs that side
     except Exception as exc:
-        return EquivalenceResult(False, error=f"ONNX Runtime could not run the models: {_one_line(exc)}")
+        return _result(False, exact, unusable, error=f"ONNX Runtime could not run the models: {_one_line(exc)}", note=note)
     try:
         stats = accuracy_stats(results, tolerances)
     except Exception as exc:
-        return EquivalenceResult(False, error=f"comparison failed: {_one_line(exc)}")
+        return _result(False, exact, unusable, error=f"comparison failed: {_one_line(exc)}", note=note)
     missing = [o.name for o in reference.graph.output if o.name not in stats]
     if missing:
-        return EquivalenceResult(False, list(stats.values()), error=f"outputs not compared: {missing}")
+        return _result(False, exact, unusable, list(stats.values()), error=f"outputs not compared: {missing}", note=note)
     outs = [stats[o.name] for o in reference.graph.output]
-    return EquivalenceResult(all(o.passed for o in outs), outs, note=note)
+    return _result(all(o.passed for o in outs), exact, unusable, outs, note=note)
+
+
+def _result(passed: bool, exact: dict, unusable: Dict[str, str], outputs=(), error=None,
+            note: Optional[str] = None) -> EquivalenceResult:
+    """The result, saying which side the exact reference computed and, where ONNX Runtime ran a
+    model it may get wrong on this CPU, why (after ``note``, how the check ran otherwise)."""
+    evaluators = {name: EXACT_EVALUATOR if name in exact else "onnxruntime" for name in ("reference", "candidate")}
+    if unusable and not ort_integer_kernels_exact():
+        inexact = INEXACT_NOTE + "; ".join(f"{name}: {why}" for name, why in sorted(unusable.items()))
+        note = f"{note}; {inexact}" if note else inexact
+    return EquivalenceResult(passed, list(outputs), error=error, evaluators=evaluators, note=note)
+
+
+def run_reference(model: onnx.ModelProto, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """A model's outputs as the equivalence check computes them: by the exact reference where ONNX
+    Runtime's kernels are inexact on some CPUs and the reference can run the model, else by ORT."""
+    if needs_exact_reference(model):
+        try:
+            return run_exact(model, feeds)
+        except Exception:
+            pass        # like compare_models: ONNX Runtime runs what the exact reference cannot
+    return run_ort(model, feeds)
 
 
 def accuracy_stats(results, tolerances: Dict[str, Tuple[float, float]]) -> Dict[str, "OutputStats"]:
@@ -248,23 +303,20 @@ def _session(model: onnx.ModelProto):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def _load_error(model: onnx.ModelProto) -> str:
-    try:
-        _session(model)
-    except Exception as exc:
-        return _one_line(exc)
-    return "?"
-
-
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:400] + ("..." if len(text) > 400 else "")
 
 
-def ort_can_load(model: onnx.ModelProto) -> bool:
-    """Whether ONNX Runtime accepts the model at all (plugin ops make it refuse)."""
+def load_error(model: onnx.ModelProto) -> Optional[str]:
+    """Why ONNX Runtime refuses the model (plugin ops make it refuse), or None when it loads it."""
     try:
         _session(model)
-        return True
-    except Exception:
-        return False
+        return None
+    except Exception as exc:
+        return _one_line(exc)
+
+
+def ort_can_load(model: onnx.ModelProto) -> bool:
+    """Whether ONNX Runtime accepts the model at all."""
+    return load_error(model) is None

@@ -304,3 +304,26 @@ def test_trt_parses_and_matches_onnx_runtime(name, tmp_path):
         assert int64_left == [], int64_left
     compared = build_and_compare(raw_path, fixed_path, timeout=600, progress=False)
     assert compared.passed, compared.detail
+
+
+def test_type_inference_is_linear_on_a_reversed_chain(monkeypatch):
+    """Element types flow along a 2,000-node chain stored last-first: each node is looked at a
+    bounded number of times (sweeping until nothing changes looked at it ~2,000 times)."""
+    from graphfix.fixtures.scale import long_chain
+    from graphfix.graph_utils import to_graph
+    from graphfix.passes import _type_islands
+    calls = []
+    real = _type_islands.node_slots
+    monkeypatch.setattr(_type_islands, "node_slots", lambda node, opset: calls.append(1) or real(node, opset))
+    graph = to_graph(long_chain(2000, reverse=True))
+    types = _type_islands.infer_elem_types(graph)
+    assert types["t1"] == types[f"t{1998}"] == onnx.TensorProto.INT64 and types["y"] == onnx.TensorProto.FLOAT
+    assert len(calls) <= len(graph.nodes)
+
+
+def test_long_reversed_chain_is_narrowed_as_one_island():
+    from graphfix.fixtures.scale import long_chain
+    model = long_chain(2000, reverse=True)
+    fixed, result = apply_pass("int64-to-int32", model)
+    assert result.counts["islands_narrowed"] == 1 and result.counts["tensors_narrowed"] >= 1998
+    assert_equivalent(long_chain(2000, reverse=False), fixed)

@@ -45,3 +45,16 @@ def test_normalize_leaves_a_clean_sorted_graph_alone():
     model = build("example_encoder_block")
     _, result = apply_pass("normalize", model)
     assert not result.modified
+
+
+def test_a_long_reversed_chain_is_sorted_without_recursion():
+    """3,000 nodes stored last-first: gs's recursive toposort hit RecursionError from about 500."""
+    from graphfix.fixtures.scale import long_chain
+    model = long_chain(3000, reverse=True)
+    fixed, result = apply_pass("normalize", model)
+    assert [c.action for c in result.changes] == ["toposort"]
+    sorted_chain = long_chain(3000, reverse=False)
+    assert [n.name for n in fixed.graph.node] == [n.name for n in sorted_chain.graph.node]
+    onnx.checker.check_model(fixed)
+    assert_equivalent(sorted_chain, fixed)
+    assert_idempotent("normalize", model)

@@ -18,6 +18,7 @@ import onnx
 
 from .errors import InputError, OutputError
 from .external_data import embed_external_data, external_tensors
+from .weights import save_streaming
 
 PROTOBUF_LIMIT = 2 * 1024 ** 3 - 1024 ** 2  # keep a margin under protobuf's 2 GiB
 
@@ -235,11 +236,14 @@ def save_model(model: onnx.ModelProto, path: str, *, input_path=None,
         refuse_overwrite(target + ".data", input_path, False)
 
     def produce(tmp_model: str) -> None:
+        location = os.path.basename(tmp_model) + ".data"
+        if external_data and save_streaming(model, tmp_model, location):
+            return   # weights streamed one by one, no copy of the model
         if external_data:   # onnx moves the weights out of the proto it saves: give it a copy
             copy = onnx.ModelProto()
             copy.CopyFrom(model)
             onnx.save_model(copy, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=os.path.basename(tmp_model) + ".data", size_threshold=1024)
+                            location=location, size_threshold=1024)
         else:
             _write_bytes(tmp_model, model.SerializeToString())
 

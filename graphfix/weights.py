@@ -1,0 +1,139 @@
+"""Keeping big weights out of copies: checks that read only names, types and shapes get a model
+without the weight bytes, and a model over 2 GiB is saved by streaming its weights to the data file.
+
+On a 0.5 GiB model (benchmarks/bench_large.py) the checker, strict shape inference and the
+shape facts each serialized the whole model (2-4 transient copies); onnx.save with external data
+needed a full copy of the model first.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+BIG_TENSOR_BYTES = 1 << 16   # smaller tensors stay: shape-like constants feed data propagation
+_ALIGN = 4096                # page-aligned offsets, as onnx.save writes them (lets readers mmap)
+
+
+def _is_big(tensor: TensorProto) -> bool:
+    return tensor.ByteSize() > BIG_TENSOR_BYTES   # ByteSize reads no bytes out (raw_data would copy)
+
+
+def _copy_fields(src, dst, skip: str) -> None:
+    """Every set field of proto `src` but `skip` into `dst` (messages copied, scalars assigned)."""
+    for fd, value in src.ListFields():
+        if fd.name == skip:
+            continue
+        repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
+        if repeated:   # (protobuf 6 dropped FieldDescriptor.label)
+            getattr(dst, fd.name).extend(value)
+        elif fd.type == fd.TYPE_MESSAGE:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
+
+def weightless_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose big initializers are graph inputs of the same type and shape.
+
+    ONNX's checker and shape inference judge it as they judge the model (they read an initializer's
+    type and dims, not its bytes), at a fraction of the memory, and over 2 GiB too.
+    """
+    big = [t for t in model.graph.initializer if _is_big(t)]
+    if not big:
+        return model
+    skeleton = onnx.ModelProto()
+    _copy_fields(model, skeleton, skip="graph")
+    _copy_fields(model.graph, skeleton.graph, skip="initializer")
+    big_names = {t.name for t in big}
+    skeleton.graph.initializer.extend(t for t in model.graph.initializer if t.name not in big_names)
+    declared = {v.name for v in model.graph.input}
+    for t in big:
+        if t.name not in declared:
+            skeleton.graph.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return skeleton
+
+
+@contextmanager
+def weightless_graph(graph) -> Iterator[None]:
+    """While inside, big constants of the gs.Graph `graph` export as dims and type only (no bytes).
+
+    For exports that feed shape inference; the constants' values are put back on exit.
+    """
+    import onnx_graphsurgeon as gs
+    from onnx_graphsurgeon.ir.tensor import LazyValues
+    swapped = []
+    for g in _graphs(graph, gs):
+        for tensor in g.tensors().values():
+            values = getattr(tensor, "_values", None)
+            if isinstance(tensor, gs.Constant) and isinstance(values, (LazyValues, np.ndarray)) \
+                    and values.nbytes > BIG_TENSOR_BYTES:
+                stub = TensorProto(name=tensor.name, data_type=_onnx_type(values), dims=list(values.shape))
+                stub.data_location = TensorProto.EXTERNAL   # never read: inference needs type and dims
+                entry = stub.external_data.add()
+                entry.key, entry.value = "location", "graphfix-weightless-stub"
+                swapped.append((tensor, values))
+                tensor._values = LazyValues(stub)
+    try:
+        yield
+    finally:
+        for tensor, values in swapped:
+            tensor._values = values
+
+
+def _onnx_type(values) -> int:
+    if hasattr(values, "tensor"):
+        return values.tensor.data_type
+    return onnx.helper.np_dtype_to_tensor_dtype(values.dtype)
+
+
+def _graphs(graph, gs):
+    yield graph
+    for node in graph.nodes:
+        for value in node.attrs.values():
+            if isinstance(value, gs.Graph):
+                yield from _graphs(value, gs)
+
+
+def save_streaming(model: onnx.ModelProto, path: str, location: str) -> bool:
+    """Write `model` to `path` with its big initializers' bytes appended one by one to
+    `location` beside it, without copying the model. False (nothing written) when what remains
+    would still exceed protobuf's limit (big attribute tensors): the caller then uses onnx.save."""
+    from .model_io import PROTOBUF_LIMIT
+    big = [t for t in model.graph.initializer if _is_big(t) and t.data_location == TensorProto.DEFAULT
+           and t.data_type != TensorProto.STRING]
+    skeleton = onnx.ModelProto()
+    _copy_fields(model, skeleton, skip="graph")
+    _copy_fields(model.graph, skeleton.graph, skip="initializer")
+    big_ids = {id(t) for t in big}
+    entries = []
+    with open(os.path.join(os.path.dirname(path), location), "wb") as data:
+        for t in model.graph.initializer:
+            if id(t) not in big_ids:
+                skeleton.graph.initializer.add().CopyFrom(t)
+                continue
+            ref = skeleton.graph.initializer.add()
+            _copy_fields(t, ref, skip="raw_data")
+            for typed in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+                ref.ClearField(typed)
+            raw = t.raw_data if t.HasField("raw_data") else onnx.numpy_helper.to_array(t).tobytes()
+            offset = -data.tell() % _ALIGN + data.tell()
+            data.seek(offset)
+            data.write(raw)
+            entries.append((ref, offset, len(raw)))
+            del raw
+        for ref, offset, length in entries:
+            ref.data_location = TensorProto.EXTERNAL
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+                entry = ref.external_data.add()
+                entry.key, entry.value = key, value
+    if skeleton.ByteSize() > PROTOBUF_LIMIT:
+        os.remove(os.path.join(os.path.dirname(path), location))
+        return False
+    with open(path, "wb") as f:
+        f.write(skeleton.SerializeToString())
+    return True

@@ -118,10 +118,13 @@ def _export(graph: gs.Graph, value_types: Dict[str, onnx.TypeProto]) -> onnx.Mod
     if untyped:
         raise RoundTripError(f"graph input/output {', '.join(untyped)} has no type to export "
                              "(graphsurgeon exports only tensor types; others come from the source model)")
+    from .weights import weightless_graph
     try:
         for tensor, _ in hidden:
             tensor.dtype = None
-        model = gs.export_onnx(graph, do_type_check=False)
+        with weightless_graph(graph) as fill_weights:   # one copy of the weights, not two
+            model = gs.export_onnx(graph, do_type_check=False)
+            fill_weights(model)
     finally:
         for tensor, dtype in hidden:
             tensor.dtype = dtype

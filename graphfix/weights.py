@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator  # noqa: F401  (Callable: in a type comment)
 
 import numpy as np
 import onnx
@@ -59,10 +59,12 @@ def weightless_model(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 @contextmanager
-def weightless_graph(graph) -> Iterator[None]:
+def weightless_graph(graph) -> Iterator["Callable[[onnx.ModelProto], None]"]:
     """While inside, big constants of the gs.Graph `graph` export as dims and type only (no bytes).
 
-    For exports that feed shape inference; the constants' values are put back on exit.
+    Yields `fill(model)`, which puts the bytes into a model exported inside, tensor by tensor: one
+    copy of the weights, where graphsurgeon's export makes two (make_graph, then make_model).
+    The constants' values are put back on exit.
     """
     import onnx_graphsurgeon as gs
     from onnx_graphsurgeon.ir.tensor import LazyValues
@@ -75,14 +77,35 @@ def weightless_graph(graph) -> Iterator[None]:
                 stub = TensorProto(name=tensor.name, data_type=_onnx_type(values), dims=list(values.shape))
                 stub.data_location = TensorProto.EXTERNAL   # never read: inference needs type and dims
                 entry = stub.external_data.add()
-                entry.key, entry.value = "location", "graphfix-weightless-stub"
+                entry.key, entry.value = "location", f"{_STUB}{len(swapped)}"
                 swapped.append((tensor, values))
                 tensor._values = LazyValues(stub)
+
+    def fill(model: onnx.ModelProto) -> None:
+        for g in _graph_protos(model.graph):
+            for init in g.initializer:
+                where = init.external_data[0].value if init.external_data else ""
+                if init.data_location == TensorProto.EXTERNAL and where.startswith(_STUB):
+                    tensor, values = swapped[int(where[len(_STUB):])]
+                    init.CopyFrom(values.tensor if isinstance(values, LazyValues)
+                                  else onnx.numpy_helper.from_array(values))
+                    init.name = tensor.name
     try:
-        yield
+        yield fill
     finally:
         for tensor, values in swapped:
             tensor._values = values
+
+
+_STUB = "graphfix-weightless-stub/"
+
+
+def _graph_protos(graph: onnx.GraphProto):
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            for body in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _graph_protos(body)
 
 
 def _onnx_type(values) -> int:

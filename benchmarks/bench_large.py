@@ -141,7 +141,7 @@ def main(argv=None) -> int:
             results.append(r)
             print(f"check={check}: exit {r['exit_code']}, {r['seconds']}s, peak RSS "
                   f"{r['peak_rss_bytes'] / 1024 ** 3:.2f} GiB = {r['peak_over_weights']}x the weights"
-                  + (f"; stderr: {' | '.join(r['stderr_tail'])}" if r["exit_code"] not in (0, 1) else ""),
+                  + (f"; stderr: {' | '.join(r['stderr_tail'])}" if r["exit_code"] != 0 else ""),
                   flush=True)
             for name in (out, out + ".data"):
                 if os.path.exists(name):

@@ -23,6 +23,14 @@ from .weights import save_streaming
 PROTOBUF_LIMIT = 2 * 1024 ** 3 - 1024 ** 2  # keep a margin under protobuf's 2 GiB
 
 
+def over_protobuf_limit(message) -> bool:
+    """Whether `message` is too big to serialize (upb's ByteSize itself fails past 2 GiB)."""
+    try:
+        return message.ByteSize() > PROTOBUF_LIMIT
+    except Exception:   # google.protobuf.message.EncodeError
+        return True
+
+
 @dataclass
 class LoadedModel:
     model: onnx.ModelProto
@@ -230,7 +238,7 @@ def save_model(model: onnx.ModelProto, path: str, *, input_path=None,
     path = os.fspath(path)
     refuse_overwrite(path, input_path, overwrite_input)
     if external_data is None:
-        external_data = model.ByteSize() > PROTOBUF_LIMIT
+        external_data = over_protobuf_limit(model)
     target = check_output_path(path)
     if external_data and _is_regular_or_missing(target):
         refuse_overwrite(target + ".data", input_path, False)
@@ -248,7 +256,7 @@ def save_model(model: onnx.ModelProto, path: str, *, input_path=None,
             _write_bytes(tmp_model, model.SerializeToString())
 
     def direct(stream_path: str) -> None:   # /dev/stdout and the like: one stream, no data file
-        if model.ByteSize() > PROTOBUF_LIMIT:
+        if over_protobuf_limit(model):
             raise OutputError(f"{path}: a model over 2 GiB needs a data file beside it, not a stream")
         _write_bytes(stream_path, model.SerializeToString())
     _write_files(path, produce, "output", direct)

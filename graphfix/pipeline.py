@@ -20,6 +20,11 @@ from .pass_api import PassContext
 from .registry import ordered_passes, registered
 from .report import APPLIED, FAILED, ROLLED_BACK, SKIPPED, UNCHANGED, PassReport, Report, model_summary
 from .target import Target, resolve_target
+from .weights import big_bytes, export_in_place
+
+# With --check none and weights above this, a pass's result replaces the model in place (one copy
+# of the weights, not two): nothing needs the model before the pass but a rollback.
+IN_PLACE_BYTES = 256 * 1024 ** 2
 
 CHECK_MODES = ("ort", "none", "trt")
 
@@ -118,7 +123,11 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
         if not result.modified:
             rec.seconds = time.perf_counter() - t0
             return rec, model
-        new_model = to_model(graph, model)
+        undo, before = None, model
+        if check == "none" and big_bytes(model) >= IN_PLACE_BYTES:   # nothing compares two models
+            new_model, undo, before = export_in_place(model, lambda place: to_model(graph, model, place))
+        else:
+            new_model = to_model(graph, model)
     except Exception as exc:  # a pass bug must not end the run: roll back, report, go on
         rec.status = FAILED
         rec.error = (f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]} "
@@ -126,8 +135,8 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
                      f"at {_where(exc)}")
         rec.seconds = time.perf_counter() - t0
         return rec, model
-    problems = check_rewrite(model, new_model, allow_io_change=ctx.int32_io) if info.ort_checkable \
-        else _light_problems(model, new_model, ctx, rec.changes)
+    problems = check_rewrite(before, new_model, allow_io_change=ctx.int32_io) if info.ort_checkable \
+        else _light_problems(before, new_model, ctx, rec.changes)
     if not problems and info.ort_checkable and check in ("ort", "trt"):
         from .checks.ort import compare_models
         eq = compare_models(model, new_model, seed=seed, shapes=shapes, tolerance=result.tolerance)
@@ -142,7 +151,7 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
     if problems:
         rec.status = ROLLED_BACK
         rec.error = "; ".join(problems)
-        return rec, model
+        return rec, undo() if undo else model
     rec.status = APPLIED
     return rec, new_model
 
@@ -185,10 +194,10 @@ def _whole_model_check(original, final, shapes, seed, tolerance=None) -> dict:
 def _checker_check(model: onnx.ModelProto) -> dict:
     """ONNX's checker on the result, whether or not a pass changed it: "done" needs a valid model.
     Ops of custom domains (TensorRT plugins) have no schema; the checker lets them through."""
-    from .model_io import PROTOBUF_LIMIT
+    from .model_io import over_protobuf_limit
     from .weights import weightless_model
     model = weightless_model(model)   # the checker reads types and dims, not weight bytes
-    if model.ByteSize() > PROTOBUF_LIMIT:
+    if over_protobuf_limit(model):
         return {"kind": "onnx-checker", "passed": None, "skipped": True,
                 "detail": "unchecked: the checker takes models under 2 GiB only"}
     try:

@@ -19,8 +19,8 @@ BIG_TENSOR_BYTES = 1 << 16   # smaller tensors stay: shape-like constants feed d
 _ALIGN = 4096                # page-aligned offsets, as onnx.save writes them (lets readers mmap)
 
 
-def _is_big(tensor: TensorProto) -> bool:
-    return tensor.ByteSize() > BIG_TENSOR_BYTES   # ByteSize reads no bytes out (raw_data would copy)
+def _is_big(tensor: TensorProto) -> bool:   # ByteSize reads no bytes out (raw_data would copy)
+    return tensor.ByteSize() > BIG_TENSOR_BYTES or _is_stub(tensor)
 
 
 def _copy_fields(src, dst, skip: str) -> None:
@@ -81,15 +81,7 @@ def weightless_graph(graph) -> Iterator["Callable[[onnx.ModelProto], None]"]:
                 swapped.append((tensor, values))
                 tensor._values = LazyValues(stub)
 
-    def fill(model: onnx.ModelProto) -> None:
-        for g in _graph_protos(model.graph):
-            for init in g.initializer:
-                where = init.external_data[0].value if init.external_data else ""
-                if init.data_location == TensorProto.EXTERNAL and where.startswith(_STUB):
-                    tensor, values = swapped[int(where[len(_STUB):])]
-                    init.CopyFrom(values.tensor if isinstance(values, LazyValues)
-                                  else onnx.numpy_helper.from_array(values))
-                    init.name = tensor.name
+    fill = _Filler(swapped)
     try:
         yield fill
     finally:
@@ -98,6 +90,114 @@ def weightless_graph(graph) -> Iterator["Callable[[onnx.ModelProto], None]"]:
 
 
 _STUB = "graphfix-weightless-stub/"
+
+
+def _is_stub(tensor: TensorProto) -> bool:
+    return (tensor.data_location == TensorProto.EXTERNAL and len(tensor.external_data) > 0
+            and tensor.external_data[0].value.startswith(_STUB))
+
+
+class _Filler:
+    """Puts the bytes behind the stubs of an export back, tensor by tensor (subgraphs too)."""
+
+    def __init__(self, sources):
+        self.sources = sources     # [(gs.Constant, its real values)], indexed by the stub's location
+
+    def source(self, init: TensorProto):
+        return self.sources[int(init.external_data[0].value[len(_STUB):])] if _is_stub(init) else None
+
+    def __call__(self, model: onnx.ModelProto, skip=frozenset()) -> None:
+        from onnx_graphsurgeon.ir.tensor import LazyValues
+        for g in _graph_protos(model.graph):
+            for init in g.initializer:
+                found = self.source(init)
+                if found is None or (g is model.graph and init.name in skip):
+                    continue
+                tensor, values = found
+                init.CopyFrom(values.tensor if isinstance(values, LazyValues)
+                              else onnx.numpy_helper.from_array(values))
+                init.name = tensor.name
+
+
+def big_bytes(model: onnx.ModelProto) -> int:
+    return sum(t.ByteSize() for t in model.graph.initializer if _is_big(t))
+
+
+def export_in_place(model: onnx.ModelProto, export):
+    """Make `model` itself the export of a graph imported from it, keeping in place (uncopied) the
+    big initializers the graph still holds unchanged: one copy of the weights, not two.
+
+    `export(place)` exports the graph with stubs and calls `place(exported, filler)`.
+    Returns (model, undo, before): `undo()` puts the model back as it was (re-copying only the
+    tensors the pass dropped) and returns it; `before` is a small stand-in of the model as it
+    was (big initializers as stubs) for the structural checks.
+    """
+    from onnx_graphsurgeon.ir.tensor import LazyValues
+    before = _stub_copy(model)
+    kept = {}                      # new name -> index in model.graph.initializer
+
+    def place(new: onnx.ModelProto, filler: _Filler) -> None:
+        index = {id(t): i for i, t in enumerate(model.graph.initializer)}
+        for init in new.graph.initializer:
+            found = filler.source(init)
+            if found and isinstance(found[1], LazyValues) and id(found[1].tensor) in index \
+                    and index[id(found[1].tensor)] not in kept.values():
+                kept[init.name] = index[id(found[1].tensor)]
+        filler(new, skip=set(kept))
+    new = export(place)
+    inits = model.graph.initializer
+    name_at = {i: name for name, i in kept.items()}
+    removed = [inits[i] for i in range(len(inits)) if i not in name_at]   # held for undo, not copied
+    for i in reversed([i for i in range(len(inits)) if i not in name_at]):
+        del inits[i]
+    for t, i in zip(inits, sorted(name_at)):
+        t.name = name_at[i]
+    added = 0
+    for init in new.graph.initializer:
+        if init.name not in kept:
+            inits.add().CopyFrom(init)
+            added += 1
+    _replace_all_but_initializers(model, new)
+
+    def undo() -> onnx.ModelProto:
+        for _ in range(added):
+            del model.graph.initializer[len(model.graph.initializer) - 1]
+        for t, i in zip(model.graph.initializer, sorted(name_at)):
+            t.name = before.graph.initializer[i].name
+        for t in removed:
+            model.graph.initializer.add().CopyFrom(t)
+        _replace_all_but_initializers(model, before)
+        return model
+    return model, undo, before
+
+
+def _replace_all_but_initializers(model: onnx.ModelProto, source: onnx.ModelProto) -> None:
+    for fd in model.DESCRIPTOR.fields:
+        if fd.name != "graph":
+            model.ClearField(fd.name)
+    for fd in model.graph.DESCRIPTOR.fields:
+        if fd.name != "initializer":
+            model.graph.ClearField(fd.name)
+    _copy_fields(source, model, skip="graph")
+    _copy_fields(source.graph, model.graph, skip="initializer")
+
+
+def _stub_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with each big initializer reduced to a stub (name, type, dims)."""
+    copy = onnx.ModelProto()
+    _copy_fields(model, copy, skip="graph")
+    _copy_fields(model.graph, copy.graph, skip="initializer")
+    for t in model.graph.initializer:
+        if not _is_big(t):
+            copy.graph.initializer.add().CopyFrom(t)
+            continue
+        stub = copy.graph.initializer.add()
+        stub.name, stub.data_type = t.name, t.data_type
+        stub.dims.extend(t.dims)
+        stub.data_location = TensorProto.EXTERNAL
+        entry = stub.external_data.add()
+        entry.key, entry.value = "location", _STUB + "before"
+    return copy
 
 
 def _graph_protos(graph: onnx.GraphProto):
@@ -126,7 +226,7 @@ def save_streaming(model: onnx.ModelProto, path: str, location: str) -> bool:
     """Write `model` to `path` with its big initializers' bytes appended one by one to
     `location` beside it, without copying the model. False (nothing written) when what remains
     would still exceed protobuf's limit (big attribute tensors): the caller then uses onnx.save."""
-    from .model_io import PROTOBUF_LIMIT
+    from .model_io import over_protobuf_limit
     big = [t for t in model.graph.initializer if _is_big(t) and t.data_location == TensorProto.DEFAULT
            and t.data_type != TensorProto.STRING]
     skeleton = onnx.ModelProto()
@@ -154,7 +254,7 @@ def save_streaming(model: onnx.ModelProto, path: str, location: str) -> bool:
             for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
                 entry = ref.external_data.add()
                 entry.key, entry.value = key, value
-    if skeleton.ByteSize() > PROTOBUF_LIMIT:
+    if over_protobuf_limit(skeleton):
         os.remove(os.path.join(os.path.dirname(path), location))
         return False
     with open(path, "wb") as f:

@@ -47,8 +47,10 @@ class Outcome:
 
 
 def is_batch(args) -> bool:
-    """Several inputs, or a directory among them: the batch path. One file stays the single path."""
-    return len(args.input) > 1 or any(os.path.isdir(p) for p in args.input)
+    """Several inputs, or a directory to fix into an -o directory: the batch path. One input with
+    -o a file stays the single-model path (which refuses a directory input as "not a file")."""
+    out_is_dir = os.path.isdir(args.output) or args.output.endswith(("/", os.sep))
+    return len(args.input) > 1 or (out_is_dir and os.path.isdir(args.input[0]))
 
 
 def default_jobs() -> int:

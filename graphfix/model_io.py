@@ -23,12 +23,10 @@ from .weights import save_streaming
 PROTOBUF_LIMIT = 2 * 1024 ** 3 - 1024 ** 2  # keep a margin under protobuf's 2 GiB
 
 
-def over_protobuf_limit(message) -> bool:
-    """Whether `message` is too big to serialize (upb's ByteSize itself fails past 2 GiB)."""
-    try:
-        return message.ByteSize() > PROTOBUF_LIMIT
-    except Exception:   # google.protobuf.message.EncodeError
-        return True
+def over_protobuf_limit(model: onnx.ModelProto) -> bool:
+    """Whether `model` is too big to serialize, estimated without encoding its weights."""
+    from .weights import approx_byte_size
+    return approx_byte_size(model) > PROTOBUF_LIMIT
 
 
 @dataclass

@@ -19,8 +19,21 @@ BIG_TENSOR_BYTES = 1 << 16   # smaller tensors stay: shape-like constants feed d
 _ALIGN = 4096                # page-aligned offsets, as onnx.save writes them (lets readers mmap)
 
 
-def _is_big(tensor: TensorProto) -> bool:   # ByteSize reads no bytes out (raw_data would copy)
-    return tensor.ByteSize() > BIG_TENSOR_BYTES or _is_stub(tensor)
+def tensor_bytes(tensor: TensorProto) -> int:
+    """The bytes a tensor's data takes, from its type and dims: upb's ByteSize encodes the message
+    to measure it (a transient twice its size) and reading raw_data copies it."""
+    if tensor.data_type == TensorProto.STRING:
+        return sum(len(v) for v in tensor.string_data)
+    try:
+        itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        itemsize = 8
+    return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize if tensor.dims else itemsize
+
+
+def _is_big(tensor: TensorProto) -> bool:
+    return _is_stub(tensor) or (tensor.data_location != TensorProto.EXTERNAL
+                                and tensor_bytes(tensor) > BIG_TENSOR_BYTES)
 
 
 def _copy_fields(src, dst, skip: str) -> None:
@@ -120,7 +133,13 @@ class _Filler:
 
 
 def big_bytes(model: onnx.ModelProto) -> int:
-    return sum(t.ByteSize() for t in model.graph.initializer if _is_big(t))
+    return sum(tensor_bytes(t) for t in model.graph.initializer if _is_big(t) and not _is_stub(t))
+
+
+def approx_byte_size(model: onnx.ModelProto) -> int:
+    """model.ByteSize() without encoding the weights (encoding 3 GiB to measure it took 2 GiB more
+    before failing past protobuf's limit)."""
+    return weightless_model(model).ByteSize() + big_bytes(model)
 
 
 def export_in_place(model: onnx.ModelProto, export):

@@ -161,6 +161,8 @@ def test_progress_line_only_on_a_terminal(tmp_path, capsys, monkeypatch):
 
 def test_one_file_keeps_the_single_model_path(tmp_path, capsys):
     src = _write(tmp_path / "m.onnx", tiny_model())
+    assert main(["fix", str(tmp_path), "-o", str(tmp_path / "o.onnx"), "--quiet"]) == 2   # as before
+    _one_error_line(capsys, "not a file")
     assert main(["fix", src, "-o", str(tmp_path) + "/", "--quiet"]) == 2   # a directory is refused, as before
     _one_error_line(capsys, "is a directory")
     assert main(["fix", src, "-o", str(tmp_path / "o.onnx"), "--quiet"]) == 0

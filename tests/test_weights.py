@@ -157,3 +157,17 @@ def test_in_place_rollback_restores_the_model(monkeypatch):
     rec = {p.name: p for p in report.passes}["test-dup-names"]
     assert rec.status == "rolled-back" and "duplicate node names" in rec.error and calls
     assert _as_parts(fixed) == _as_parts(pipeline.fix(model, trt="8.6", check="none", passes="normalize")[0])
+
+
+def test_sizes_are_estimated_without_encoding_and_big_models_are_unchecked_in_ort(monkeypatch):
+    from graphfix import model_io
+    from graphfix.checks.ort import TOO_BIG, compare_models, ort_can_load
+    model = weighted_chain()
+    for t in model.graph.initializer:
+        assert weights.tensor_bytes(t) == len(t.raw_data)
+    assert abs(weights.approx_byte_size(model) - model.ByteSize()) < 64   # only field headers differ
+    assert not model_io.over_protobuf_limit(model) and ort_can_load(model)
+    monkeypatch.setattr(model_io, "PROTOBUF_LIMIT", model.ByteSize() // 2)
+    assert model_io.over_protobuf_limit(model) and not ort_can_load(model)
+    result = compare_models(model, model)
+    assert result.unchecked and result.error == TOO_BIG

@@ -105,6 +105,9 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
                                graph_optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         return OnnxrtRunner(sess, name=name)
 
+    from ..model_io import over_protobuf_limit
+    if over_protobuf_limit(reference) or over_protobuf_limit(candidate):   # before any copy
+        return EquivalenceResult(False, error=TOO_BIG, unchecked=True)
     reference, candidate = runnable_copy(reference), runnable_copy(candidate)
     if not ort_can_load(reference):
         return EquivalenceResult(False, error=REFERENCE_NOT_RUNNABLE + _load_error(reference), unchecked=True)
@@ -166,6 +169,8 @@ def accuracy_stats(results, tolerances: Dict[str, Tuple[float, float]]) -> Dict[
 
 
 REFERENCE_NOT_RUNNABLE = "unchecked: the installed ONNX Runtime cannot run the model before the rewrite: "
+TOO_BIG = ("unchecked: the model is over protobuf's 2 GiB limit, and graphfix hands ONNX Runtime "
+           "serialized models")
 NON_TENSOR_IO = "unchecked: graph inputs/outputs that are not tensors (optional, sequence) cannot be compared: "
 
 
@@ -196,6 +201,9 @@ def _session(model: onnx.ModelProto):
 
 
 def _load_error(model: onnx.ModelProto) -> str:
+    from ..model_io import over_protobuf_limit
+    if over_protobuf_limit(model):
+        return TOO_BIG
     try:
         _session(model)
     except Exception as exc:
@@ -210,6 +218,9 @@ def _one_line(exc: BaseException) -> str:
 
 def ort_can_load(model: onnx.ModelProto) -> bool:
     """Whether ONNX Runtime accepts the model at all (plugin ops make it refuse)."""
+    from ..model_io import over_protobuf_limit
+    if over_protobuf_limit(model):   # serializing would fail only after encoding 2 GiB
+        return False
     try:
         _session(model)
         return True

@@ -251,10 +251,16 @@ def save_model(model: onnx.ModelProto, path: str, *, input_path=None,
             onnx.save_model(copy, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=location, size_threshold=1024)
         else:
-            _write_bytes(tmp_model, model.SerializeToString())
+            _write_model(tmp_model, model)
 
     def direct(stream_path: str) -> None:   # /dev/stdout and the like: one stream, no data file
         if over_protobuf_limit(model):
             raise OutputError(f"{path}: a model over 2 GiB needs a data file beside it, not a stream")
-        _write_bytes(stream_path, model.SerializeToString())
+        _write_model(stream_path, model)
     _write_files(path, produce, "output", direct)
+
+
+def _write_model(path: str, model: onnx.ModelProto) -> None:
+    from .weights import write_embedded
+    with open(path, "wb") as f:
+        write_embedded(model, f)   # model.SerializeToString()'s bytes, without holding them all

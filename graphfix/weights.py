@@ -279,3 +279,63 @@ def save_streaming(model: onnx.ModelProto, path: str, location: str) -> bool:
     with open(path, "wb") as f:
         f.write(skeleton.SerializeToString())
     return True
+
+
+def write_embedded(model: onnx.ModelProto, f) -> None:
+    """Write model.SerializeToString() to the binary file `f`, the same bytes, one initializer at a
+    time: whole-model serialization held the encoder's buffer (up to twice the model) and a copy.
+
+    Protobuf writes fields in number order, so the model is its fields before `graph` (7), the
+    graph, then the rest; the graph is its fields before `initializer` (5), each initializer, the rest.
+    """
+    graph = model.graph
+    if not any(_is_big(t) for t in graph.initializer):   # small: protobuf's own (keeps unknown fields)
+        f.write(model.SerializeToString())
+        return
+    head, tail = _split_fields(model, "graph")
+    g_head, g_tail = _split_fields(graph, "initializer")
+    sizes = [t.ByteSize() for t in graph.initializer]   # encodes one tensor at a time
+    init_tag = _varint(5 << 3 | 2)
+    graph_len = len(g_head) + len(g_tail) + sum(len(init_tag) + len(_varint(n)) + n for n in sizes)
+    f.write(head)
+    f.write(_varint(7 << 3 | 2) + _varint(graph_len))
+    f.write(g_head)
+    for tensor, size in zip(graph.initializer, sizes):
+        f.write(init_tag + _varint(size))
+        f.write(tensor.SerializeToString())
+    f.write(g_tail)
+    f.write(tail)
+
+
+def _split_fields(message, field: str):
+    """(serialized fields numbered below `field`, serialized fields above it)."""
+    number = message.DESCRIPTOR.fields_by_name[field].number
+    before, after = type(message)(), type(message)()
+    for fd, value in message.ListFields():
+        if fd.name == field:
+            continue
+        one = type(message)()
+        _copy_fields_named(message, one, fd.name)
+        (before if fd.number < number else after).MergeFrom(one)
+    return before.SerializeToString(), after.SerializeToString()
+
+
+def _copy_fields_named(src, dst, name: str) -> None:
+    fd = src.DESCRIPTOR.fields_by_name[name]
+    value = getattr(src, name)
+    repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
+    if repeated:
+        getattr(dst, name).extend(value)
+    elif fd.type == fd.TYPE_MESSAGE:
+        getattr(dst, name).CopyFrom(value)
+    else:
+        setattr(dst, name, value)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | 0x80 if n else low)
+        if not n:
+            return bytes(out)

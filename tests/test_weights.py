@@ -171,3 +171,15 @@ def test_sizes_are_estimated_without_encoding_and_big_models_are_unchecked_in_or
     assert model_io.over_protobuf_limit(model) and not ort_can_load(model)
     result = compare_models(model, model)
     assert result.unchecked and result.error == TOO_BIG
+
+
+@pytest.mark.parametrize("name", ["example_encoder_block", "int64_if_outer_scope", "optional_sequence_values",
+                                  "fold_qdq_weights", "contrib_embed_layer_norm"])
+def test_embedded_write_gives_the_serialized_bytes(name, tmp_path):
+    import io
+    from graphfix.fixtures import build
+    for model in (build(name), weighted_chain()):
+        model.metadata_props.add(key="k", value="v")   # a field after the graph
+        out = io.BytesIO()
+        weights.write_embedded(model, out)
+        assert out.getvalue() == model.SerializeToString()

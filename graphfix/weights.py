@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Callable, Iterator  # noqa: F401  (Callable: in a type comment)
+from typing import Callable, Iterator
 
 import numpy as np
 import onnx
@@ -72,7 +72,7 @@ def weightless_model(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 @contextmanager
-def weightless_graph(graph) -> Iterator["Callable[[onnx.ModelProto], None]"]:
+def weightless_graph(graph) -> Iterator[Callable[..., None]]:
     """While inside, big constants of the gs.Graph `graph` export as dims and type only (no bytes).
 
     Yields `fill(model)`, which puts the bytes into a model exported inside, tensor by tensor: one

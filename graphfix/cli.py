@@ -32,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     fx = sub.add_parser("fix", help="rewrite a model for TensorRT and check the rewrite")
-    fx.add_argument("input", help="ONNX model to fix")
-    fx.add_argument("-o", "--output", required=True, help="where to write the fixed model")
+    fx.add_argument("input", nargs="+", help="ONNX model to fix (several, or directories: see -o)")
+    fx.add_argument("-o", "--output", required=True,
+                    help="where to write the fixed model; with several models, a directory (OUTDIR/)")
+    fx.add_argument("--jobs", type=int, help="with several models: worker processes (default: min(CPUs, 4))")
     fx.add_argument("--trt", help="target TensorRT version (default: installed tensorrt, else 10.0)")
     group = fx.add_mutually_exclusive_group()
     group.add_argument("--passes", help="comma-separated passes to run (default: all the target needs)")
@@ -111,6 +113,11 @@ def parse_shapes(text: Optional[str]):
 
 
 def cmd_fix(args) -> int:
+    if isinstance(args.input, list):   # from the parser: one file, or a batch (graphfix/batch.py)
+        from .batch import is_batch, run_batch
+        if is_batch(args):
+            return run_batch(args)
+        args.input = args.input[0]
     console.progress("starting (importing onnx)")   # the imports below take a second or more
     from .model_io import load_model, save_model
     from .pass_api import PassContext

@@ -78,13 +78,13 @@ def _restore_raw_attributes(protos, nodes) -> None:
                                      "list of graphs, which graphsurgeon cannot import")
 
 
-def to_model(graph: gs.Graph, template: onnx.ModelProto | None = None) -> onnx.ModelProto:
+def to_model(graph: gs.Graph, template: onnx.ModelProto | None = None, place_weights=None) -> onnx.ModelProto:
     """Export a graph; keeps the template's producer/metadata, pins a conservative IR version.
 
     Optional, sequence and map values (which graphsurgeon cannot export) get the types the template
     gives their names; one the template does not type raises RoundTripError.
     """
-    model = _export(graph, _value_types(template.graph) if template is not None else {})
+    model = _export(graph, _value_types(template.graph) if template is not None else {}, place_weights)
     if template is not None:
         model.producer_name = template.producer_name
         model.producer_version = template.producer_version
@@ -127,8 +127,10 @@ def _gs_graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
                 yield from _gs_graphs(value)
 
 
-def _export(graph: gs.Graph, value_types: Dict[str, onnx.TypeProto]) -> onnx.ModelProto:
-    """gs.export_onnx, with non-tensor values exported untyped and then given their known types."""
+def _export(graph: gs.Graph, value_types: Dict[str, onnx.TypeProto], place_weights=None) -> onnx.ModelProto:
+    """gs.export_onnx, with non-tensor values exported untyped and then given their known types.
+    Big constants are exported as stubs, then `place_weights(model, fill)` (default: fill(model))
+    puts their bytes in (weights.export_in_place keeps them in the model they came from instead)."""
     hidden: List[Tuple[gs.Tensor, object]] = []
     for g in _gs_graphs(graph):
         for tensor in g.tensors().values():
@@ -140,10 +142,13 @@ def _export(graph: gs.Graph, value_types: Dict[str, onnx.TypeProto]) -> onnx.Mod
     if untyped:
         raise RoundTripError(f"graph input/output {', '.join(untyped)} has no type to export "
                              "(graphsurgeon exports only tensor types; others come from the source model)")
+    from .weights import weightless_graph
     try:
         for tensor, _ in hidden:
             tensor.dtype = None
-        model = gs.export_onnx(graph, do_type_check=False)
+        with weightless_graph(graph) as fill_weights:   # one copy of the weights, not two
+            model = gs.export_onnx(graph, do_type_check=False)
+            (place_weights or (lambda m, fill: fill(m)))(model, fill_weights)
     finally:
         for tensor, dtype in hidden:
             tensor.dtype = dtype

@@ -18,8 +18,15 @@ import onnx
 
 from .errors import InputError, OutputError
 from .external_data import embed_external_data, external_tensors
+from .weights import save_streaming
 
 PROTOBUF_LIMIT = 2 * 1024 ** 3 - 1024 ** 2  # keep a margin under protobuf's 2 GiB
+
+
+def over_protobuf_limit(model: onnx.ModelProto) -> bool:
+    """Whether `model` is too big to serialize, estimated without encoding its weights."""
+    from .weights import approx_byte_size
+    return approx_byte_size(model) > PROTOBUF_LIMIT
 
 
 @dataclass
@@ -229,22 +236,31 @@ def save_model(model: onnx.ModelProto, path: str, *, input_path=None,
     path = os.fspath(path)
     refuse_overwrite(path, input_path, overwrite_input)
     if external_data is None:
-        external_data = model.ByteSize() > PROTOBUF_LIMIT
+        external_data = over_protobuf_limit(model)
     target = check_output_path(path)
     if external_data and _is_regular_or_missing(target):
         refuse_overwrite(target + ".data", input_path, False)
 
     def produce(tmp_model: str) -> None:
+        location = os.path.basename(tmp_model) + ".data"
+        if external_data and save_streaming(model, tmp_model, location):
+            return   # weights streamed one by one, no copy of the model
         if external_data:   # onnx moves the weights out of the proto it saves: give it a copy
             copy = onnx.ModelProto()
             copy.CopyFrom(model)
             onnx.save_model(copy, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=os.path.basename(tmp_model) + ".data", size_threshold=1024)
+                            location=location, size_threshold=1024)
         else:
-            _write_bytes(tmp_model, model.SerializeToString())
+            _write_model(tmp_model, model)
 
     def direct(stream_path: str) -> None:   # /dev/stdout and the like: one stream, no data file
-        if model.ByteSize() > PROTOBUF_LIMIT:
+        if over_protobuf_limit(model):
             raise OutputError(f"{path}: a model over 2 GiB needs a data file beside it, not a stream")
-        _write_bytes(stream_path, model.SerializeToString())
+        _write_model(stream_path, model)
     _write_files(path, produce, "output", direct)
+
+
+def _write_model(path: str, model: onnx.ModelProto) -> None:
+    from .weights import write_embedded
+    with open(path, "wb") as f:
+        write_embedded(model, f)   # model.SerializeToString()'s bytes, without holding them all

@@ -189,8 +189,10 @@ class Facts:
 
     def __init__(self, graph: gs.Graph):
         self.by_name: Dict[str, TensorFact] = {}
+        from .weights import weightless_graph
         try:
-            model = gs.export_onnx(graph, do_type_check=False)
+            with weightless_graph(graph):   # inference reads types and dims, not weight bytes
+                model = gs.export_onnx(graph, do_type_check=False)
             model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False,
                                                       data_prop=True)
         except Exception:  # an unexportable or uninferable graph: fall back to graphsurgeon's view

@@ -22,6 +22,11 @@ from .pass_api import PassContext
 from .registry import ordered_passes, registered
 from .report import APPLIED, FAILED, ROLLED_BACK, SKIPPED, UNCHANGED, PassReport, Report, model_summary
 from .target import Target, resolve_target
+from .weights import big_bytes, export_in_place
+
+# With --check none and weights above this, a pass's result replaces the model in place (one copy
+# of the weights, not two): nothing needs the model before the pass but a rollback.
+IN_PLACE_BYTES = 256 * 1024 ** 2
 
 CHECK_MODES = ("ort", "none", "trt")
 FREEZE = "freeze-inputs"     # the report record of input specialization (not a pass: it runs first)
@@ -196,7 +201,11 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
         if not result.modified:
             rec.seconds = time.perf_counter() - t0
             return rec, model
-        new_model = to_model(graph, model)
+        undo, before = None, model
+        if check == "none" and big_bytes(model) >= IN_PLACE_BYTES:   # nothing compares two models
+            new_model, undo, before = export_in_place(model, lambda place: to_model(graph, model, place))
+        else:
+            new_model = to_model(graph, model)
     except Exception as exc:  # a pass bug must not end the run: roll back, report, go on
         rec.status = FAILED
         rec.error = (f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]} "
@@ -205,8 +214,8 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
         rec.seconds = time.perf_counter() - t0
         return rec, model
     io_declared = any(c.get("action") == "change-io-type" for c in rec.changes)   # asked for (--no-keep-io-types)
-    problems = check_rewrite(model, new_model, allow_io_change=ctx.int32_io or io_declared) if info.ort_checkable \
-        else _light_problems(model, new_model, ctx, rec.changes)
+    problems = check_rewrite(before, new_model, allow_io_change=ctx.int32_io or io_declared) if info.ort_checkable \
+        else _light_problems(before, new_model, ctx, rec.changes)
     if not problems and info.ort_checkable and check in ("ort", "trt") and _unchecked(choice):
         # the original does not run in ONNX Runtime: the pass is neither confirmed nor blamed
         rec.check = {"kind": "ort", "passed": None, "unchecked": True, "error": choice.explain(), "outputs": []}
@@ -229,7 +238,7 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
     if problems:
         rec.status = ROLLED_BACK
         rec.error = "; ".join(problems)
-        return rec, model
+        return rec, undo() if undo else model
     rec.status = APPLIED
     return rec, new_model
 
@@ -282,8 +291,10 @@ def _checker_check(model: onnx.ModelProto) -> dict:
     unknown attribute); "unchecked" when only the checker does (a deprecated op such as
     GroupNormalization-18 that ONNX Runtime and TensorRT still run). Ops of custom domains
     (TensorRT plugins) have no schema; the checker lets them through."""
-    from .model_io import PROTOBUF_LIMIT
-    if model.ByteSize() > PROTOBUF_LIMIT:
+    from .model_io import over_protobuf_limit
+    from .weights import weightless_model
+    model = weightless_model(model)   # the checker reads types and dims, not weight bytes
+    if over_protobuf_limit(model):
         return {"kind": "onnx-checker", "passed": None, "skipped": True,
                 "detail": "unchecked: the checker takes models under 2 GiB only"}
     try:

@@ -135,6 +135,9 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
         return Comparator.run([runner(reference, "reference"), runner(candidate, "candidate")],
                               data_loader=feeds)
 
+    from ..model_io import over_protobuf_limit
+    if over_protobuf_limit(reference) or over_protobuf_limit(candidate):   # before any copy
+        return EquivalenceResult(False, error=TOO_BIG, unchecked=True)
     reference, candidate = runnable_copy(reference), with_reference_float_io(reference, runnable_copy(candidate))
     note = None
     from .emulate import emulate_bf16, has_bf16
@@ -237,6 +240,8 @@ def accuracy_stats(results, tolerances: Dict[str, Tuple[float, float]]) -> Dict[
 
 
 REFERENCE_NOT_RUNNABLE = "unchecked: the installed ONNX Runtime cannot run the model before the rewrite: "
+TOO_BIG = ("unchecked: the model is over protobuf's 2 GiB limit, and graphfix hands ONNX Runtime "
+           "serialized models")
 NON_TENSOR_IO = "unchecked: graph inputs/outputs that are not tensors (optional, sequence) cannot be compared: "
 
 
@@ -310,6 +315,9 @@ def _one_line(exc: BaseException) -> str:
 
 def load_error(model: onnx.ModelProto) -> Optional[str]:
     """Why ONNX Runtime refuses the model (plugin ops make it refuse), or None when it loads it."""
+    from ..model_io import over_protobuf_limit
+    if over_protobuf_limit(model):   # serializing would fail only after encoding 2 GiB
+        return TOO_BIG
     try:
         _session(model)
         return None

@@ -34,9 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     group = fx.add_mutually_exclusive_group()
     group.add_argument("--passes", help="comma-separated passes to run (default: all the target needs)")
     group.add_argument("--skip", help="comma-separated passes to leave out")
-    fx.add_argument("--check", choices=["ort", "none", "trt"], default="ort",
+    fx.add_argument("--check", choices=["ort", "none", "trt", "rtx"], default="ort",
                     help="ort: ONNX Runtime before/after each pass (default); trt: also build and "
-                         "compare a TensorRT engine; none: no output comparison")
+                         "compare a TensorRT engine; rtx: also parse and build ahead of time with "
+                         "TensorRT-RTX (11.x parser, not run); none: no output comparison")
     fx.add_argument("--report", help="write the JSON report here")
     fx.add_argument("--int32-io", action="store_true", help="allow INT64 graph inputs/outputs to become INT32")
     fx.add_argument("--in-place", action="store_true", help="allow the output to replace the input file")
@@ -52,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     vd = sub.add_parser("validate", help="build FIXED with TensorRT and compare it with ONNX Runtime on ORIGINAL")
     vd.add_argument("original", help="the model as it was (run in ONNX Runtime)")
-    vd.add_argument("fixed", help="the model to build and run with TensorRT")
+    vd.add_argument("fixed", nargs="?", help="the model to build and run with TensorRT")
+    vd.add_argument("--backend", choices=["trt", "rtx"], default="trt",
+                    help="trt: tensorrt (build, run, compare; default); rtx: TensorRT-RTX, parse and build "
+                         "ahead of time on the CPU, not run (FIXED alone is enough)")
     add_trt_arguments(vd)
     vd.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -97,7 +101,7 @@ def cmd_fix(args) -> int:
     refuse_overwrite(args.output, args.input, args.in_place)   # before any work, not only at save
     from .plugin_rules.cli_args import plugin_options
     context = PassContext(int32_io=args.int32_io, options=plugin_options(args))
-    check = "ort" if args.check == "trt" else args.check
+    check = "ort" if args.check in ("trt", "rtx") else args.check
     if args.until_parses:
         from .fix_loop import fix_until_parses
         model, report = fix_until_parses(args.input, trt=args.trt, passes=args.passes, skip=args.skip,
@@ -111,6 +115,9 @@ def cmd_fix(args) -> int:
     if args.check == "trt":
         from .checks.trt import add_trt_check
         add_trt_check(report, original=args.input, fixed=args.output, args=args)
+    elif args.check == "rtx":
+        from .checks.rtx import add_rtx_check
+        add_rtx_check(report, fixed=args.output, args=args)
     if args.report:
         _write_text_atomic(args.report, report.dumps() + "\n")
     if not args.quiet:

@@ -19,7 +19,13 @@ JSON schema (``graphfix check --json``)::
      "findings": [{"node": str|null, "op": str|null, "severity": "error"|"wrong-result"|"warning",
                    "reason": str, "fix_pass": str|null, "source": str, "rule": str}],
      "real_parser": null | {"available": bool, "reason": str, "parsed": bool, "crashed": bool,
-                            "errors": [{"node": str|null, "op": str|null, "message": str}]}}
+                            "errors": [{"node": str|null, "op": str|null, "message": str}],
+                            # with the TensorRT-RTX backend (profiles with "real_backend": "rtx"):
+                            "backend": "rtx", "label": str, "built": bool}}
+
+Which real TensorRT a profile's line is checked against is data: the profile's ``real_backend``
+(default "trt", the installed tensorrt; "rtx" for the 11.x line: TensorRT-RTX's 11.x parser and its
+ahead-of-time builder, graphfix.checks.rtx).
 
 ``fix_pass`` is the graphfix pass that fixes the finding, or null ("no automatic fix"). ``node`` is
 null for model-level findings. ``source`` is the citation the fact comes from.
@@ -1109,7 +1115,10 @@ def check_model(src, trt=None, real_parser: bool = False) -> CheckResult:
     findings.sort(key=lambda x: (x.node is not None, SEVERITY_ORDER.get(x.severity, 9)))
     result = CheckResult(loaded.source, target, profile, findings)
     if real_parser:
-        result.real_parser = run_real_parser(loaded.path, loaded.model)
+        if profile.extra.get("real_backend") == "rtx":
+            result.real_parser = run_rtx_parser(loaded.path, loaded.model)
+        else:
+            result.real_parser = run_real_parser(loaded.path, loaded.model)
     return result
 
 
@@ -1135,6 +1144,34 @@ def run_real_parser(path: Optional[str], model: onnx.ModelProto) -> dict:
                 "errors": [dict(e) for e in outcome.errors]}
     except Exception as exc:  # the real parser is evidence beside the prediction, not a requirement
         return {"available": False, "reason": f"real parser unavailable ({type(exc).__name__}: {exc})"}
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def run_rtx_parser(path: Optional[str], model: onnx.ModelProto) -> dict:
+    """TensorRT-RTX's verdict (11.x parser, then an ahead-of-time build on the CPU); never raises."""
+    from .checks.trt_backends import get_backend
+    from .checks.trt_env import rtx_unavailable_reason
+    label = get_backend("rtx").label(None)
+    reason = rtx_unavailable_reason()
+    if reason is not None:
+        return {"available": False, "reason": reason, "backend": "rtx", "label": label}
+    tmp = None
+    try:
+        from .checks.rtx import build_only
+        if path is None:
+            fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix="graphfix-check-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(model.SerializeToString())
+            path = tmp
+        outcome = build_only(path, progress=False)
+        return {"available": True, "reason": "", "backend": "rtx", "label": outcome.label or label,
+                "parsed": bool(outcome.parsed), "built": bool(outcome.built), "crashed": bool(outcome.crashed),
+                "errors": [dict(e) for e in outcome.errors]}
+    except Exception as exc:  # evidence beside the prediction, not a requirement
+        return {"available": False, "reason": f"TensorRT-RTX unavailable ({type(exc).__name__}: {exc})",
+                "backend": "rtx", "label": label}
     finally:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
@@ -1179,14 +1216,17 @@ def format_table(result: CheckResult) -> str:
 
 
 def _format_real_parser(rp: dict, result: CheckResult) -> str:
+    who = f"real {rp['label']}" if rp.get("label") else "real TensorRT parser"
     if not rp.get("available"):
-        return f"real TensorRT parser: not run ({rp.get('reason') or 'real parser unavailable'})"
+        return f"{who}: not run ({rp.get('reason') or 'real parser unavailable'})"
     if rp.get("crashed"):
-        head = "real TensorRT parser: CRASHED while parsing"
+        head = f"{who}: CRASHED while {'parsing' if not rp.get('parsed') else 'building'}"
+    elif rp.get("parsed") and "built" in rp:
+        head = f"{who}: {'parsed and built the model' if rp['built'] else 'parsed the model, build FAILED'}"
     elif rp.get("parsed"):
-        head = "real TensorRT parser: parsed the model"
+        head = f"{who}: parsed the model"
     else:
-        head = "real TensorRT parser: failed"
+        head = f"{who}: failed"
     predicted = {f.node for f in result.findings if f.severity == "error"}
     out = [head]
     for e in rp.get("errors", []):
@@ -1196,5 +1236,5 @@ def _format_real_parser(rp: dict, result: CheckResult) -> str:
     return "\n".join(out)
 
 
-__all__ = ["Finding", "CheckResult", "ModelFacts", "check_model", "run_real_parser", "format_table", "RULES",
-           "SCHEMA"]
+__all__ = ["Finding", "CheckResult", "ModelFacts", "check_model", "run_real_parser", "run_rtx_parser", "format_table",
+           "RULES", "SCHEMA"]

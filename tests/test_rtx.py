@@ -1,0 +1,189 @@
+"""The TensorRT-RTX backend: the onnx-tensorrt 11.x parser and an ahead-of-time build on the CPU.
+
+CPU tests without TensorRT-RTX cover the backend table, its name in reports, the CLI's refusals and
+`check`'s report when RTX is absent. `rtx`-marked tests parse and build for real (tests/conftest.py
+skips them where the wheels are absent, and fails them in CI), and hold every fixture and every
+exported model to this: after `graphfix fix --trt 11` it parses and builds on TensorRT-RTX, or it is
+listed in KNOWN_RTX_FAILURES with a reason that `graphfix check --trt 11` also gives.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+
+import pytest
+
+from graphfix.checks.trt_backends import BACKENDS, get_backend
+from graphfix.cli import main
+from graphfix.errors import UsageError
+from graphfix.fixtures import build
+from graphfix.model_io import save_model
+from graphfix.profiles import load_profile
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_SPEC = importlib.util.spec_from_file_location("rtx_models", os.path.join(_HERE, "..", "benchmarks", "rtx_models.py"))
+rtx_models = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(rtx_models)
+
+LABEL = "TensorRT-RTX 1.7 (parser 11.x, ahead-of-time build, not run)"
+
+# Models that do not parse and build on TensorRT-RTX 1.7 even after `graphfix fix --trt 11`, measured
+# (benchmarks/results/rtx_models.md): name -> (op TensorRT-RTX fails on, text check --trt 11's finding
+# for that op contains).
+KNOWN_RTX_FAILURES = {
+    "check_roialign": ("RoiAlign", "plugin"),
+}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    def _save(name):
+        path = str(tmp_path / f"{name}.onnx")
+        save_model(build(name), path)
+        return path
+    return _save
+
+
+# --- the backend as data (no TensorRT-RTX needed) --------------------------------------------------------
+
+def test_backends_are_data():
+    rtx, trt = get_backend("rtx"), get_backend("trt")
+    assert get_backend(None) is trt and set(BACKENDS) == {"trt", "rtx"}
+    assert (rtx.module, rtx.runs_engines, rtx.precision_flags) == ("tensorrt_rtx_bindings", False, False)
+    assert (trt.module, trt.runs_engines, trt.precision_flags) == ("tensorrt", True, True)
+    assert rtx.label("1.7.1.116") == LABEL
+    assert "TensorRT 11" not in rtx.label("1.7.1.116")
+    assert trt.label("8.6.0") == "TensorRT 8.6.0"
+    with pytest.raises(UsageError, match="unknown TensorRT backend 'gpu'"):
+        get_backend("gpu")
+
+
+def test_which_real_parser_checks_a_line_is_profile_data():
+    assert load_profile("11.0").extra.get("real_backend") == "rtx"
+    assert load_profile("8.6").extra.get("real_backend") is None   # the installed tensorrt
+    assert load_profile("10.3").extra.get("real_backend") is None
+
+
+def test_validate_rtx_refuses_precision_flags(saved, capsys):
+    assert main(["validate", "--backend", "rtx", saved("float_mlp"), "--fp16"]) == 2
+    assert "strongly typed" in capsys.readouterr().err
+
+
+def test_validate_trt_still_needs_two_models(saved, capsys):
+    assert main(["validate", saved("float_mlp")]) == 2
+    assert "ORIGINAL and FIXED" in capsys.readouterr().err
+
+
+def test_check_reports_rtx_absent(saved, monkeypatch, capsys):
+    import graphfix.checks.trt_env as trt_env
+    monkeypatch.setattr(trt_env, "rtx_unavailable_reason", lambda: "TensorRT-RTX is not installed")
+    assert main(["check", saved("check_clean_conv"), "--trt", "11", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["real_parser"] == {"available": False, "reason": "TensorRT-RTX is not installed",
+                                  "backend": "rtx", "label": "TensorRT-RTX ? (parser 11.x, ahead-of-time build, not run)"}
+    assert main(["check", saved("check_clean_conv"), "--trt", "11"]) == 0
+    assert "real TensorRT-RTX ? (parser 11.x, ahead-of-time build, not run): not run" in capsys.readouterr().out
+
+
+def test_fix_check_rtx_absent_is_a_failed_check(saved, tmp_path, monkeypatch, capsys):
+    import graphfix.checks.trt_env as trt_env
+    monkeypatch.setattr(trt_env, "rtx_unavailable_reason", lambda: "TensorRT-RTX is not installed")
+    report = tmp_path / "r.json"
+    assert main(["fix", saved("float_mlp"), "-o", str(tmp_path / "o.onnx"), "--trt", "11", "--check", "rtx",
+                 "--report", str(report), "--quiet"]) == 1
+    check = [c for c in json.loads(report.read_text())["checks"] if c["kind"] == "rtx"]
+    assert check == [{"kind": "rtx", "passed": False, "error": "TensorRT-RTX is not installed",
+                      "detail": "TensorRT-RTX check could not run: TensorRT-RTX is not installed"}]
+
+
+# --- real TensorRT-RTX ----------------------------------------------------------------------------------
+
+@pytest.mark.rtx
+def test_parse_errors_are_named_by_node(saved):
+    from graphfix.checks.trt import parse_in_subprocess
+    outcome = parse_in_subprocess(saved("check_roialign"), backend="rtx")
+    assert not outcome.parsed and not outcome.crashed
+    assert outcome.label == LABEL and outcome.trt_version.startswith("1.7.")
+    assert outcome.errors[0]["node"] == "roialign" and outcome.errors[0]["op"] == "RoiAlign"
+    assert "ROIAlign plugin was not found" in outcome.errors[0]["message"]
+
+
+@pytest.mark.rtx
+def test_build_profile_from_dynamic_dims_and_user_shapes():
+    from graphfix.checks.rtx import build_only
+    path = os.path.join(rtx_models.EXPORTED_DIR, "bert_ts17.onnx")
+    result = build_only(path, progress=False)
+    assert result.passed and result.parsed and result.built and not result.ran, result.summary()
+    assert result.engine_bytes > 100_000 and result.label == LABEL
+    assert result.profile["input_ids"] == {"min": [1, 1], "opt": [1, 4], "max": [2, 8]}
+    fixed = build_only(path, progress=False, shapes={"input_ids": [2, 16], "attention_mask": [2, 16],
+                                                     "token_type_ids": [2, 16]})
+    assert fixed.passed and fixed.profile["attention_mask"] == {"min": [2, 16], "opt": [2, 16], "max": [2, 16]}
+    assert fixed.to_json()["build_only"] is True and fixed.to_json()["backend"] == "rtx"
+
+
+@pytest.mark.rtx
+def test_validate_cli(saved, capsys):
+    assert main(["validate", "--backend", "rtx", saved("float_conv")]) == 0
+    out = capsys.readouterr().out
+    assert f"on {LABEL}" in out and "run     not run (ahead-of-time build)" in out and "PASSED" in out
+    assert "TensorRT 11" not in out
+    assert main(["validate", "--backend", "rtx", saved("check_roialign"), "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["parsed"] is False and doc["errors"][0]["op"] == "RoiAlign" and doc["label"] == LABEL
+
+
+@pytest.mark.rtx
+def test_fix_check_rtx_adds_the_verdict(saved, tmp_path):
+    report = tmp_path / "r.json"
+    out = tmp_path / "fixed.onnx"
+    assert main(["fix", saved("opset18_dynamo_block"), "-o", str(out), "--trt", "11", "--check", "rtx",
+                 "--report", str(report), "--quiet"]) == 0
+    (check,) = [c for c in json.loads(report.read_text())["checks"] if c["kind"] == "rtx"]
+    assert check["passed"] and check["built"] and not check["ran"] and check["label"] == LABEL
+    assert check["model"] == str(out)
+
+
+@pytest.mark.rtx
+def test_check_trt_11_prints_rtx_beside_the_prediction(saved, capsys):
+    assert main(["check", saved("example_encoder_block"), "--trt", "11"]) == 0
+    assert f"real {LABEL}: parsed and built the model" in capsys.readouterr().out
+    path = saved("check_roialign")
+    main(["check", path, "--trt", "11", "--json"])
+    rp = json.loads(capsys.readouterr().out)["real_parser"]
+    assert rp["available"] and rp["backend"] == "rtx" and not rp["parsed"] and rp["built"] is False
+    assert rp["errors"][0]["op"] == "RoiAlign"
+
+
+# --- every fixture and exported model, after graphfix fix --trt 11 ------------------------------------------
+
+MODELS = dict(rtx_models.model_sources())
+
+
+@functools.lru_cache(maxsize=None)
+def _fixed_verdict(name):
+    return rtx_models.evaluate(name, MODELS[name], fixed_only=True)
+
+
+@pytest.mark.rtx
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_parses_and_builds_after_fix(name):
+    rec = _fixed_verdict(name)
+    assert "fixed" in rec, rec["fix"]
+    verdict = rec["fixed"]
+    assert not verdict["crashed"] and not verdict["timed_out"], verdict
+    if name not in KNOWN_RTX_FAILURES:
+        assert rtx_models.ok(verdict), verdict["errors"]
+        return
+    op, reason = KNOWN_RTX_FAILURES[name]
+    assert not rtx_models.ok(verdict), f"{name} now parses and builds: drop it from KNOWN_RTX_FAILURES"
+    assert any(e["op"] == op for e in verdict["errors"]), verdict["errors"]
+    assert any(f["op"] == op and reason in f["reason"] for f in verdict["check_errors"]), \
+        f"check --trt 11 does not give the reason: {verdict['check_errors']}"
+
+
+def test_known_failures_are_models():
+    assert set(KNOWN_RTX_FAILURES) <= set(MODELS)
+    assert sum(n.startswith("exported/") for n in MODELS) == 13

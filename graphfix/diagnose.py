@@ -476,13 +476,33 @@ def _reduce_axes_ignored(ctx, ref, r):
 
 @rule("float_shape_input")
 def _float_shape_input(ctx, ref, r):
-    """Inputs whose values become an output shape must not be FLOAT values known only at run time."""
+    """Inputs whose values become an output shape must not be FLOAT values known only at run time.
+    ``int_cast_ok``: a FLOAT made by a Cast from an integer tensor is accepted (the parser follows the
+    integer shape values through the Cast; measured on TensorRT-RTX 1.7)."""
     for index in r["inputs"]:
         name = _input(ref.node, index)
         if name is None or name in ctx.facts.foldable:
             continue
         if ctx.facts.dtype(name) in ("FLOAT", "FLOAT16", "DOUBLE", "BFLOAT16"):
+            producer = ctx.facts.producers.get(name)
+            if (r.get("int_cast_ok") and producer is not None and producer.node.op_type == "Cast"
+                    and (ctx.facts.dtype(producer.node.input[0]) or "").startswith(("INT", "UINT"))):
+                continue
             return f"'{name}' is a run-time {ctx.facts.dtype(name)} tensor"
+    return None
+
+
+@rule("inputs_same_shape")
+def _inputs_same_shape(ctx, ref, r):
+    """The listed inputs must have equal shapes (where both are known)."""
+    names = [_input(ref.node, i) for i in r["inputs"]]
+    shapes = [ctx.facts.shape(n) if n else None for n in names]
+    if any(s is None for s in shapes):
+        return None
+    first = shapes[0]
+    for name, shape in zip(names[1:], shapes[1:]):
+        if len(shape) != len(first) or any(a is not None and b is not None and a != b for a, b in zip(first, shape)):
+            return f"'{names[0]}' {first} vs '{name}' {shape}"
     return None
 
 

@@ -187,3 +187,13 @@ def test_parses_and_builds_after_fix(name):
 def test_known_failures_are_models():
     assert set(KNOWN_RTX_FAILURES) <= set(MODELS)
     assert sum(n.startswith("exported/") for n in MODELS) == 13
+
+
+def test_ci_installs_tensorrt_rtx():
+    """CI runs the README's test command: it must install the rtx extra and refuse to skip rtx tests."""
+    with open(os.path.join(_HERE, "..", "README.md")) as f:
+        readme = f.read()
+    assert 'pip install -q --disable-pip-version-check -e ".[test,rtx]" && GRAPHFIX_REQUIRE_RTX=1 pytest -q' in readme
+    with open(os.path.join(_HERE, "..", "pyproject.toml")) as f:
+        pyproject = f.read()
+    assert 'rtx = ["tensorrt-rtx-cu12-libs==1.7.1.116", "tensorrt-rtx-cu12-bindings==1.7.1.116"]' in pyproject

@@ -28,38 +28,45 @@ POLYGRAPHY_RTX_ALIAS = "tensorrt_rtx"
 class Backend:
     name: str                 # the CLI token: --backend NAME, fix --check NAME
     module: str               # Python module of the TensorRT build
-    distribution: str         # pip distribution that provides it (for the install hint)
-    install_hint: str
     runs_engines: bool        # False: parse and build only (no engine run, no comparison)
     precision_flags: bool     # FP16/TF32/INT8 builder flags exist (False: strongly typed networks)
     timing_cache_prefix: str  # ~/.cache/graphfix/<prefix>-<version>.timing-cache
+    label_format: str         # {version}: full version; {short}: major.minor
+    polygraphy_config: str    # "module:Class" of the Polygraphy config loader the worker builds with
 
     def label(self, version: Optional[str]) -> str:
         """How reports name the build that ran, e.g. 'TensorRT 8.6.0' or
         'TensorRT-RTX 1.7 (parser 11.x, ahead-of-time build, not run)'."""
-        if self.name == "rtx":
-            short = ".".join((version or "?").split(".")[:2])
-            return f"TensorRT-RTX {short} (parser 11.x, ahead-of-time build, not run)"
-        return f"TensorRT {version or '?'}"
+        version = version or "?"
+        return self.label_format.format(version=version, short=".".join(version.split(".")[:2]))
+
+    def config_loader(self):
+        """Polygraphy's config loader class for this build (imported in the worker only)."""
+        module, name = self.polygraphy_config.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    polygraphy_alias: Optional[str] = None   # module name Polygraphy imports it as, in its RTX mode
 
     def import_module(self):
         """Import the TensorRT module in the worker (never in graphfix's own process)."""
-        if self.name == "rtx":
+        mod = importlib.import_module(self.module)
+        if self.polygraphy_alias:
             os.environ["POLYGRAPHY_USE_TENSORRT_RTX"] = "1"   # read by polygraphy.config on import
-            mod = importlib.import_module(self.module)
-            sys.modules.setdefault(POLYGRAPHY_RTX_ALIAS, mod)
+            sys.modules.setdefault(self.polygraphy_alias, mod)
             if "polygraphy.config" in sys.modules:             # imported earlier: flip it too
                 sys.modules["polygraphy.config"].USE_TENSORRT_RTX = True
-            return mod
-        return importlib.import_module(self.module)
+        return mod
 
 
 BACKENDS = {
-    "trt": Backend(name="trt", module="tensorrt", distribution="tensorrt", install_hint="pip install graphfix[trt]",
-                   runs_engines=True, precision_flags=True, timing_cache_prefix="trt"),
-    "rtx": Backend(name="rtx", module="tensorrt_rtx_bindings", distribution="tensorrt-rtx-cu12-bindings",
-                   install_hint="pip install graphfix[rtx]", runs_engines=False, precision_flags=False,
-                   timing_cache_prefix="trt-rtx"),
+    "trt": Backend(name="trt", module="tensorrt", runs_engines=True, precision_flags=True, timing_cache_prefix="trt",
+                   label_format="TensorRT {version}", polygraphy_config="polygraphy.backend.trt:CreateConfig"),
+    "rtx": Backend(name="rtx", module="tensorrt_rtx_bindings", runs_engines=False, precision_flags=False,
+                   timing_cache_prefix="trt-rtx",
+                   label_format="TensorRT-RTX {short} (parser 11.x, ahead-of-time build, not run)",
+                   # Polygraphy's RTX config: ahead-of-time compute-capability targets
+                   polygraphy_config="polygraphy.backend.tensorrt_rtx:CreateConfigRTX",
+                   polygraphy_alias=POLYGRAPHY_RTX_ALIAS),
 }
 DEFAULT_BACKEND = "trt"
 

@@ -17,7 +17,8 @@ Raw parser errors are mapped to ONNX nodes by the parent, which has the model.
 Works with the TensorRT 8.6 and 10.x Python APIs; Polygraphy's loaders and runner bridge the two.
 The request's "backend" (graphfix.checks.trt_backends, default "trt") picks the TensorRT module;
 TensorRT-RTX ("rtx") builds ahead of time without precision flags and stops after the build.
-Only the standard library, numpy, tensorrt and polygraphy are imported here.
+Only the standard library, numpy, tensorrt (or tensorrt_rtx_bindings), polygraphy and the backend
+table (graphfix.checks.trt_backends) are imported here.
 """
 from __future__ import annotations
 
@@ -222,9 +223,7 @@ def build(trt, logger, builder, network, parser, req: Dict[str, Any], events: Ev
     int8 = precision_flags and explicitly_quantized(trt, network)
     if int8:
         kwargs["int8"] = True
-    config_class = CreateConfig
-    if backend is not None and backend.name == "rtx":   # Polygraphy's RTX config: ahead-of-time targets
-        from polygraphy.backend.tensorrt_rtx import CreateConfigRTX as config_class
+    config_class = backend.config_loader() if backend is not None else CreateConfig
     level = req.get("optimization_level")
     if level is not None and hasattr(trt.IBuilderConfig, "builder_optimization_level"):  # >= 8.6
         kwargs["builder_optimization_level"] = int(level)

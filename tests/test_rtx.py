@@ -197,3 +197,80 @@ def test_ci_installs_tensorrt_rtx():
     with open(os.path.join(_HERE, "..", "pyproject.toml")) as f:
         pyproject = f.read()
     assert 'rtx = ["tensorrt-rtx-cu12-libs==1.7.1.116", "tensorrt-rtx-cu12-bindings==1.7.1.116"]' in pyproject
+
+
+# --- trt-11 profile facts measured on TensorRT-RTX: check's verdict and the real one, side by side --------------
+
+def _attention(v_hidden=16, softcap=None, extra_outputs=False):
+    """Q, K (1, 4, 16), V (1, 4, v_hidden), 2 heads each -> Attention (opset 23) -> Y [, present_key, present_value].
+    The 3-D form: the plain 4-D form of these small shapes has no dedicated kernel on TensorRT-RTX."""
+    from onnx import TensorProto as T, helper
+    from graphfix.fixtures._make import make_model, vi
+    attrs = {"q_num_heads": 2, "kv_num_heads": 2, **({} if softcap is None else {"softcap": softcap})}
+    outs = ["y", "pk", "pv"] if extra_outputs else ["y"]
+    node = helper.make_node("Attention", ["q", "k", "v"], outs, **attrs)
+    model = make_model([node], [vi("q", T.FLOAT, [1, 4, 16]), vi("k", T.FLOAT, [1, 4, 16]),
+                                vi("v", T.FLOAT, [1, 4, v_hidden])],
+                       [vi(o, T.FLOAT, None) for o in outs], opset=23)
+    model.ir_version = 11   # opset 23 needs IR 11 (nothing here runs in ONNX Runtime)
+    return model
+
+
+def _squeeze_runtime_axes():
+    """x (1, 3, 1) , axes (graph input) -> Squeeze -> y"""
+    from onnx import TensorProto as T, helper
+    from graphfix.fixtures._make import make_model, vi
+    return make_model([helper.make_node("Squeeze", ["x", "axes"], ["y"])],
+                      [vi("x", T.FLOAT, [1, 3, 1]), vi("axes", T.INT64, [1])], [vi("y", T.FLOAT, None)], opset=17)
+
+
+def _int8_binary(op):
+    """a, b INT8 (2, 3) -> op -> y"""
+    from onnx import TensorProto as T, helper
+    from graphfix.fixtures._make import make_model, vi
+    out = T.BOOL if op in ("Greater", "Less", "Equal") else T.INT8
+    return make_model([helper.make_node(op, ["a", "b"], ["y"])], [vi("a", T.INT8, [2, 3]), vi("b", T.INT8, [2, 3])],
+                      [vi("y", out, [2, 3])], opset=17)
+
+
+def _scatter_elements(reduction):
+    """data (3, 3), indices (1, 2) INT64 constant, updates (1, 2) -> ScatterElements(reduction) -> y"""
+    from onnx import TensorProto as T, helper
+    from graphfix.fixtures._make import const, make_model, vi
+    return make_model([helper.make_node("ScatterElements", ["data", "idx", "upd"], ["y"], axis=1, reduction=reduction)],
+                      [vi("data", T.FLOAT, [3, 3]), vi("upd", T.FLOAT, [1, 2])], [vi("y", T.FLOAT, [3, 3])],
+                      [const("idx", [[1, 2]], "int64")], opset=18)
+
+
+# (model, parses and builds on TensorRT-RTX 1.7, as measured on the node tests)
+PROFILE_CASES = {
+    "attention_plain": (lambda: _attention(), True),
+    "attention_kv_head_sizes_differ": (lambda: _attention(v_hidden=20), False),
+    "attention_softcap": (lambda: _attention(softcap=2.0), False),
+    "attention_present_outputs": (lambda: _attention(extra_outputs=True), False),
+    "squeeze_runtime_axes": (_squeeze_runtime_axes, False),
+    "int8_div": (lambda: _int8_binary("Div"), True),
+    "int8_greater": (lambda: _int8_binary("Greater"), True),
+    "scatter_elements_max": (lambda: _scatter_elements("max"), False),
+    "scatter_elements_none": (lambda: _scatter_elements("none"), True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROFILE_CASES))
+def test_check_trt_11_predicts_the_measured_verdict(case):
+    from graphfix.diagnose import check_model
+    make, builds = PROFILE_CASES[case]
+    errors = [f for f in check_model(make(), trt="11").findings if f.severity == "error"]
+    assert (not errors) == builds, [f.reason for f in errors]
+
+
+@pytest.mark.rtx
+@pytest.mark.parametrize("case", sorted(PROFILE_CASES))
+def test_tensorrt_rtx_still_does_what_the_profile_says(case, tmp_path):
+    from graphfix.checks.rtx import build_only
+    make, builds = PROFILE_CASES[case]
+    path = str(tmp_path / f"{case}.onnx")
+    save_model(make(), path)
+    result = build_only(path, progress=False)
+    assert not result.crashed
+    assert result.passed == builds, result.summary()

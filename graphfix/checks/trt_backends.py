@@ -17,7 +17,7 @@ import importlib
 import os
 import sys
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 # TensorRT-RTX's Python module is `tensorrt_rtx_bindings`; Polygraphy (0.53.6) imports it as
 # `tensorrt_rtx` when POLYGRAPHY_USE_TENSORRT_RTX=1, so the worker registers the alias.
@@ -46,6 +46,7 @@ class Backend:
         return getattr(importlib.import_module(module), name)
 
     polygraphy_alias: Optional[str] = None   # module name Polygraphy imports it as, in its RTX mode
+    benign_errors: Tuple[str, ...] = ()      # logged errors that say nothing about the model (left out)
 
     def import_module(self):
         """Import the TensorRT module in the worker (never in graphfix's own process)."""
@@ -66,7 +67,9 @@ BACKENDS = {
                    label_format="TensorRT-RTX {short} (parser 11.x, ahead-of-time build, not run)",
                    # Polygraphy's RTX config: ahead-of-time compute-capability targets
                    polygraphy_config="polygraphy.backend.tensorrt_rtx:CreateConfigRTX",
-                   polygraphy_alias=POLYGRAPHY_RTX_ALIAS),
+                   polygraphy_alias=POLYGRAPHY_RTX_ALIAS,
+                   # no usable GPU here: TensorRT-RTX logs these while building ahead of time, and builds
+                   benign_errors=("CUDA driver version is insufficient", "no CUDA-capable device")),
 }
 DEFAULT_BACKEND = "trt"
 

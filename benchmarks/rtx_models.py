@@ -52,9 +52,11 @@ def check_errors(model) -> List[Dict[str, Optional[str]]]:
 
 
 def fixed_model(model) -> Tuple[Any, Dict[str, Any]]:
-    """`graphfix fix --trt 11` (ONNX Runtime check on, as the command's default) and a short report."""
+    """`graphfix fix --trt 11 --check none` and a short report. No ONNX Runtime comparison: whether a pass
+    is rolled back would then depend on the CPU (ONNX Runtime's integer kernels are inexact without
+    AVX-512 VNNI), and the passes' meaning is tested elsewhere; this is about what TensorRT-RTX does."""
     import graphfix
-    fixed, report = graphfix.fix(model, trt=TARGET, check="ort")
+    fixed, report = graphfix.fix(model, trt=TARGET, check="none")
     return fixed, {"ok": report.ok, "applied": [p.name for p in report.passes if p.status == "applied"],
                    "failed": {p.name: p.error for p in report.passes if p.status in ("failed", "rolled-back")}}
 
@@ -111,7 +113,7 @@ def summarize(records: List[Dict[str, Any]]) -> Dict[str, Any]:
 def markdown(summary: Dict[str, Any], records: List[Dict[str, Any]], env: Dict[str, Any]) -> str:
     label = next((r[s]["label"] for r in records for s in ("fixed", "raw") if r.get(s, {}).get("label")), "?")
     lines = [f"# Fixtures and exported models on {label}", "",
-             f"graphfix fix --trt {TARGET} (check ort); python {env.get('python')}, onnx {env.get('onnx')}", "",
+             f"graphfix fix --trt {TARGET} --check none; python {env.get('python')}, onnx {env.get('onnx')}", "",
              "| models | parsed | parsed and built | crashed | check --trt 11 agrees |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for side in ("raw", "fixed"):

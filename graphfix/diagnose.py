@@ -527,6 +527,13 @@ def _input_absent(ctx, ref, r):
     return f"input {r['input']} ('{name}') is set" if name else None
 
 
+@rule("input_empty")
+def _input_empty(ctx, ref, r):
+    """An optional input written as an empty name ('') rather than left out."""
+    idx = r["input"]
+    return f"input {idx} is ''" if idx < len(ref.node.input) and not ref.node.input[idx] else None
+
+
 @rule("input_required")
 def _input_required(ctx, ref, r):
     return None if _input(ref.node, r["input"]) else f"input {r['input']} is missing"

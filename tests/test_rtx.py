@@ -4,7 +4,8 @@ CPU tests without TensorRT-RTX cover the backend table, its name in reports, the
 `check`'s report when RTX is absent. `rtx`-marked tests parse and build for real (tests/conftest.py
 skips them where the wheels are absent, and fails them in CI), and hold every fixture and every
 exported model to this: after `graphfix fix --trt 11` it parses and builds on TensorRT-RTX, or it is
-listed in KNOWN_RTX_FAILURES with a reason that `graphfix check --trt 11` also gives.
+listed in KNOWN_RTX_FAILURES with a reason that `graphfix check --trt 11` also gives (fix with
+`--check none`, see benchmarks/rtx_models.fixed_model: an ONNX Runtime rollback would depend on the CPU).
 """
 from __future__ import annotations
 
@@ -274,3 +275,19 @@ def test_tensorrt_rtx_still_does_what_the_profile_says(case, tmp_path):
     result = build_only(path, progress=False)
     assert not result.crashed
     assert result.passed == builds, result.summary()
+
+
+def test_target_opset_drops_an_empty_zero_point_for_11_only():
+    """qdq_weights_without_zero_point's dq_w2 names its zero point '' (refused by the 11.x importer);
+    for 11 target-opset leaves the input out, for 8.6 it still writes an explicit INT8 zero."""
+    from gf_testing import apply_pass, assert_equivalent, assert_idempotent
+    model = build("qdq_weights_without_zero_point")
+    fixed, result = apply_pass("target-opset", model, trt="11")
+    (dq,) = [n for n in fixed.graph.node if n.name == "dq_w2"]
+    assert list(dq.input) == ["W2_q", "s2"]
+    assert [c.action for c in result.changes] == ["drop-empty-zero-point"]
+    assert_equivalent(model, fixed)
+    assert_idempotent("target-opset", model, trt="11")
+    on_8_6, _ = apply_pass("target-opset", model, trt="8.6")
+    (dq,) = [n for n in on_8_6.graph.node if n.name == "dq_w2"]
+    assert len(dq.input) == 3 and dq.input[2]

@@ -44,11 +44,16 @@ def rtx_verdict(path: str, timeout: float = 300) -> Dict[str, Any]:
             "errors": [dict(e) for e in result.errors][:5], "label": result.label}
 
 
-def check_errors(model) -> List[Dict[str, Optional[str]]]:
-    """`graphfix check --trt 11`'s error findings (what it predicts the parser or builder rejects)."""
+def check_findings(model) -> List[Dict[str, Optional[str]]]:
+    """`graphfix check --trt 11`'s findings: errors (what it predicts the parser or builder rejects) and
+    the rest (warnings name what only TensorRT-RTX lacks, e.g. plugins)."""
     from graphfix.diagnose import check_model
-    return [{"node": f.node, "op": f.op, "rule": f.rule, "reason": f.reason}
-            for f in check_model(model, trt=TARGET).findings if f.severity == "error"]
+    return [{"node": f.node, "op": f.op, "rule": f.rule, "severity": f.severity, "reason": f.reason}
+            for f in check_model(model, trt=TARGET).findings]
+
+
+def check_errors(model) -> List[Dict[str, Optional[str]]]:
+    return [f for f in check_findings(model) if f["severity"] == "error"]
 
 
 def fixed_model(model) -> Tuple[Any, Dict[str, Any]]:
@@ -70,7 +75,9 @@ def evaluate(name: str, load: Callable[[], Any], fixed_only: bool = False) -> Di
             raw_path = os.path.join(tmp, "raw.onnx")
             save_model(model, raw_path)
             record["raw"] = rtx_verdict(raw_path)
-            record["raw"]["check_errors"] = check_errors(model)
+            findings = check_findings(model)
+            record["raw"]["check_errors"] = [f for f in findings if f["severity"] == "error"]
+            record["raw"]["check_other"] = [f for f in findings if f["severity"] != "error"]
         started = time.perf_counter()
         try:
             fixed, record["fix"] = fixed_model(model)
@@ -81,7 +88,9 @@ def evaluate(name: str, load: Callable[[], Any], fixed_only: bool = False) -> Di
         fixed_path = os.path.join(tmp, "fixed.onnx")
         save_model(fixed, fixed_path)
         record["fixed"] = rtx_verdict(fixed_path)
-        record["fixed"]["check_errors"] = check_errors(fixed)
+        findings = check_findings(fixed)
+        record["fixed"]["check_errors"] = [f for f in findings if f["severity"] == "error"]
+        record["fixed"]["check_other"] = [f for f in findings if f["severity"] != "error"]
     return record
 
 
@@ -127,7 +136,10 @@ def markdown(summary: Dict[str, Any], records: List[Dict[str, Any]], env: Dict[s
             v = r.get(side)
             if v is not None and (not ok(v) or not agrees(v)):
                 first = (v["errors"] or [{}])[0]
-                predicted = ", ".join(sorted({f"{e['op']}:{e['rule']}" for e in v["check_errors"]})) or "nothing"
+                predicted = ", ".join(sorted({f"{e['op']}:{e['rule']}" for e in v["check_errors"]})) or "no error"
+                warned = sorted({f"{e['op']}" for e in v.get("check_other", []) if e["severity"] == "warning"})
+                if warned:
+                    predicted += f" (warnings on {', '.join(str(w) for w in warned)})"
                 lines.append(f"- {side} `{r['name']}`: {'parsed+built' if ok(v) else 'FAILED'}"
                              f"{' (' + str(first.get('op')) + ': ' + str(first.get('message', ''))[:160] + ')' if not ok(v) else ''}"
                              f"; check predicted {predicted}")

@@ -136,13 +136,13 @@ def markdown(summary: Dict[str, Any], records: List[Dict[str, Any]], env: Dict[s
             v = r.get(side)
             if v is not None and (not ok(v) or not agrees(v)):
                 first = (v["errors"] or [{}])[0]
+                why = f" ({first.get('op')}: {str(first.get('message', ''))[:160]})" if not ok(v) else ""
                 predicted = ", ".join(sorted({f"{e['op']}:{e['rule']}" for e in v["check_errors"]})) or "no error"
                 warned = sorted({f"{e['op']}" for e in v.get("check_other", []) if e["severity"] == "warning"})
                 if warned:
                     predicted += f" (warnings on {', '.join(str(w) for w in warned)})"
-                lines.append(f"- {side} `{r['name']}`: {'parsed+built' if ok(v) else 'FAILED'}"
-                             f"{' (' + str(first.get('op')) + ': ' + str(first.get('message', ''))[:160] + ')' if not ok(v) else ''}"
-                             f"; check predicted {predicted}")
+                lines.append(f"- {side} `{r['name']}`: {'parsed+built' if ok(v) else 'FAILED'}{why}; "
+                             f"check predicted {predicted}")
     return "\n".join(lines) + "\n"
 
 

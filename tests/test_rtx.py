@@ -98,8 +98,9 @@ def test_check_reports_rtx_absent(saved, monkeypatch, capsys):
     monkeypatch.setattr(trt_env, "rtx_unavailable_reason", lambda: "TensorRT-RTX is not installed")
     assert main(["check", saved("check_clean_conv"), "--trt", "11", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
+    unknown = "TensorRT-RTX ? (parser 11.x, ahead-of-time build, not run)"
     assert doc["real_parser"] == {"available": False, "reason": "TensorRT-RTX is not installed",
-                                  "backend": "rtx", "label": "TensorRT-RTX ? (parser 11.x, ahead-of-time build, not run)"}
+                                  "backend": "rtx", "label": unknown}
     assert main(["check", saved("check_clean_conv"), "--trt", "11"]) == 0
     assert "real TensorRT-RTX ? (parser 11.x, ahead-of-time build, not run): not run" in capsys.readouterr().out
 

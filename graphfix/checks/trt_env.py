@@ -39,7 +39,8 @@ def environment() -> Dict[str, Any]:
     """Versions of Python, the ONNX/TensorRT stack and the GPU, for evidence files."""
     from importlib import metadata
     env: Dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("tensorrt", "tensorrt-rtx-cu12-bindings", "onnx", "onnxruntime", "polygraphy", "onnx-graphsurgeon", "numpy", "graphfix"):
+    for dist in ("tensorrt", "tensorrt-rtx-cu12-bindings", "onnx", "onnxruntime", "polygraphy", "onnx-graphsurgeon",
+                 "numpy", "graphfix"):
         try:
             env[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

@@ -242,8 +242,9 @@ def build(trt, logger, builder, network, parser, req: Dict[str, Any], events: Ev
     seconds = time.perf_counter() - started
     size = len(engine_bytes) if engine_bytes else 0
     benign = backend.benign_errors if backend is not None else ()
-    events.emit("built", ok=bool(engine_bytes), seconds=seconds, engine_bytes=size,
-                errors=[e for e in logger.since(mark, "E") if not any(b in e for b in benign)], failure=failure, timing_cache=cache,
+    errors = [e for e in logger.since(mark, "E") if not any(b in e for b in benign)]
+    events.emit("built", ok=bool(engine_bytes), seconds=seconds, engine_bytes=size, errors=errors, failure=failure,
+                timing_cache=cache,
                 optimization_level=kwargs.get("builder_optimization_level"), int8_explicit=int8,
                 tactic_sources=[s for s in TACTIC_SOURCES if hasattr(trt.TacticSource, s)],
                 profile=wanted)

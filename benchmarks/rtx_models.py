@@ -146,13 +146,41 @@ def markdown(summary: Dict[str, Any], records: List[Dict[str, Any]], env: Dict[s
     return "\n".join(lines) + "\n"
 
 
+def rescore(path: str, markdown_path: Optional[str]) -> int:
+    """Recompute check --trt 11's findings for the records in PATH (raw model and fixed output)."""
+    with open(path) as f:
+        doc = json.load(f)
+    sources = dict(model_sources())
+    for rec in doc["records"]:
+        model = sources[rec["name"]]()
+        sides = [("raw", model)] + ([("fixed", fixed_model(model)[0])] if "fixed" in rec else [])
+        for side, m in sides:
+            if side in rec:
+                findings = check_findings(m)
+                rec[side]["check_errors"] = [x for x in findings if x["severity"] == "error"]
+                rec[side]["check_other"] = [x for x in findings if x["severity"] != "error"]
+    doc["summary"] = dict(summarize(doc["records"]), seconds=doc["summary"].get("seconds"))
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+    if markdown_path:
+        with open(markdown_path, "w") as f:
+            f.write(markdown(doc["summary"], doc["records"], doc["environment"]))
+    print(json.dumps({k: {"built": v["built"], "check_agrees": v["check_agrees"]} for k, v in doc["summary"].items()
+                      if k in ("raw", "fixed")}))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", help="write all records here")
     p.add_argument("--markdown", help="write a short table and the failures here")
     p.add_argument("--only", help="comma-separated names (fixture names, exported/NAME)")
     p.add_argument("--fixed-only", action="store_true", help="skip the raw models")
+    p.add_argument("--rescore", action="store_true",
+                   help="keep the TensorRT-RTX verdicts in --json, recompute check's findings (after a profile edit)")
     args = p.parse_args(argv)
+    if args.rescore:
+        return rescore(args.json, args.markdown)
     from graphfix.checks.trt_env import environment, rtx_unavailable_reason
     reason = rtx_unavailable_reason()
     if reason:

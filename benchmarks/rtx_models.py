@@ -94,6 +94,38 @@ def evaluate(name: str, load: Callable[[], Any], fixed_only: bool = False) -> Di
     return record
 
 
+def evaluate_fixed_many(sources: List[Tuple[str, Callable[[], Any]]], workers: Optional[int] = None
+                        ) -> Dict[str, Dict[str, Any]]:
+    """evaluate(..., fixed_only=True) for many models: graphfix runs in this thread, one model after
+    another; the TensorRT-RTX children (the slow part) run `workers` at a time (default: CPU count)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from graphfix.model_io import save_model
+    workers = workers or max(1, os.cpu_count() or 1)
+    records: Dict[str, Dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="graphfix-rtx-models-") as tmp:
+        paths, fixed_models = {}, {}
+        for k, (name, load) in enumerate(sources):
+            record = records[name] = {"name": name}
+            started = time.perf_counter()
+            try:
+                fixed, record["fix"] = fixed_model(load())
+            except Exception as exc:
+                record["fix"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                continue
+            record["fix"]["seconds"] = round(time.perf_counter() - started, 3)
+            paths[name] = os.path.join(tmp, f"{k}.onnx")
+            save_model(fixed, paths[name])
+            fixed_models[name] = fixed
+        with ThreadPoolExecutor(workers) as pool:
+            verdicts = dict(zip(paths, pool.map(rtx_verdict, paths.values())))
+    for name, verdict in verdicts.items():
+        findings = check_findings(fixed_models[name])
+        verdict["check_errors"] = [f for f in findings if f["severity"] == "error"]
+        verdict["check_other"] = [f for f in findings if f["severity"] != "error"]
+        records[name]["fixed"] = verdict
+    return records
+
+
 def ok(verdict: Optional[Dict[str, Any]]) -> bool:
     return bool(verdict and verdict.get("parsed") and verdict.get("built"))
 

@@ -181,8 +181,13 @@ MODELS = dict(rtx_models.model_sources())
 
 
 @functools.lru_cache(maxsize=None)
+def _fixed_verdicts():
+    """All models fixed (in this process) and parsed+built on TensorRT-RTX (children, CPU-count at a time)."""
+    return rtx_models.evaluate_fixed_many(sorted(MODELS.items()))
+
+
 def _fixed_verdict(name):
-    return rtx_models.evaluate(name, MODELS[name], fixed_only=True)
+    return _fixed_verdicts()[name]
 
 
 @pytest.mark.rtx

@@ -23,6 +23,20 @@ stays FP16), INT8 on only for graphs with Q/DQ. Outputs are compared with rtol/a
 
 Without --trt-real, an --out file that already holds TensorRT results is re-scored with the current
 profile: edit the profile, re-run this (seconds), and see the agreement move.
+
+TensorRT-RTX (``--backend rtx``, any CPU, the `graphfix[rtx]` wheels): the 11.x parser and an
+ahead-of-time build with min = opt = max = the test data's shapes; nothing runs. "ok" is then
+"parsed and built", and it is compared with check's error findings only (a wrong result cannot show
+without a run):
+
+    nice -n 10 python benchmarks/node_tests_agreement.py --trt 11 --backend rtx --trt-real --workers 1 \
+        --time-budget 3600 --out benchmarks/results/node_tests_rtx_raw.json
+
+Held out: the tests whose op family (the test name's first word, e.g. "reduce" for
+test_reduce_sum_*) hashes to 0 mod 5 (``held_out``) are scored apart; profile corrections are made
+from the other tests only, so the held-out agreement is an out-of-sample figure. ``--baseline`` names
+the raw run when scoring a fixed copy (fix_node_tests.py): tests that parse and build raw but not
+fixed are listed as drops.
 """
 from __future__ import annotations
 
@@ -37,12 +51,23 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections import Counter, deque
 from typing import Dict, List, Optional, Tuple
 
 SCHEMA = "graphfix.node-tests-agreement/1"
 TRT_FIELDS = ("parsed", "built", "ran", "matched", "crashed", "timed_out")
 TACTIC_SOURCES = ("EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS")
+HOLDOUT_MODULUS = 5
+
+
+def op_family(name: str) -> str:
+    """test_reduce_sum_keepdims_expanded -> 'reduce': tests of one op family stay on one side."""
+    return re.sub(r"^test_", "", name).split("_")[0]
+
+
+def held_out(name: str) -> bool:
+    return zlib.crc32(op_family(name).encode()) % HOLDOUT_MODULUS == 0
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -81,7 +106,8 @@ def static_verdicts(node_dir: str, names: List[str], trt: str) -> Dict[str, dict
             continue
         problems = sorted({f"{f.severity}:{f.rule}:{f.op or '-'}" for f in result.findings
                            if f.severity != "warning"})
-        out[name] = {"check_clean": result.clean, "check_problems": problems}
+        out[name] = {"check_clean": result.clean, "check_problems": problems,
+                     "check_no_errors": not any(f.severity == "error" for f in result.findings)}
     return out
 
 
@@ -141,7 +167,7 @@ def _close(actual, expected) -> Tuple[bool, Optional[float], str]:
     return bool(ok), worst, "" if ok else f"max abs error {worst:.3g}"
 
 
-def _child_one(trt, logger, model_dir: str, keep: list) -> dict:
+def _child_one(trt, logger, model_dir: str, keep: list, backend=None) -> dict:
     import numpy as np
     rec = {f: False for f in TRT_FIELDS}
     rec.update(errors=[], detail="")
@@ -152,7 +178,8 @@ def _child_one(trt, logger, model_dir: str, keep: list) -> dict:
         rec["detail"] = f"test data not loadable as tensors: {type(exc).__name__}: {exc}"
         return rec
     builder = trt.Builder(logger)
-    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)   # gone in 10.x and RTX
+    network = builder.create_network(0 if explicit is None else 1 << int(explicit))
     parser = trt.OnnxParser(network, logger)
     keep.extend([builder, network, parser])
     logger.records.clear()
@@ -173,7 +200,7 @@ def _child_one(trt, logger, model_dir: str, keep: list) -> dict:
     config.set_tactic_sources(mask)
     config.clear_flag(trt.BuilderFlag.TF32)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 30)
-    if has_qdq:
+    if has_qdq and hasattr(trt.BuilderFlag, "INT8"):   # strongly typed RTX networks have no INT8 flag
         config.set_flag(trt.BuilderFlag.INT8)
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
@@ -195,6 +222,9 @@ def _child_one(trt, logger, model_dir: str, keep: list) -> dict:
         rec["seconds"] = time.perf_counter() - started
         return rec
     rec["built"] = True
+    if backend is not None and not backend.runs_engines:   # TensorRT-RTX: ahead-of-time build, no run
+        rec["seconds"] = time.perf_counter() - started
+        return rec
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(plan)
     keep.extend([runtime, engine])
@@ -247,7 +277,9 @@ def child_main(job_path: str, progress_path: str) -> None:
     with open(job_path) as f:
         job = json.load(f)
     out = open(progress_path, "a", buffering=1)
-    import tensorrt as trt
+    from graphfix.checks.trt_backends import get_backend
+    backend = get_backend(job.get("backend"))
+    trt = backend.import_module()
 
     class Recorder(trt.ILogger):
         def __init__(self):
@@ -270,7 +302,7 @@ def child_main(job_path: str, progress_path: str) -> None:
     for name in job["models"]:
         out.write(json.dumps({"event": "start", "name": name}) + "\n")
         try:
-            rec = _child_one(trt, logger, os.path.join(job["node_dir"], name), keep)
+            rec = _child_one(trt, logger, os.path.join(job["node_dir"], name), keep, backend)
         except Exception as exc:
             rec = {f: False for f in TRT_FIELDS}
             rec.update(errors=[], detail=f"harness error: {type(exc).__name__}: {exc}"[:500])
@@ -283,8 +315,9 @@ def child_main(job_path: str, progress_path: str) -> None:
 # Parent: run children in parallel, within a budget, resumable
 
 class RealRunner:
-    def __init__(self, node_dir: str, timeout: float, deadline: float, on_result):
+    def __init__(self, node_dir: str, timeout: float, deadline: float, on_result, backend: str = "trt"):
         self.node_dir = node_dir
+        self.backend = backend
         self.timeout = timeout
         self.deadline = deadline
         self.on_result = on_result
@@ -301,7 +334,7 @@ class RealRunner:
         job = os.path.join(self.tmp, f"job{wid}.json")
         progress = os.path.join(self.tmp, f"progress{wid}.jsonl")
         with open(job, "w") as f:
-            json.dump({"node_dir": self.node_dir, "models": models}, f)
+            json.dump({"node_dir": self.node_dir, "models": models, "backend": self.backend}, f)
         open(progress, "w").close()
         proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", job, progress],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -358,7 +391,7 @@ class RealRunner:
 
 def run_real(node_dir: str, names: List[str], args, on_result) -> Optional[str]:
     deadline = time.time() + args.time_budget
-    runner = RealRunner(node_dir, args.timeout_per_model, deadline, on_result)
+    runner = RealRunner(node_dir, args.timeout_per_model, deadline, on_result, args.backend)
     chunks = deque(names[i:i + args.chunk] for i in range(0, len(names), args.chunk))
     lock = threading.Lock()
 
@@ -381,33 +414,51 @@ def run_real(node_dir: str, names: List[str], args, on_result) -> Optional[str]:
 # ----------------------------------------------------------------------------------------------------
 # Scoring and output
 
-def trt_ok(rec: dict) -> bool:
+def trt_ok(rec: dict, build_only: bool = False) -> bool:
+    if build_only:
+        return bool(rec.get("parsed") and rec.get("built"))
     return bool(rec.get("parsed") and rec.get("built") and rec.get("ran") and rec.get("matched"))
 
 
-def summarize(models: Dict[str, dict]) -> dict:
+def check_says_ok(rec: dict, build_only: bool = False) -> bool:
+    """check's verdict: clean (no error, no wrong result), or for build-only backends: no error finding."""
+    if build_only:
+        return bool(rec.get("check_no_errors", rec.get("check_clean")))
+    return bool(rec["check_clean"])
+
+
+def summarize(models: Dict[str, dict], build_only: bool = False, split: bool = True) -> dict:
     static = [m for m in models.values() if "check_clean" in m]
     summary = {"models": len(models), "check_clean": sum(m["check_clean"] for m in static),
                "check_flagged": sum(not m["check_clean"] for m in static)}
+    if build_only:
+        summary["check_no_errors"] = sum(check_says_ok(m, True) for m in static)
     real = {n: m for n, m in models.items() if "parsed" in m and "check_clean" in m}
+    if real and split:
+        summary["in_sample"] = summarize({n: m for n, m in models.items() if not held_out(n)}, build_only, False)
+        summary["held_out"] = summarize({n: m for n, m in models.items() if held_out(n)}, build_only, False)
+    trt_ok_ = (lambda m: trt_ok(m, build_only))  # noqa: E731
     if real:
         matrix = Counter()
         for m in real.values():
-            matrix[("clean" if m["check_clean"] else "flagged", "trt_ok" if trt_ok(m) else "trt_fail")] += 1
+            matrix[("clean" if check_says_ok(m, build_only) else "flagged",
+                    "trt_ok" if trt_ok_(m) else "trt_fail")] += 1
         agree = matrix[("clean", "trt_ok")] + matrix[("flagged", "trt_fail")]
         summary.update({
-            "trt_runs": len(real), "trt_ok": sum(trt_ok(m) for m in real.values()),
+            "trt_runs": len(real), "trt_ok": sum(trt_ok_(m) for m in real.values()),
             "trt_parsed": sum(bool(m["parsed"]) for m in real.values()),
             "trt_built": sum(bool(m["built"]) for m in real.values()),
             "trt_crashed": sum(bool(m.get("crashed")) for m in real.values()),
             "trt_timed_out": sum(bool(m.get("timed_out")) for m in real.values()),
             "agree": agree, "agreement": round(agree / len(real), 4),
             "confusion": {f"{a}&{b}": matrix[(a, b)] for a in ("clean", "flagged") for b in ("trt_ok", "trt_fail")},
-            "clean_but_trt_failed": sorted(n for n, m in real.items() if m["check_clean"] and not trt_ok(m)),
-            "flagged_but_trt_ok": sorted(n for n, m in real.items() if not m["check_clean"] and trt_ok(m)),
+            "clean_but_trt_failed": sorted(n for n, m in real.items()
+                                           if check_says_ok(m, build_only) and not trt_ok_(m)),
+            "flagged_but_trt_ok": sorted(n for n, m in real.items() if not check_says_ok(m, build_only) and trt_ok_(m)),
             # rules behind false alarms: the first place to correct the profile
-            "rules_on_trt_ok_models": dict(Counter(p for m in real.values() if not m["check_clean"] and trt_ok(m)
-                                                   for p in m.get("check_problems", [])).most_common()),
+            "rules_on_trt_ok_models": dict(Counter(
+                p for m in real.values() if not check_says_ok(m, build_only) and trt_ok_(m)
+                for p in m.get("check_problems", []) if not build_only or p.startswith("error:")).most_common()),
         })
     return summary
 
@@ -442,6 +493,11 @@ def main(argv=None) -> int:
     p.add_argument("--time-budget", type=float, default=540.0,
                    help="stop starting TensorRT work after this many seconds (default 540)")
     p.add_argument("--redo", action="store_true", help="run TensorRT again on models that have results")
+    p.add_argument("--backend", choices=["trt", "rtx"], default="trt",
+                   help="trt: tensorrt (parse, build, run; GPU); rtx: TensorRT-RTX (parse, build ahead of time; CPU)")
+    p.add_argument("--baseline", help="results of the raw node tests, when this run scores a fixed copy: "
+                                      "tests ok there and not here are listed as drops")
+    p.add_argument("--markdown", help="also write a short markdown table of the summary here")
     p.add_argument("--child", nargs=2, metavar=("JOB", "PROGRESS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
@@ -457,6 +513,7 @@ def main(argv=None) -> int:
         names = names[:args.limit]
     doc = load_out(args.out)
     models: Dict[str, dict] = doc.get("models", {})
+    build_only = args.backend == "rtx"
 
     started = time.perf_counter()
     verdicts = static_verdicts(node_dir, names, args.trt)
@@ -476,8 +533,10 @@ def main(argv=None) -> int:
         if not args.out:
             return
         import onnx
+        for name in models:
+            models[name]["held_out"] = held_out(name)
         doc.update({"schema": SCHEMA, "check_trt": args.trt, "node_dir": node_dir, "onnx_version": onnx.__version__,
-                    "models": models, "summary": summarize(models),
+                    "backend": args.backend, "models": models, "summary": summarize(models, build_only),
                     "settings": {"builder_optimization_level": 0, "tactic_sources": list(TACTIC_SOURCES),
                                  "tf32": False, "timeout_per_model": args.timeout_per_model}})
         write_out(args.out, doc)
@@ -501,23 +560,75 @@ def main(argv=None) -> int:
         left = [n for n in names if "parsed" not in models.get(n, {})]
         print(f"TensorRT pass took {time.perf_counter() - t0:.0f} s; {len(left)} models still without results"
               + (" (run the same command again to continue)" if left else ""))
+    if args.baseline:
+        doc["baseline"] = baseline_drops(load_out(args.baseline).get("models", {}), models, build_only)
     save()
-    summary = summarize({n: models[n] for n in names if n in models})
+    summary = summarize({n: models[n] for n in names if n in models}, build_only)
     if "trt_runs" in summary:
-        print(f"TensorRT {doc.get('tensorrt_version', '?')}: {summary['trt_runs']} runs, {summary['trt_ok']} parsed+built+"
-              f"matched, {summary['trt_crashed']} crashed, {summary['trt_timed_out']} timed out")
+        what = "parsed+built" if build_only else "parsed+built+matched"
+        print(f"TensorRT {doc.get('tensorrt_version', '?')} ({args.backend}): {summary['trt_runs']} runs, "
+              f"{summary['trt_parsed']} parsed, {summary['trt_built']} built, {summary['trt_ok']} {what}, "
+              f"{summary['trt_crashed']} crashed, {summary['trt_timed_out']} timed out")
         print(f"agreement: {summary['agree']}/{summary['trt_runs']} = {100 * summary['agreement']:.1f} %  "
               f"{summary['confusion']}")
-        if summary["rules_on_trt_ok_models"]:
-            print("rules that flagged models TensorRT handled: " +
-                  ", ".join(f"{r} {n}" for r, n in summary["rules_on_trt_ok_models"].items()))
+        for part in ("in_sample", "held_out"):
+            sub = summary.get(part) or {}
+            if "agree" in sub:
+                print(f"  {part}: {sub['agree']}/{sub['trt_runs']} = {100 * sub['agreement']:.1f} %  {sub['confusion']}")
+        # lists from the in-sample part only: the held-out tests must not teach the profile
+        learn = summary.get("in_sample") or summary
+        if learn.get("rules_on_trt_ok_models"):
+            print("rules that flagged models TensorRT handled (in-sample): " +
+                  ", ".join(f"{r} {n}" for r, n in learn["rules_on_trt_ok_models"].items()))
         for key in ("clean_but_trt_failed", "flagged_but_trt_ok"):
-            if summary[key]:
-                shown = summary[key][:40]
-                print(f"{key} ({len(summary[key])}): {' '.join(shown)}{' ...' if len(summary[key]) > 40 else ''}")
+            if learn.get(key):
+                shown = learn[key][:40]
+                print(f"{key} (in-sample, {len(learn[key])}): {' '.join(shown)}{' ...' if len(learn[key]) > 40 else ''}")
+    if doc.get("baseline"):
+        b = doc["baseline"]
+        print(f"vs baseline: {b['ok_before']} ok raw -> {b['ok_after']} ok here; {len(b['drops'])} drop(s): "
+              + " ".join(b["drops"][:40]))
+    if args.markdown:
+        write_markdown(args.markdown, doc, summarize({n: models[n] for n in names if n in models}, build_only))
     if args.out:
         print(f"wrote {args.out}")
     return 0
+
+
+def baseline_drops(before: Dict[str, dict], after: Dict[str, dict], build_only: bool) -> dict:
+    """Tests TensorRT handled in the baseline (raw) run and not in this (fixed) one."""
+    common = [n for n in sorted(after) if "parsed" in after[n] and "parsed" in before.get(n, {})]
+    return {"compared": len(common),
+            "ok_before": sum(trt_ok(before[n], build_only) for n in common),
+            "ok_after": sum(trt_ok(after[n], build_only) for n in common),
+            "parsed_before": sum(bool(before[n]["parsed"]) for n in common),
+            "parsed_after": sum(bool(after[n]["parsed"]) for n in common),
+            "drops": [n for n in common if trt_ok(before[n], build_only) and not trt_ok(after[n], build_only)],
+            "gains": len([n for n in common if not trt_ok(before[n], build_only) and trt_ok(after[n], build_only)])}
+
+
+def write_markdown(path: str, doc: dict, summary: dict) -> None:
+    what = "parsed and built" if doc.get("backend") == "rtx" else "parsed, built, matched"
+    rows = [f"# Node tests: {doc.get('backend')} {doc.get('tensorrt_version', '?')}, check --trt {doc.get('check_trt')}",
+            "", f"node tests at `{doc.get('node_dir')}` (installed onnx {doc.get('onnx_version')})", "",
+            "| part | tests | parsed | built | " + what + " | crashed | check agrees | clean&ok | flagged&fail "
+            "| flagged&ok | clean&fail |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for label, sub in (("all", summary), ("in-sample", summary.get("in_sample") or {}),
+                       ("held out", summary.get("held_out") or {})):
+        if "agree" not in sub:
+            continue
+        c = sub["confusion"]
+        rows.append(f"| {label} | {sub['trt_runs']} | {sub['trt_parsed']} | {sub['trt_built']} | {sub['trt_ok']} | "
+                    f"{sub['trt_crashed']} | {sub['agree']} ({100 * sub['agreement']:.1f} %) | {c['clean&trt_ok']} | "
+                    f"{c['flagged&trt_fail']} | {c['flagged&trt_ok']} | {c['clean&trt_fail']} |")
+    if doc.get("baseline"):
+        b = doc["baseline"]
+        rows += ["", f"vs the raw run: {what} {b['ok_before']} -> {b['ok_after']} ({b['gains']} gained, "
+                     f"{len(b['drops'])} dropped: {', '.join(b['drops']) or 'none'})"]
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -199,15 +199,18 @@ def _verdict(result, groups) -> str:
 
 
 def format_real_parser(rp: dict, result, width: int = 100) -> str:
+    who = f"real {rp['label']}" if rp.get("label") else "real TensorRT parser"   # TensorRT-RTX names itself
     if not rp.get("available"):
-        return "\n".join(_wrapped(f"real TensorRT parser: not run ({rp.get('reason') or 'real parser unavailable'})",
+        return "\n".join(_wrapped(f"{who}: not run ({rp.get('reason') or 'real parser unavailable'})",
                                    width, "", "    "))
     if rp.get("crashed"):
-        head = "real TensorRT parser: CRASHED while parsing"
+        head = f"{who}: CRASHED while {'building' if rp.get('parsed') else 'parsing'}"
+    elif rp.get("parsed") and "built" in rp:     # a backend that also builds (ahead of time)
+        head = f"{who}: {'parsed and built the model' if rp['built'] else 'parsed the model, build FAILED'}"
     elif rp.get("parsed"):
-        head = "real TensorRT parser: parsed the model"
+        head = f"{who}: parsed the model"
     else:
-        head = "real TensorRT parser: failed"
+        head = f"{who}: failed"
     predicted = {f.node for f in result.findings if f.severity == "error"}
     out = [head]
     for e in rp.get("errors", []):

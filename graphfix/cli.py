@@ -40,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     group = fx.add_mutually_exclusive_group()
     group.add_argument("--passes", help="comma-separated passes to run (default: all the target needs)")
     group.add_argument("--skip", help="comma-separated passes to leave out")
-    fx.add_argument("--check", choices=["ort", "none", "trt"], default="ort",
+    fx.add_argument("--check", choices=["ort", "none", "trt", "rtx"], default="ort",
                     help="ort: ONNX Runtime before/after each pass (default); trt: also build and "
-                         "compare a TensorRT engine; none: no output comparison")
+                         "compare a TensorRT engine; rtx: also parse and build ahead of time with "
+                         "TensorRT-RTX (11.x parser, not run); none: no output comparison")
     fx.add_argument("--report", help="write the JSON report here")
     fx.add_argument("--int32-io", action="store_true", help="allow INT64 graph inputs/outputs to become INT32")
     fx.add_argument("--in-place", action="store_true", help="allow the output to replace the input file")
@@ -62,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     vd = sub.add_parser("validate", help="build FIXED with TensorRT and compare it with ONNX Runtime on ORIGINAL")
     vd.add_argument("original", help="the model as it was (run in ONNX Runtime)")
-    vd.add_argument("fixed", help="the model to build and run with TensorRT")
+    vd.add_argument("fixed", nargs="?", help="the model to build and run with TensorRT")
+    vd.add_argument("--backend", choices=["trt", "rtx"], default="trt",
+                    help="trt: tensorrt (build, run, compare; default); rtx: TensorRT-RTX, parse and build "
+                         "ahead of time on the CPU, not run (FIXED alone is enough)")
     add_trt_arguments(vd)
     vd.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -134,7 +138,7 @@ def cmd_fix(args) -> int:
     from .plugin_rules.cli_args import plugin_options
     from .precision_args import precision_options
     context = PassContext(int32_io=args.int32_io, options={**plugin_options(args), **precision_options(args)})
-    check = "ort" if args.check == "trt" else args.check
+    check = "ort" if args.check in ("trt", "rtx") else args.check
     from .freeze import parse_freeze
     freeze = parse_freeze(args.freeze)
     if freeze and args.until_parses:
@@ -154,6 +158,9 @@ def cmd_fix(args) -> int:
         from .freeze import fed_reference   # a frozen output is compared with the original fed the values
         with fed_reference(args.input, freeze, args.inputs) as (original, args.inputs):
             add_trt_check(report, original=original, fixed=args.output, args=args)
+    elif args.check == "rtx":
+        from .checks.rtx import add_rtx_check
+        add_rtx_check(report, fixed=args.output, args=args)
     if args.report == "-":   # standard output: the JSON alone there, the summary to stderr
         console.out(report.dumps())
     elif args.report is not None:
@@ -188,10 +195,15 @@ def _check_outputs(args, loaded) -> None:
 def _refuse_flags_fix_ignores(args) -> None:
     """A flag that does nothing for this run is a usage error, never silently ignored."""
     from .checks.trt_args import ENGINE_FLAGS
+    # TensorRT-RTX builds strongly typed: its precision is the ONNX's (graphfix fix --precision)
+    precision_flags = ("fp16", "tf32")
     engine = [flag for dest, flag in ENGINE_FLAGS.items() if getattr(args, dest, None)
-              and not (dest == "trt_timeout" and args.until_parses)] if args.check != "trt" else []
+              and not (dest == "trt_timeout" and args.until_parses)
+              and not (args.check == "rtx" and dest not in precision_flags)] if args.check != "trt" else []
     if engine:
-        raise UsageError(f"{', '.join(engine)}: used only with --check trt (TensorRT engine build options)")
+        raise UsageError(f"{', '.join(engine)}: used only with --check trt (TensorRT engine build options"
+                         + ("; TensorRT-RTX takes the precision from the ONNX: --precision fp16)"
+                            if args.check == "rtx" else ")"))
     if args.plugins and args.check != "trt" and not args.until_parses:
         raise UsageError("--plugins: used only with --check trt or --until-parses (TensorRT loads them)")
     def excluded(name: str) -> bool:

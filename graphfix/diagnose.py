@@ -19,7 +19,13 @@ JSON schema (``graphfix check --json``)::
      "findings": [{"node": str|null, "op": str|null, "severity": "error"|"wrong-result"|"warning",
                    "reason": str, "fix_pass": str|null, "source": str, "rule": str}],
      "real_parser": null | {"available": bool, "reason": str, "parsed": bool, "crashed": bool,
-                            "errors": [{"node": str|null, "op": str|null, "message": str}]}}
+                            "errors": [{"node": str|null, "op": str|null, "message": str}],
+                            # with the TensorRT-RTX backend (profiles with "real_backend": "rtx"):
+                            "backend": "rtx", "label": str, "built": bool}}
+
+Which real TensorRT a profile's line is checked against is data: the profile's ``real_backend``
+(default "trt", the installed tensorrt; "rtx" for the 11.x line: TensorRT-RTX's 11.x parser and its
+ahead-of-time builder, graphfix.checks.rtx).
 
 ``fix_pass`` is the graphfix pass that fixes the finding, or null ("no automatic fix"). ``node`` is
 null for model-level findings. ``source`` is the citation the fact comes from.
@@ -470,13 +476,33 @@ def _reduce_axes_ignored(ctx, ref, r):
 
 @rule("float_shape_input")
 def _float_shape_input(ctx, ref, r):
-    """Inputs whose values become an output shape must not be FLOAT values known only at run time."""
+    """Inputs whose values become an output shape must not be FLOAT values known only at run time.
+    ``int_cast_ok``: a FLOAT made by a Cast from an integer tensor is accepted (the parser follows the
+    integer shape values through the Cast; measured on TensorRT-RTX 1.7)."""
     for index in r["inputs"]:
         name = _input(ref.node, index)
         if name is None or name in ctx.facts.foldable:
             continue
         if ctx.facts.dtype(name) in ("FLOAT", "FLOAT16", "DOUBLE", "BFLOAT16"):
+            producer = ctx.facts.producers.get(name)
+            if (r.get("int_cast_ok") and producer is not None and producer.node.op_type == "Cast"
+                    and (ctx.facts.dtype(producer.node.input[0]) or "").startswith(("INT", "UINT"))):
+                continue
             return f"'{name}' is a run-time {ctx.facts.dtype(name)} tensor"
+    return None
+
+
+@rule("inputs_same_shape")
+def _inputs_same_shape(ctx, ref, r):
+    """The listed inputs must have equal shapes (where both are known)."""
+    names = [_input(ref.node, i) for i in r["inputs"]]
+    shapes = [ctx.facts.shape(n) if n else None for n in names]
+    if any(s is None for s in shapes):
+        return None
+    first = shapes[0]
+    for name, shape in zip(names[1:], shapes[1:]):
+        if len(shape) != len(first) or any(a is not None and b is not None and a != b for a, b in zip(first, shape)):
+            return f"'{names[0]}' {first} vs '{name}' {shape}"
     return None
 
 
@@ -499,6 +525,13 @@ def _loop_scan_without_trip_count(ctx, ref, r):
 def _input_absent(ctx, ref, r):
     name = _input(ref.node, r["input"])
     return f"input {r['input']} ('{name}') is set" if name else None
+
+
+@rule("input_empty")
+def _input_empty(ctx, ref, r):
+    """An optional input written as an empty name ('') rather than left out."""
+    idx = r["input"]
+    return f"input {idx} is ''" if idx < len(ref.node.input) and not ref.node.input[idx] else None
 
 
 @rule("input_required")
@@ -1145,7 +1178,10 @@ def check_model(src, trt=None, real_parser: bool = False, fp16: bool = False) ->
     findings.sort(key=lambda x: (x.node is not None, SEVERITY_ORDER.get(x.severity, 9)))
     result = CheckResult(loaded.source, target, profile, findings)
     if real_parser:
-        result.real_parser = run_real_parser(loaded.path, loaded.model)
+        if profile.extra.get("real_backend") == "rtx":
+            result.real_parser = run_rtx_parser(loaded.path, loaded.model)
+        else:
+            result.real_parser = run_real_parser(loaded.path, loaded.model)
     return result
 
 
@@ -1176,11 +1212,40 @@ def run_real_parser(path: Optional[str], model: onnx.ModelProto) -> dict:
             os.unlink(tmp)
 
 
+def run_rtx_parser(path: Optional[str], model: onnx.ModelProto) -> dict:
+    """TensorRT-RTX's verdict (11.x parser, then an ahead-of-time build on the CPU); never raises."""
+    from .checks.trt_backends import get_backend
+    from .checks.trt_env import rtx_unavailable_reason
+    label = get_backend("rtx").label(None)
+    reason = rtx_unavailable_reason()
+    if reason is not None:
+        return {"available": False, "reason": reason, "backend": "rtx", "label": label}
+    tmp = None
+    try:
+        from .checks.rtx import build_only
+        if path is None:
+            fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix="graphfix-check-")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(model.SerializeToString())
+            path = tmp
+        outcome = build_only(path, progress=False)
+        return {"available": True, "reason": "", "backend": "rtx", "label": outcome.label or label,
+                "parsed": bool(outcome.parsed), "built": bool(outcome.built), "crashed": bool(outcome.crashed),
+                "errors": [dict(e) for e in outcome.errors]}
+    except Exception as exc:  # evidence beside the prediction, not a requirement
+        return {"available": False, "reason": f"TensorRT-RTX unavailable ({type(exc).__name__}: {exc})",
+                "backend": "rtx", "label": label}
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+
 def format_table(result: CheckResult, width: int = 100, verbosity: int = 0) -> str:
     """The terminal rendering (graphfix.check_render)."""
     from .check_render import render_check
     return render_check(result, width=width, verbosity=verbosity)
 
 
-__all__ = ["Finding", "CheckResult", "ModelFacts", "check_model", "run_real_parser", "format_table", "RULES",
-           "SCHEMA"]
+__all__ = ["Finding", "CheckResult", "ModelFacts", "check_model", "run_real_parser", "run_rtx_parser", "format_table",
+           "RULES", "SCHEMA"]

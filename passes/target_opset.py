@@ -20,6 +20,7 @@ fixed at any opset where the profile says so:
   -> Shape + Slice;
 - CastLike (opset 15, `type_as`; no importer in 8.6) -> Cast with the known target type;
 - DequantizeLinear without a zero point (rule `input_required`, 8.6) -> an explicit INT8 zero.
+- DequantizeLinear with an empty-named zero point (rule `input_empty`, 11.x) -> the input left out.
 Deprecated operator versions (GroupNormalization-18, Scatter) are rewritten for every target.
 """
 from __future__ import annotations
@@ -558,6 +559,18 @@ def dequantize_zero_points(graph: gs.Graph, names: NameMaker, result: PassResult
         result.count("zero_points_added")
 
 
+def drop_empty_zero_points(graph: gs.Graph, result: PassResult) -> None:
+    """DequantizeLinear(x, scale, '') -> DequantizeLinear(x, scale): an empty-named optional input means
+    "absent", so leaving it out means the same; the 11.x importer refuses the empty name ("Invalid Node",
+    measured on TensorRT-RTX 1.7) and accepts the two-input form."""
+    for _, node in walk(graph):
+        if (node.op == "DequantizeLinear" and is_default_domain(node) and len(node.inputs) == 3
+                and not node.inputs[2].name):
+            node.inputs.pop()
+            result.change("drop-empty-zero-point", _label(node), {})
+            result.count("empty_zero_points_dropped")
+
+
 def _op_facts(profile, op: str) -> Optional[dict]:
     facts = profile.op(op)
     return facts if facts is not None and facts.get("supported", True) else None
@@ -616,6 +629,8 @@ class TargetOpset(Pass):
             castlike_to_cast(graph, result)
         if _has_rule(profile, "DequantizeLinear", "input_required"):
             dequantize_zero_points(graph, names, result)
+        elif _has_rule(profile, "DequantizeLinear", "input_empty"):
+            drop_empty_zero_points(graph, result)
         return result
 
     def _repair_deprecated(self, graph: gs.Graph, names: NameMaker, result: PassResult) -> None:

@@ -53,10 +53,12 @@ class ParseOutcome:
     warnings: List[str] = field(default_factory=list)
     trt_version: Optional[str] = None
     detail: Optional[str] = None   # why no parse result: crash, timeout, TensorRT not importable
+    label: Optional[str] = None    # how the backend names itself (trt_backends.Backend.label)
 
     def to_json(self) -> dict:
         return {"parsed": self.parsed, "crashed": self.crashed, "errors": self.errors,
-                "warnings": self.warnings, "trt_version": self.trt_version, "detail": self.detail}
+                "warnings": self.warnings, "trt_version": self.trt_version, "detail": self.detail,
+                "label": self.label}
 
 
 @dataclass
@@ -85,9 +87,14 @@ class TrtCheckResult:
     seconds: float = 0.0
     log_tail: List[str] = field(default_factory=list)
     clocks: Optional[Dict[str, Any]] = None   # GPU clocks/power state over the run (graphfix.doctor.clocks)
+    backend: str = "trt"                   # trt_backends.BACKENDS key
+    label: Optional[str] = None            # e.g. "TensorRT-RTX 1.7 (parser 11.x, ahead-of-time build, not run)"
+    build_only: bool = False               # the backend parses and builds, never runs: no comparison
 
     @property
     def detail(self) -> str:
+        if self.build_only and self.built and not self.crashed:
+            return "parsed and built ahead of time; not run, so outputs were not compared"
         if self.crashed:
             return f"TensorRT crashed ({self.signal}) while {STAGE_WORDS.get(self.stage, self.stage)}"
         if self.errors and not self.ran:
@@ -107,7 +114,8 @@ class TrtCheckResult:
         out = {k: getattr(self, k) for k in (
             "passed", "parsed", "built", "ran", "crashed", "timed_out", "signal", "stage", "model",
             "precision", "trt_version", "errors", "warnings", "build_seconds", "engine_bytes",
-            "timing_cache", "optimization_level", "profile", "shapes", "plugins", "clocks")}
+            "timing_cache", "optimization_level", "profile", "shapes", "plugins", "clocks", "backend", "label",
+            "build_only")}
         out["outputs"] = [{k: _finite(v) for k, v in o.to_json().items()} for o in self.outputs]
         out["seconds"] = round(self.seconds, 3)
         out["detail"] = self.detail
@@ -116,7 +124,8 @@ class TrtCheckResult:
         return out
 
     def summary(self) -> str:
-        lines = [f"graphfix validate: {self.model} on TensorRT {self.trt_version or '?'} ({self.precision})"]
+        on = self.label or f"TensorRT {self.trt_version or '?'}"
+        lines = [f"graphfix validate: {self.model} on {on} ({self.precision})"]
         for name, dims in sorted(self.profile.items()):
             lines.append(f"  profile {name}: min {_x(dims['min'])}, opt {_x(dims['opt'])}, max {_x(dims['max'])}")
         lines.append(f"  parse   {'ok' if self.parsed else 'FAILED'}")
@@ -125,7 +134,8 @@ class TrtCheckResult:
             took = f" in {self.build_seconds:.1f}s" if self.build_seconds is not None else ""
             lines.append(f"  build   {'ok' if self.built else 'FAILED'}{took}{size}")
         if self.built:
-            lines.append(f"  run     {'ok' if self.ran else 'FAILED'}")
+            lines.append("  run     not run (ahead-of-time build)" if self.build_only
+                         else f"  run     {'ok' if self.ran else 'FAILED'}")
         for e in self.errors[:10]:
             lines.append(f"    error: {_describe(e)}")
         if len(self.errors) > 10:
@@ -166,21 +176,22 @@ def _sortable(value) -> float:
 # ------------------------------------------------------------------------------------- parse
 
 def parse_in_subprocess(model_path: str, plugins: Sequence[str] = (), *, timeout: Optional[float] = None,
-                        progress: bool = False) -> ParseOutcome:
-    """Parse a model with TensorRT's ONNX parser in a child process; errors named by ONNX node."""
+                        progress: bool = False, backend: str = "trt") -> ParseOutcome:
+    """Parse a model with TensorRT's ONNX parser in a child process; errors named by ONNX node.
+    ``backend`` picks the TensorRT build (graphfix.checks.trt_backends: "trt" or "rtx")."""
     import onnx
     try:
         model = onnx.load(model_path, load_external_data=False)  # node names and types are enough
     except Exception:
         model = None
     with tempfile.TemporaryDirectory(prefix="graphfix-trt-") as workdir:
-        child = run_worker({"mode": "parse", "model": os.path.abspath(model_path),
+        child = run_worker({"mode": "parse", "model": os.path.abspath(model_path), "backend": backend,
                             "plugins": [os.path.abspath(p) for p in plugins]},
                            workdir, timeout=timeout, progress=progress)
     start = child.last("start") or {}
     parsed = child.last("parsed")
     outcome = ParseOutcome(parsed=bool(parsed and parsed["ok"]), crashed=child.crashed,
-                           trt_version=start.get("trt_version"))
+                           trt_version=start.get("trt_version"), label=start.get("label"))
     if parsed:
         outcome.errors = map_parser_errors(parsed["errors"], model)
         outcome.warnings = list(parsed.get("warnings") or [])
@@ -297,6 +308,7 @@ def _fold_events(result: TrtCheckResult, child: ChildRun, fixed) -> Optional[Lis
     import numpy as np
     start = child.last("start") or {}
     result.trt_version = start.get("trt_version")
+    result.label = start.get("label") or result.label
     result.stage, result.crashed, result.timed_out = child.stage, child.crashed, child.timed_out
     result.signal = child.signal_name if child.crashed else None
     parsed = child.last("parsed")
@@ -416,6 +428,11 @@ def add_trt_check(report, original: str, fixed: str, args) -> Optional[TrtCheckR
 
 def validate_command(args) -> int:
     """`graphfix validate ORIGINAL FIXED`: 0 passed, 1 failed, 2 bad input or no TensorRT here."""
+    if getattr(args, "backend", "trt") == "rtx":
+        from .rtx import validate_rtx
+        return validate_rtx(args)
+    if not getattr(args, "fixed", None):
+        raise UsageError("validate needs ORIGINAL and FIXED (only --backend rtx builds a single model)")
     from ..console import QUIET, out, verbosity
     from .trt_env import require_tensorrt
     options = options_from_args(args)

@@ -49,7 +49,8 @@ def environment() -> Dict[str, Any]:
     """Versions of Python, the ONNX/TensorRT stack and the GPU, for evidence files."""
     from importlib import metadata
     env: Dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
-    for dist in ("tensorrt", "onnx", "onnxruntime", "polygraphy", "onnx-graphsurgeon", "numpy", "graphfix"):
+    for dist in ("tensorrt", "tensorrt-rtx-cu12-bindings", "onnx", "onnxruntime", "polygraphy", "onnx-graphsurgeon",
+                 "numpy", "graphfix"):
         try:
             env[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -61,3 +62,28 @@ def environment() -> Dict[str, Any]:
     except (OSError, subprocess.TimeoutExpired):
         env["gpu"] = None
     return env
+
+
+# TensorRT-RTX builds ahead of time on the CPU: a builder that starts is all it needs (no GPU).
+_RTX_PROBE = ("import tensorrt_rtx_bindings as trt; b = trt.Builder(trt.Logger(trt.Logger.ERROR)); "
+              "assert b is not None; print(trt.__version__)")
+
+
+@functools.lru_cache(maxsize=1)
+def rtx_unavailable_reason() -> Optional[str]:
+    """None when the TensorRT-RTX wheels import and a builder starts; else why not."""
+    if importlib.util.find_spec("tensorrt_rtx_bindings") is None:
+        return "TensorRT-RTX is not installed (pip install graphfix[rtx])"
+    try:
+        proc = subprocess.run([sys.executable, "-c", _RTX_PROBE], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return "TensorRT-RTX builder did not start within 120 s"
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"TensorRT-RTX builder does not start here: {tail[0]}"
+    return None
+
+
+def backend_unavailable_reason(backend: str) -> Optional[str]:
+    """trt_unavailable_reason or rtx_unavailable_reason, by backend name (graphfix.checks.trt_backends)."""
+    return rtx_unavailable_reason() if backend == "rtx" else trt_unavailable_reason()

@@ -6,7 +6,7 @@ process, not the caller. Everything the parent needs is appended, one JSON objec
 events file named in the request, flushed line by line, so a crash loses nothing already reported:
 
     {"event": "stage", "stage": "import" | "plugins" | "parse" | "build" | "run"}
-    {"event": "start", "trt_version": "8.6.0"}
+    {"event": "start", "trt_version": "8.6.0", "backend": "trt" | "rtx", "label": str}
     {"event": "parsed", "ok": bool, "errors": [raw parser error], "warnings": [str]}
     {"event": "built", "ok": bool, "seconds": float, "engine_bytes": int, "errors": [str], ...}
     {"event": "ran", "iterations": [{"file": npz, "names": [output names]}], "seconds": float}
@@ -15,7 +15,10 @@ events file named in the request, flushed line by line, so a crash loses nothing
 
 Raw parser errors are mapped to ONNX nodes by the parent, which has the model.
 Works with the TensorRT 8.6 and 10.x Python APIs; Polygraphy's loaders and runner bridge the two.
-Only the standard library, numpy, tensorrt and polygraphy are imported here.
+The request's "backend" (graphfix.checks.trt_backends, default "trt") picks the TensorRT module;
+TensorRT-RTX ("rtx") builds ahead of time without precision flags and stops after the build.
+Only the standard library, numpy, tensorrt (or tensorrt_rtx_bindings), polygraphy and the backend
+table (graphfix.checks.trt_backends) are imported here.
 """
 from __future__ import annotations
 
@@ -167,9 +170,9 @@ def parse(trt, logger, model_path: str):
                                       "warnings": logger.since(mark, "W")}
 
 
-def default_timing_cache(trt) -> str:
+def default_timing_cache(trt, prefix: str = "trt") -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "graphfix", f"trt-{trt.__version__}.timing-cache")
+    return os.path.join(base, "graphfix", f"{prefix}-{trt.__version__}.timing-cache")
 
 
 def _usable_timing_cache(builder, path: str) -> None:
@@ -198,8 +201,10 @@ def explicitly_quantized(trt, network) -> bool:
     return any(network.get_layer(i).type in qdq for i in range(network.num_layers))
 
 
-def build(trt, logger, builder, network, parser, req: Dict[str, Any], events: Events) -> Optional[bytes]:
+def build(trt, logger, builder, network, parser, req: Dict[str, Any], events: Events,
+          backend=None) -> Optional[bytes]:
     from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, Profile
+    precision_flags = backend is None or backend.precision_flags
 
     inputs = {network.get_input(i).name for i in range(network.num_inputs)}
     profiles = None
@@ -209,14 +214,16 @@ def build(trt, logger, builder, network, parser, req: Dict[str, Any], events: Ev
         for name, dims in wanted.items():
             profile.add(name, min=dims["min"], opt=dims["opt"], max=dims["max"])
         profiles = [profile]
-    cache = req.get("timing_cache") or default_timing_cache(trt)
+    cache = req.get("timing_cache") or default_timing_cache(trt, backend.timing_cache_prefix if backend else "trt")
     os.makedirs(os.path.dirname(os.path.abspath(cache)), exist_ok=True)
     _usable_timing_cache(builder, cache)
-    kwargs: Dict[str, Any] = dict(fp16=bool(req.get("fp16")), tf32=bool(req.get("tf32")), profiles=profiles,
-                                  tactic_sources=tactic_sources(trt), load_timing_cache=cache)
-    int8 = explicitly_quantized(trt, network)
+    kwargs: Dict[str, Any] = dict(profiles=profiles, tactic_sources=tactic_sources(trt), load_timing_cache=cache)
+    if precision_flags:   # strongly typed networks (TensorRT-RTX) have no precision flags: types come from the ONNX
+        kwargs.update(fp16=bool(req.get("fp16")), tf32=bool(req.get("tf32")))
+    int8 = precision_flags and explicitly_quantized(trt, network)
     if int8:
         kwargs["int8"] = True
+    config_class = backend.config_loader() if backend is not None else CreateConfig
     level = req.get("optimization_level")
     if level is not None and hasattr(trt.IBuilderConfig, "builder_optimization_level"):  # >= 8.6
         kwargs["builder_optimization_level"] = int(level)
@@ -226,7 +233,7 @@ def build(trt, logger, builder, network, parser, req: Dict[str, Any], events: Ev
     started = time.perf_counter()
     engine_bytes, failure = None, None
     try:
-        serialized = EngineBytesFromNetwork((builder, network, parser), config=CreateConfig(**kwargs),
+        serialized = EngineBytesFromNetwork((builder, network, parser), config=config_class(**kwargs),
                                             save_timing_cache=cache)()
         # trt.IHostMemory on 8.6/10.x: copy it out through the buffer protocol
         engine_bytes = bytes(memoryview(serialized)) if serialized is not None else None
@@ -234,8 +241,10 @@ def build(trt, logger, builder, network, parser, req: Dict[str, Any], events: Ev
         failure = " ".join(str(exc).split())[:500]
     seconds = time.perf_counter() - started
     size = len(engine_bytes) if engine_bytes else 0
-    events.emit("built", ok=bool(engine_bytes), seconds=seconds, engine_bytes=size,
-                errors=logger.since(mark, "E"), failure=failure, timing_cache=cache,
+    benign = backend.benign_errors if backend is not None else ()
+    errors = [e for e in logger.since(mark, "E") if not any(b in e for b in benign)]
+    events.emit("built", ok=bool(engine_bytes), seconds=seconds, engine_bytes=size, errors=errors, failure=failure,
+                timing_cache=cache,
                 optimization_level=kwargs.get("builder_optimization_level"), int8_explicit=int8,
                 tactic_sources=[s for s in TACTIC_SOURCES if hasattr(trt.TacticSource, s)],
                 profile=wanted)
@@ -280,10 +289,13 @@ def run(engine_bytes: bytes, req: Dict[str, Any], events: Events) -> None:
 
 def work(req: Dict[str, Any], events: Events) -> List[Any]:
     """Do the request; return the TensorRT objects, which must outlive the final "done" event."""
+    from graphfix.checks.trt_backends import get_backend
     alive: List[Any] = []
+    backend = get_backend(req.get("backend"))
     events.enter("import")
-    import tensorrt as trt
-    events.emit("start", trt_version=trt.__version__, python=sys.version.split()[0])
+    trt = backend.import_module()
+    events.emit("start", trt_version=trt.__version__, python=sys.version.split()[0], backend=backend.name,
+                label=backend.label(trt.__version__))
     logger = _make_logger(trt)
     from polygraphy.logger import G_LOGGER
     G_LOGGER.module_severity = G_LOGGER.ERROR  # Polygraphy's own chatter stays out of the log tail
@@ -299,12 +311,14 @@ def work(req: Dict[str, Any], events: Events) -> List[Any]:
         return alive
 
     events.enter("build")
-    engine_bytes = build(trt, logger, builder, network, parser, req, events)
+    engine_bytes = build(trt, logger, builder, network, parser, req, events, backend)
     if engine_bytes is None:
         return alive
     if req.get("engine_path"):
         with open(req["engine_path"], "wb") as f:
             f.write(engine_bytes)
+    if not backend.runs_engines or req["mode"] == "build-only":
+        return alive
 
     events.enter("run")
     run(engine_bytes, req, events)

@@ -107,11 +107,20 @@ def test_check_names_no_fix_for_attention_whose_qk_output_is_used():
                 if f.op == "Attention").fix_pass == "decompose-ops"
 
 
-@pytest.mark.parametrize("trt", ["10.12", "11.0"])
-def test_not_applied_where_the_profile_computes_it(trt):
-    for fixture in ("scatter_elements_add_duplicates", "einsum_ellipsis_attention_scores"):
+@pytest.mark.parametrize("trt, fixtures", [
+    ("10.12", ("scatter_elements_add_duplicates", "einsum_ellipsis_attention_scores")),
+    ("11.0", ("einsum_ellipsis_attention_scores",)),
+])
+def test_not_applied_where_the_profile_computes_it(trt, fixtures):
+    for fixture in fixtures:
         _, result = apply_pass("decompose-ops", build(fixture), trt=trt)
         assert not result.modified
+
+
+def test_applied_on_11_where_tensorrt_rtx_refused_it():
+    """The 11.x profile learned from TensorRT-RTX 1.7 that ScatterElements reductions are refused
+    ('Unsupported reduction type'): the same rule rewrites them there, with no code branch."""
+    assert apply_pass("decompose-ops", build("scatter_elements_add_duplicates"), trt="11.0")[1].modified
 
 
 def test_applied_per_the_targets_profile():

@@ -1,0 +1,94 @@
+"""The TensorRT-RTX check: parse with the onnx-tensorrt 11.x parser and build ahead of time, on the CPU.
+
+TensorRT for RTX (``pip install graphfix[rtx]``) answers "does this model parse and build on the
+11.x line", not "are the numbers right": its builder compiles ahead of time without a GPU, and its
+engines cannot run on the GPUs graphfix is validated on. Reports name it accordingly (see
+trt_backends.Backend.label). It runs in the same child process as TensorRT 8.6
+(graphfix.checks.trt_worker, backend "rtx"), with the same optimization profile
+(trt_profile.derive_profile: the model's dynamic dims or the user's shapes) and the same
+parser-error mapping. Its networks are strongly typed: the ONNX's types are the engine's, so there
+is no FP16/TF32 flag to set.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any, Dict, Optional, Sequence
+
+from ..errors import UsageError
+from ..model_io import load_model
+from .trt import TrtCheckResult, _fold_events, options_from_args
+from .trt_backends import get_backend
+from .trt_child import run_worker
+from .trt_env import backend_unavailable_reason
+from .trt_profile import derive_profile
+
+
+def build_only(model_path: str, *, backend: str = "rtx", shapes=None, min_shapes=None, opt_shapes=None,
+               max_shapes=None, timing_cache: Optional[str] = None, plugins: Sequence[str] = (),
+               timeout: Optional[float] = None, progress: bool = True, optimization_level: Optional[int] = 0,
+               engine_path: Optional[str] = None) -> TrtCheckResult:
+    """Parse and build MODEL with a backend that does not run engines; ``passed`` = parsed and built.
+
+    Raises InputError/UsageError for unusable models or shapes; whatever TensorRT does wrong,
+    crashes included, ends up in the result.
+    """
+    started = time.perf_counter()
+    spec = get_backend(backend)
+    model = load_model(model_path).model
+    profile, run_shapes = derive_profile(model, shapes, min_shapes, opt_shapes, max_shapes)
+    result = TrtCheckResult(model=os.fspath(model_path), precision="as typed in the ONNX", profile=profile,
+                            shapes=run_shapes, plugins=[os.fspath(p) for p in plugins], backend=spec.name,
+                            label=spec.label(None), build_only=True)
+    request: Dict[str, Any] = {
+        "mode": "build-only", "backend": spec.name, "model": os.path.abspath(model_path),
+        "plugins": [os.path.abspath(p) for p in plugins], "profile": profile,
+        "timing_cache": os.path.abspath(timing_cache) if timing_cache else None,
+        "optimization_level": optimization_level, "workspace": None,
+        "engine_path": os.path.abspath(engine_path) if engine_path else None, "feeds": []}
+    with tempfile.TemporaryDirectory(prefix="graphfix-rtx-") as workdir:
+        child = run_worker(request, workdir, timeout=timeout, progress=progress, label=spec.name)
+        _fold_events(result, child, model)
+    result.passed = bool(result.parsed and result.built and not result.crashed and not result.timed_out)
+    if not result.passed:
+        result.log_tail = child.log_tail
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _build_options(args) -> Dict[str, Any]:
+    """options_from_args without the precision flags, which strongly typed networks do not have."""
+    if getattr(args, "fp16", False) or getattr(args, "tf32", False):
+        raise UsageError("--fp16/--tf32: TensorRT-RTX builds strongly typed networks, whose precision is the "
+                         "ONNX's types (rewrite the model's types instead)")
+    options = options_from_args(args)
+    for key in ("fp16", "tf32", "inputs"):   # input values shape the ONNX Runtime side, absent here
+        options.pop(key, None)
+    return options
+
+
+def add_rtx_check(report, fixed: str, args) -> Optional[TrtCheckResult]:
+    """`graphfix fix --check rtx`: append {"kind": "rtx", "passed": ...} to report.checks."""
+    options = _build_options(args)
+    reason = backend_unavailable_reason("rtx")
+    if reason is not None:
+        report.checks.append({"kind": "rtx", "passed": False, "error": reason,
+                              "detail": f"TensorRT-RTX check could not run: {reason}"})
+        return None
+    result = build_only(fixed, **options)
+    report.checks.append({"kind": "rtx", **result.to_json()})
+    return result
+
+
+def validate_rtx(args) -> int:
+    """`graphfix validate --backend rtx [ORIGINAL] MODEL`: 0 parsed and built, 1 not, 2 bad input."""
+    import json
+    options = _build_options(args)
+    reason = backend_unavailable_reason("rtx")
+    if reason is not None:
+        raise UsageError(f"TensorRT-RTX is not available here: {reason}")
+    model = args.fixed or args.original
+    result = build_only(model, **options)
+    print(json.dumps(result.to_json(), indent=2) if getattr(args, "json", False) else result.summary())
+    return 0 if result.passed else 1

@@ -554,6 +554,12 @@ def test_trt_fixed_fixture_builds_and_matches_ort(name, tmp_path):
         assert not result.passed, f"{name} now works on TensorRT 8.6: update NOT_FIXABLE_ON_8_6"
         assert result.errors or any(not o.passed for o in result.outputs)
         return
+    from graphfix.checks.ort import ort_can_load
+    if not result.passed and not ort_can_load(raw):
+        # the rig's ONNX Runtime (1.19) cannot load an opset-23 original: the engine is judged on what
+        # can be judged, and the comparison is skipped with the reason (seen on the rig, 2026-12-06)
+        assert result.parsed and result.built and result.ran, result.summary()
+        pytest.skip(f"{name}: engine parsed, built and ran; the installed ONNX Runtime cannot run the original")
     assert result.passed, result.summary() + "\n" + report.summary()
 
 

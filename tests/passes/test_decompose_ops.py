@@ -20,6 +20,12 @@ EINSUM = ["einsum_diagonal", "einsum_ellipsis_attention_scores", "einsum_broadca
 
 
 def _run(model, feeds):
+    """ONNX Runtime's outputs; onnx's reference evaluator where the installed ONNX Runtime cannot load
+    the opset (opset 23 needs ONNX Runtime >= 1.22; the oldest supported is 1.18)."""
+    from graphfix.checks.ort import ort_can_load
+    if not ort_can_load(model):
+        from onnx.reference import ReferenceEvaluator
+        return ReferenceEvaluator(model).run(None, feeds)
     import onnxruntime as ort
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
@@ -28,6 +34,9 @@ def _run(model, feeds):
 @pytest.mark.parametrize("fixture", SCATTER + EINSUM + OTHER + OPSET23)
 def test_rewritten_equivalent_idempotent_and_named_by_check(fixture):
     model = build(fixture)
+    from graphfix.checks.ort import ort_can_load
+    if not ort_can_load(model):   # opset 23 on ONNX Runtime < 1.22: test_opset23_ops_match_the_onnx_reference judges it
+        pytest.skip(f"the installed ONNX Runtime cannot load {fixture} (opset 23)")
     findings = [f for f in check_model(model, trt="8.6").findings if f.node]
     assert findings and all(f.fix_pass == "decompose-ops" for f in findings)
     fixed, result = apply_pass("decompose-ops", model)

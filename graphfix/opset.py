@@ -128,7 +128,10 @@ def graph_opset(graph: gs.Graph) -> int:
 def set_graph_opset(graph: gs.Graph, version: int) -> None:
     graph.opset = int(version)
     if graph.import_domains is not None:  # new entries: the old ones may belong to the input model
-        graph.import_domains = [onnx.helper.make_opsetid(e.domain, int(version)) if e.domain in DEFAULT_DOMAINS
+        # an entry already at the version is kept as it is (its bytes too: a pass that changes nothing
+        # must leave the graph byte-identical)
+        graph.import_domains = [onnx.helper.make_opsetid(e.domain, int(version))
+                                if e.domain in DEFAULT_DOMAINS and e.version != int(version)
                                 else e for e in graph.import_domains]
 
 

@@ -145,8 +145,8 @@ def _check_line(c: dict) -> str:
     if c.get("unchecked") and c.get("passed") is None:
         return f"  {kind}: UNCHECKED ({c.get('detail') or c.get('error') or 'the original does not run'})"
     if c.get("passed"):
-        what = {"ort": "the fixed model gives the original's outputs", "trt-check": "nothing left to fix"}.get(
-            c.get("kind"), "engine matches")
+        what = {"ort": "the fixed model gives the original's outputs", "trt-check": "nothing left to fix",
+                "onnx-checker": "the fixed model is valid ONNX"}.get(c.get("kind"), "engine matches")
         return f"  {kind}: {what}" + (f" ({c['detail']})" if c.get("detail") else "")
     return f"  {kind}: FAILED: {c.get('detail') or c.get('error') or 'outputs differ'}"
 

@@ -82,7 +82,10 @@ def weightless_graph(graph) -> Iterator[Callable[..., None]]:
     import onnx_graphsurgeon as gs
     from onnx_graphsurgeon.ir.tensor import LazyValues
     swapped = []
-    for g in _graphs(graph, gs):
+    # only for graphs without subgraphs: an If/Loop body may read a big outer constant, and the stub
+    # then reached ONNX's checker (silero_vad, a published model: every pass rolled back)
+    graphs = list(_graphs(graph, gs))
+    for g in (graphs if len(graphs) == 1 else []):
         for tensor in g.tensors().values():
             values = getattr(tensor, "_values", None)
             if isinstance(tensor, gs.Constant) and isinstance(values, (LazyValues, np.ndarray)) \

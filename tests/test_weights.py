@@ -183,3 +183,31 @@ def test_embedded_write_gives_the_serialized_bytes(name, tmp_path):
         out = io.BytesIO()
         weights.write_embedded(model, out)
         assert out.getvalue() == model.SerializeToString()
+
+
+def test_big_outer_constant_read_inside_an_if_keeps_its_bytes():
+    """Regression (silero_vad, a published model): an If branch read a big outer initializer; its
+    weightless stub reached ONNX's checker and every pass was rolled back."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto as T, helper, numpy_helper
+    import graphfix
+    w = numpy_helper.from_array(np.random.RandomState(0).randn(160, 128).astype(np.float32), "w")   # 80 kB
+    branch = lambda name, op: helper.make_graph(   # noqa: E731
+        [helper.make_node("MatMul", ["x", "w"], [f"{name}_mm"]), helper.make_node(op, [f"{name}_mm"], [f"{name}_out"])],
+        name, [], [helper.make_tensor_value_info(f"{name}_out", T.FLOAT, [1, 128])])
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Cast", ["s"], ["sf"], to=T.FLOAT),
+             helper.make_node("ReduceSum", ["sf"], ["total"], keepdims=0),
+             helper.make_node("Greater", ["total", "ten"], ["cond"]),
+             helper.make_node("If", ["cond"], ["y"], then_branch=branch("then", "Relu"),
+                              else_branch=branch("else", "Neg"))]
+    ten = numpy_helper.from_array(np.array(10.0, np.float32), "ten")
+    graph = helper.make_graph(nodes, "if_reads_outer_weight", [helper.make_tensor_value_info("x", T.FLOAT, [1, 160])],
+                              [helper.make_tensor_value_info("y", T.FLOAT, [1, 128])], [w, ten])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    fixed, report = graphfix.fix(model, trt="8.6")
+    assert not [p.name for p in report.passes if p.status in ("rolled-back", "failed")], report.summary()
+    assert "fold-constants" in [p.name for p in report.passes if p.status == "applied"]
+    onnx.checker.check_model(fixed, full_check=True)
+    assert report.ok, report.summary()

@@ -232,7 +232,11 @@ def test_ci_installs_tensorrt_rtx():
     assert 'pip install -q --disable-pip-version-check -e ".[test,rtx]" && GRAPHFIX_REQUIRE_RTX=1 pytest -q' in readme
     with open(os.path.join(_HERE, "..", "pyproject.toml")) as f:
         pyproject = f.read()
-    assert 'rtx = ["tensorrt-rtx-cu12-libs==1.7.1.116", "tensorrt-rtx-cu12-bindings==1.7.1.116"]' in pyproject
+    assert 'rtx = ["tensorrt-rtx-cu12-libs==1.7.1.116", "tensorrt-rtx-cu12-bindings==1.7.1.116", ' \
+        '"polygraphy>=0.53.6"]' in pyproject
+    with open(os.path.join(_HERE, "..", ".ci", "run")) as f:
+        assert 'pip install -q --disable-pip-version-check -e ".[test,rtx]" && GRAPHFIX_REQUIRE_RTX=1 pytest -q' \
+            in f.read()
 
 
 # --- trt-11 profile facts measured on TensorRT-RTX: check's verdict and the real one, side by side --------------

@@ -169,12 +169,22 @@ def test_center_crop_pad_is_slice_and_pad():
     np.testing.assert_array_equal(_run(fixed, {"x": x})[0], want)
 
 
+def _skip_old_onnx_reference():
+    """onnx 1.19's reference Attention gives NaN on fully masked rows where onnx >= 1.20's (and ONNX
+    Runtime, and the rewrite) give 0 (seen on the oldest supported set, .ci/deps-matrix oldest)."""
+    version = tuple(int(p) for p in onnx.__version__.split(".")[:2])
+    if version < (1, 20):
+        pytest.skip(f"onnx {onnx.__version__}: its reference Attention differs on fully masked rows")
+
+
 @pytest.mark.parametrize("fixture", OPSET23)
 def test_opset23_ops_match_the_onnx_reference(fixture):
     """onnx.reference.ReferenceEvaluator implements Attention/RotaryEmbedding exactly as specified:
     the rewrite run in ONNX Runtime must agree with it on the original (not only with ORT's kernels)."""
     from onnx.reference import ReferenceEvaluator
     model = build(fixture)
+    if fixture.startswith("attention"):
+        _skip_old_onnx_reference()
     fixed, _ = apply_pass("decompose-ops", model)
     assert not {"Attention", "RotaryEmbedding"} & set(ops(fixed))
     rng = np.random.default_rng(3)
@@ -191,6 +201,7 @@ def test_attention_short_mask_is_padded_like_the_reference():
     """A mask covering only the new keys is padded with -inf for the cached ones (onnx.reference;
     ONNX Runtime 1.32 refuses such a mask, so only the reference judges this case)."""
     from onnx.reference import ReferenceEvaluator
+    _skip_old_onnx_reference()
     model = build("attention_kv_cache_softcap")
     mask = next(i for i in model.graph.initializer if i.name == "mask")
     mask.CopyFrom(onnx.numpy_helper.from_array(np.array([[0.0, -1.5], [0.5, 0.0]], np.float32), "mask"))

@@ -32,6 +32,7 @@ null for model-level findings. ``source`` is the citation the fact comes from.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -1185,6 +1186,21 @@ def check_model(src, trt=None, real_parser: bool = False, fp16: bool = False) ->
     return result
 
 
+@contextlib.contextmanager
+def _model_file(path: Optional[str], model: onnx.ModelProto):
+    """`path`, or a temporary copy of `model` (removed afterwards) for a parser that reads a file."""
+    if path is not None:
+        yield path
+        return
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix="graphfix-check-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(model.SerializeToString())
+        yield tmp
+    finally:
+        os.unlink(tmp)
+
+
 def run_real_parser(path: Optional[str], model: onnx.ModelProto) -> dict:
     """The real TensorRT parser's verdict, when TensorRT and a GPU are here; never raises."""
     from .checks.trt_env import trt_unavailable_reason
@@ -1195,21 +1211,13 @@ def run_real_parser(path: Optional[str], model: onnx.ModelProto) -> dict:
         from .checks.trt import parse_in_subprocess
     except ImportError as exc:
         return {"available": False, "reason": f"real parser unavailable ({exc})"}
-    tmp = None
     try:
-        if path is None:
-            fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix="graphfix-check-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(model.SerializeToString())
-            path = tmp
-        outcome = parse_in_subprocess(path)
+        with _model_file(path, model) as file:
+            outcome = parse_in_subprocess(file)
         return {"available": True, "reason": "", "parsed": bool(outcome.parsed), "crashed": bool(outcome.crashed),
                 "errors": [dict(e) for e in outcome.errors]}
     except Exception as exc:  # the real parser is evidence beside the prediction, not a requirement
         return {"available": False, "reason": f"real parser unavailable ({type(exc).__name__}: {exc})"}
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run_rtx_parser(path: Optional[str], model: onnx.ModelProto) -> dict:
@@ -1220,25 +1228,16 @@ def run_rtx_parser(path: Optional[str], model: onnx.ModelProto) -> dict:
     reason = rtx_unavailable_reason()
     if reason is not None:
         return {"available": False, "reason": reason, "backend": "rtx", "label": label}
-    tmp = None
     try:
         from .checks.rtx import build_only
-        if path is None:
-            fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix="graphfix-check-")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(model.SerializeToString())
-            path = tmp
-        outcome = build_only(path, progress=False)
+        with _model_file(path, model) as file:
+            outcome = build_only(file, progress=False)
         return {"available": True, "reason": "", "backend": "rtx", "label": outcome.label or label,
                 "parsed": bool(outcome.parsed), "built": bool(outcome.built), "crashed": bool(outcome.crashed),
                 "errors": [dict(e) for e in outcome.errors]}
     except Exception as exc:  # evidence beside the prediction, not a requirement
         return {"available": False, "reason": f"TensorRT-RTX unavailable ({type(exc).__name__}: {exc})",
                 "backend": "rtx", "label": label}
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
-
 
 
 def format_table(result: CheckResult, width: int = 100, verbosity: int = 0) -> str:

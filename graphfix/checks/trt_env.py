@@ -13,19 +13,24 @@ _PROBE = ("import tensorrt as trt; b = trt.Builder(trt.Logger(trt.Logger.ERROR))
           "assert b is not None; print(trt.__version__)")
 
 
+def _builder_unavailable(module: str, probe: str, what: str, missing: str, suffix: str = "") -> Optional[str]:
+    """None when `module` imports and a builder starts in a child process; else why not."""
+    if importlib.util.find_spec(module) is None:
+        return missing
+    try:
+        proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return f"{what} builder did not start within 120 s"
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"{what} builder does not start here{suffix}: {tail[0]}"
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def trt_unavailable_reason() -> Optional[str]:
     """None when tensorrt imports and a builder starts (so a GPU is usable); else why not."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return "tensorrt is not installed"
-    try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        return "tensorrt builder did not start within 120 s"
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return f"tensorrt builder does not start here (no GPU?): {tail[0]}"
-    return None
+    return _builder_unavailable("tensorrt", _PROBE, "tensorrt", "tensorrt is not installed", " (no GPU?)")
 
 
 def require_tensorrt(what: str, probe=None) -> None:
@@ -72,16 +77,8 @@ _RTX_PROBE = ("import tensorrt_rtx_bindings as trt; b = trt.Builder(trt.Logger(t
 @functools.lru_cache(maxsize=1)
 def rtx_unavailable_reason() -> Optional[str]:
     """None when the TensorRT-RTX wheels import and a builder starts; else why not."""
-    if importlib.util.find_spec("tensorrt_rtx_bindings") is None:
-        return "TensorRT-RTX is not installed (pip install graphfix[rtx])"
-    try:
-        proc = subprocess.run([sys.executable, "-c", _RTX_PROBE], capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        return "TensorRT-RTX builder did not start within 120 s"
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        return f"TensorRT-RTX builder does not start here: {tail[0]}"
-    return None
+    return _builder_unavailable("tensorrt_rtx_bindings", _RTX_PROBE, "TensorRT-RTX",
+                                "TensorRT-RTX is not installed (pip install graphfix[rtx])")
 
 
 def backend_unavailable_reason(backend: str) -> Optional[str]:

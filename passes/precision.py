@@ -304,6 +304,7 @@ class _Plan:
         for n in retargeted:
             n.attrs["to"] = low
             result.change("retarget-cast", label(n), {"to": LOW_NAMES[low]})
+            self._bypass_if_noop(n, low_tensors, result)
         for n in constants:
             self._convert_constant_node(n, result)
         low_consts: Dict[str, gs.Constant] = {}
@@ -325,6 +326,21 @@ class _Plan:
         remove_dead_nodes(graph)
         toposort_if_needed(graph)
         self._report(low_nodes, result)
+
+    def _bypass_if_noop(self, cast: gs.Node, low_tensors, result: PassResult) -> None:
+        """A retargeted Cast whose input is already low (an export's `.to(float32)` of an FP32
+        tensor) would be low -> low: its readers read the input (ONNX Runtime <= 1.19 refuses such a
+        Cast unoptimized: 'InsertedPrecisionFreeCast ... does not match expected type')."""
+        source = cast.inputs[0] if cast.inputs else None
+        if source is None or not (id(source) in low_tensors or self.dtypes.get(source.name) == self.low):
+            return
+        out = cast.outputs[0]
+        for reader in list(out.outputs):
+            for i, x in enumerate(reader.inputs):
+                if x is out:
+                    reader.inputs[i] = source
+        result.change("drop-cast", label(cast), {"reads": source.name})
+        result.count("casts_dropped")
 
     def _convertible_constant(self, node: gs.Node) -> bool:
         value = node.attrs.get("value")

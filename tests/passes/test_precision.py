@@ -16,7 +16,7 @@ from graphfix.passes.precision import builder_fp16_flag
 
 FP16 = {"precision": "fp16"}
 FIXTURES = ["prec_layernorm_overflow", "prec_attention_masks", "prec_exp_large", "prec_small_cnn",
-            "prec_int_cast_shared", "prec_resize_scales"]
+            "prec_int_cast_shared", "prec_resize_scales", "prec_noop_cast"]
 
 
 def _convert(name, trt="10.0", **options):
@@ -119,6 +119,18 @@ def test_cast_chain_is_folded():
     assert [c.details["folded"] for c in result.changes if c.action == "insert-cast" and c.details["tensor"] == "ids"] \
         == [True]
     assert "Exp" in _kept(result)["exp"]
+    assert compare_models(model, out, tolerance=result.tolerance).passed
+
+
+def test_noop_cast_is_bypassed():
+    """Llama's `.to(float32)` on an FP32 tensor: in the FP16 model no Cast reads a tensor of its own type."""
+    model, out, result = _convert("prec_noop_cast")
+    types = elem_types(out)
+    types.update({i.name: i.data_type for i in out.graph.initializer})
+    assert [n.name for n in out.graph.node if n.op_type == "Cast" and types.get(n.input[0]) == n.attribute[0].i] == []
+    assert "to_float" not in {n.name for n in out.graph.node}
+    assert [c.target for c in result.changes if c.action == "drop-cast"] == ["to_float"]
+    assert _node_types(out)["gain"] == T.FLOAT16
     assert compare_models(model, out, tolerance=result.tolerance).passed
 
 

@@ -70,6 +70,7 @@ def embed_external_data(model: onnx.ModelProto, model_path: str, keep_over: Opti
     # read beside its target, where its own bytes live.
     bases = sorted({base, os.path.dirname(os.path.realpath(model_path))})
     opened: Dict[str, int] = {}
+    done = False
     try:
         for tensor in external_tensors(model):
             info = {e.key: e.value for e in tensor.external_data}
@@ -85,8 +86,11 @@ def embed_external_data(model: onnx.ModelProto, model_path: str, keep_over: Opti
                                           f"{where} '{info['location']}'")
             del tensor.external_data[:]
             tensor.data_location = onnx.TensorProto.DEFAULT
+        done = True
     finally:
         for fd in opened.values():
+            if not done:           # refused: the model is not used, its kept tensors neither
+                mapped_data.disown(fd)
             if not mapped_data.owns(fd):
                 os.close(fd)
     return sorted(opened)

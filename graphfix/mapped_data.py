@@ -72,6 +72,13 @@ def owns(fd: int) -> bool:
     return fd in _FDS
 
 
+def disown(fd: int) -> None:
+    """Forget the stubs read from `fd` (their model was refused); the caller closes it."""
+    _FDS.pop(fd, None)
+    for token in [k for k, src in _SOURCES.items() if src.fd == fd]:
+        del _SOURCES[token]
+
+
 def is_mapped(tensor: TensorProto) -> bool:
     return (tensor.data_location == TensorProto.EXTERNAL and len(tensor.external_data) == 1
             and tensor.external_data[0].value.startswith(MAPPED))

@@ -168,3 +168,18 @@ def test_unsafe_external_data_is_refused_before_anything_stays_in_a_file(tmp_pat
     assert str(path) in str(err.value) and "\n" not in str(err.value)
     assert not mapped_data.files()                      # nothing kept open for a refused model
     assert main(["-q", "fix", str(path), "-o", str(tmp_path / "out.onnx")]) == 2
+
+
+def test_an_onnx_runtime_without_the_folder_option_gets_the_weights_embedded(tmp_path, monkeypatch):
+    """Before 1.21 ONNX Runtime ignores session.model_external_initializers_file_folder_path and
+    would look for the files in the current directory: it gets the weights in the bytes instead."""
+    from graphfix.checks import ort as ort_check
+    monkeypatch.setattr(ort_check, "ort_reads_folder", lambda: False)
+    path = write_external(tmp_path / "in")
+    expected = fixed_by_the_api(path, tmp_path / "api.onnx")
+    code, report = cli_fix(path, tmp_path / "out.onnx")
+    assert code == 0 and pass_check(report)["passed"] is True, report
+    assert (tmp_path / "out.onnx").read_bytes() == expected
+    monkeypatch.setattr(model_io, "PROTOBUF_LIMIT", 4096)     # over the limit: unchecked, as before
+    code, report = cli_fix(path, tmp_path / "big.onnx")
+    assert pass_check(report)["unchecked"] is True

@@ -314,14 +314,25 @@ def ort_session(model: onnx.ModelProto, opts):
     validated files, mapped read-only, and does not pre-pack them (a packed copy of every MatMul
     weight). Over 2 GiB of weights works so too: only the graph is serialized."""
     import onnxruntime as ort
-    from ..mapped_data import ort_view
-    view = ort_view(model)
-    if view is None:
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    from ..mapped_data import embedded_model, ort_view
+    view = ort_view(model) if ort_reads_folder() else None
+    if view is None:   # (an older ONNX Runtime would look for the files in the current directory)
+        return ort.InferenceSession(embedded_model(model).SerializeToString(), opts,
+                                    providers=["CPUExecutionProvider"])
     proto, folder = view
     opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
     opts.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def ort_reads_folder() -> bool:
+    """Whether ONNX Runtime resolves external data of a model given as bytes in the folder named by
+    session.model_external_initializers_file_folder_path (1.21 and newer, onnxruntime PR 23557)."""
+    import onnxruntime as ort
+    try:
+        return tuple(int(p) for p in ort.__version__.split(".")[:2]) >= (1, 21)
+    except ValueError:
+        return True
 
 
 def too_big_for_ort(model: onnx.ModelProto) -> bool:
@@ -330,7 +341,7 @@ def too_big_for_ort(model: onnx.ModelProto) -> bool:
     from ..mapped_data import mapped_bytes
     from ..model_io import PROTOBUF_LIMIT
     from ..weights import approx_byte_size
-    return approx_byte_size(model) - mapped_bytes(model) > PROTOBUF_LIMIT
+    return approx_byte_size(model) - (mapped_bytes(model) if ort_reads_folder() else 0) > PROTOBUF_LIMIT
 
 
 def _one_line(exc: BaseException) -> str:

@@ -252,6 +252,23 @@ def _file_values():
     return _FILE_VALUES[0]
 
 
+def closer(model: onnx.ModelProto, owner):
+    """A callable that closes the files `model`'s stubs read from (once); it runs by itself when
+    `owner` is garbage collected (a run that raised)."""
+    import weakref
+    fds = sorted({_source(t).fd for t in model.graph.initializer if is_mapped(t)})
+    return weakref.finalize(owner, _close, fds)
+
+
+def _close(fds) -> None:
+    for fd in fds:
+        disown(fd)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
 def files() -> List[str]:
     return sorted(set(_FDS.values()))
 

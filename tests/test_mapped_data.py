@@ -41,8 +41,8 @@ def run_ort(path, feeds):
 
 
 def fixed_by_the_api(path, out):
-    """The reference output: the API loads the weights into the model (no file stays open)."""
-    fixed, _ = fix(str(path), trt="10.0", check="none")
+    """The reference output: the weights loaded into the model (no file stays open)."""
+    fixed, _ = fix(load_model(str(path)), trt="10.0", check="none")
     save_model(fixed, str(out))
     return out.read_bytes()
 
@@ -94,8 +94,12 @@ def test_the_ort_checks_run_on_a_model_over_the_protobuf_limit(tmp_path, monkeyp
     file, so the checks run, where the model handed over as bytes was 'unchecked'."""
     monkeypatch.setattr(model_io, "PROTOBUF_LIMIT", 4096)
     path = write_external(tmp_path / "in")
-    report = fix(str(path), trt="10.0")[1].to_json()   # the API embeds the weights: too big for bytes
+    report = fix(load_model(str(path)), trt="10.0")[1].to_json()   # weights loaded: too big for bytes
     assert pass_check(report)["unchecked"] is True
+    fixed, report = fix(str(path), trt="10.0")     # given the path, the API keeps them in the file too
+    assert pass_check(report.to_json())["passed"] is True
+    assert not any(mapped_data.is_mapped(t) for t in fixed.graph.initializer)   # returned embedded
+    assert mapped_data.files() == []                                            # and the file closed
     out = tmp_path / "out.onnx"
     code, report = cli_fix(path, out)
     assert code == 0, report

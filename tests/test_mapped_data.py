@@ -187,3 +187,24 @@ def test_an_onnx_runtime_without_the_folder_option_gets_the_weights_embedded(tmp
     monkeypatch.setattr(model_io, "PROTOBUF_LIMIT", 4096)     # over the limit: unchecked, as before
     code, report = cli_fix(path, tmp_path / "big.onnx")
     assert pass_check(report)["unchecked"] is True
+
+
+def test_a_pipe_as_output_gets_the_kept_weights_embedded(tmp_path):
+    """-o /dev/stdout on a pipe: the weights left in the file are streamed through, not copied file
+    to file (a pipe has no offsets). A 160x160 weight (100 KiB) passes the real threshold."""
+    import subprocess
+    import sys
+    from onnx import TensorProto, helper
+    from graphfix.fixtures._make import make_model, vi, weight
+    # x[1,160] --MatMul(W[160x160])--> y[1,160]
+    model = make_model([helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")],
+                       [vi("x", TensorProto.FLOAT, [1, 160])], [vi("y", TensorProto.FLOAT, [1, 160])],
+                       [weight("W", [160, 160], seed=3)])
+    expected = onnx.numpy_helper.to_array(model.graph.initializer[0])
+    path = write_external(tmp_path / "in", model=model)    # (moves the model's weights out)
+    proc = subprocess.run([sys.executable, "-m", "graphfix", "-q", "fix", str(path), "-o", "/dev/stdout",
+                           "--trt", "10.0"], capture_output=True, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    out = onnx.load_from_string(proc.stdout)
+    assert out.graph.initializer[0].data_location == TensorProto.DEFAULT
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(out.graph.initializer[0]), expected)

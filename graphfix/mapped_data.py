@@ -117,7 +117,12 @@ def read_bytes(tensor: TensorProto) -> bytearray:
     buf = bytearray(src.length)
     view, done = memoryview(buf), 0
     while done < src.length:
-        n = os.preadv(src.fd, [view[done:done + _CHUNK]], src.offset + done)
+        if hasattr(os, "preadv"):    # straight into the buffer
+            n = os.preadv(src.fd, [view[done:done + _CHUNK]], src.offset + done)
+        else:
+            chunk = os.pread(src.fd, min(_CHUNK, src.length - done), src.offset + done)
+            n = len(chunk)
+            view[done:done + n] = chunk
         if n <= 0:
             raise OSError(f"{src.real}: file ended early (was it truncated during the run?)")
         done += n
@@ -155,7 +160,7 @@ def copy_into(tensor: TensorProto, out) -> None:
     out.flush()
     fd_out, done = out.fileno(), 0
     try:
-        position = os.lseek(fd_out, 0, os.SEEK_CUR)
+        position = out.tell()
     except OSError:    # a pipe (/dev/stdout): chunk by chunk through memory
         while done < src.length:
             chunk = os.pread(src.fd, min(_CHUNK, src.length - done), src.offset + done)
@@ -179,7 +184,7 @@ def copy_into(tensor: TensorProto, out) -> None:
                 raise OSError(f"{src.real}: file ended early (was it truncated during the run?)")
             n = os.pwrite(fd_out, chunk, position + done)
         done += n
-    os.lseek(fd_out, position + done, os.SEEK_SET)
+    out.seek(position + done)
 
 
 def embedded_model(model: onnx.ModelProto) -> onnx.ModelProto:

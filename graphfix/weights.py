@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from .mapped_data import is_mapped
+
 BIG_TENSOR_BYTES = 1 << 16   # smaller tensors stay: shape-like constants feed data propagation
 _ALIGN = 4096                # page-aligned offsets, as onnx.save writes them (lets readers mmap)
 
@@ -31,8 +33,7 @@ def tensor_bytes(tensor: TensorProto) -> int:
     return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize if tensor.dims else itemsize
 
 
-def _is_big(tensor: TensorProto) -> bool:
-    from .mapped_data import is_mapped   # weights left in the input's files (by construction big)
+def _is_big(tensor: TensorProto) -> bool:   # (weights left in the input's files are big by construction)
     return _is_stub(tensor) or is_mapped(tensor) or (tensor.data_location != TensorProto.EXTERNAL
                                                      and tensor_bytes(tensor) > BIG_TENSOR_BYTES)
 
@@ -249,7 +250,7 @@ def save_streaming(model: onnx.ModelProto, path: str, location: str) -> bool:
     """Write `model` to `path` with its big initializers' bytes appended one by one to
     `location` beside it, without copying the model. False (nothing written) when what remains
     would still exceed protobuf's limit (big attribute tensors): the caller then uses onnx.save."""
-    from .mapped_data import copy_into, is_mapped
+    from .mapped_data import copy_into
     from .model_io import over_protobuf_limit
     big = [t for t in model.graph.initializer if is_mapped(t) or (
            _is_big(t) and t.data_location == TensorProto.DEFAULT and t.data_type != TensorProto.STRING)]
@@ -304,7 +305,7 @@ def write_embedded(model: onnx.ModelProto, f) -> None:
         return
     head, tail = _split_fields(model, "graph")
     g_head, g_tail = _split_fields(graph, "initializer")
-    from .mapped_data import copy_into, header, is_mapped, nbytes
+    from .mapped_data import copy_into, header, nbytes
     raw_tag = _varint(9 << 3 | 2)      # TensorProto.raw_data
     parts = {}                         # index -> (fields before raw_data, after it, data bytes)
     for i, t in enumerate(graph.initializer):

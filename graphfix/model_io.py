@@ -44,8 +44,9 @@ def load_model(src, keep_weights_in_files: bool = False) -> LoadedModel:
     only; a model that is not a file cannot have any (there is no directory to read it from).
 
     `keep_weights_in_files`: big initializers stored as external data stay in their (validated,
-    opened) files and are read on demand (graphfix/mapped_data.py); only for a caller that saves
-    the result with save_model, which writes their bytes (the CLI)."""
+    opened) files and are read on demand (graphfix/mapped_data.py); for a caller that saves the
+    result with save_model, which writes their bytes (the CLI), or embeds them before handing the
+    model out (pipeline.fix given a path)."""
     if isinstance(src, LoadedModel):
         return src
     if isinstance(src, (str, os.PathLike)):

@@ -240,8 +240,8 @@ def accuracy_stats(results, tolerances: Dict[str, Tuple[float, float]]) -> Dict[
 
 REFERENCE_NOT_RUNNABLE = "unchecked: the installed ONNX Runtime cannot run the model before the rewrite: "
 TOO_BIG = ("unchecked: the model is over protobuf's 2 GiB limit, and graphfix hands ONNX Runtime "
-           "serialized models (weights are left in their files only for `graphfix fix` on a model "
-           "with external data)")
+           "serialized models (only a model given by its path, with its weights in external data, "
+           "keeps them in their files for ONNX Runtime to read)")
 NON_TENSOR_IO = "unchecked: graph inputs/outputs that are not tensors (optional, sequence) cannot be compared: "
 
 

@@ -4,7 +4,8 @@ ONNX lets a tensor keep its bytes in another file (``data_location = EXTERNAL``,
 ``offset`` and ``length`` entries). graphfix reads every such tensor when it loads the model (in the
 main graph, in If/Loop/Scan bodies, in Constant and other attribute tensors, in local functions)
 and embeds the bytes, so no later stage (constant folding in ONNX Runtime, say) opens a file
-relative to the current directory. A location is refused when it could leave the model's directory:
+relative to the current directory. Big initializers may instead stay in the files checked and
+opened here, read through those descriptors (mapped_data.py). A location is refused when it could leave the model's directory:
 an absolute path, ``..``, a URL, a symlink whose target lies outside, a file with several hard
 links, or anything but a regular file (a FIFO would block, a device would never end).
 """

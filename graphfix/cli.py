@@ -122,6 +122,14 @@ def cmd_fix(args) -> int:
         if is_batch(args):
             return run_batch(args)
         args.input = args.input[0]
+    from .mapped_data import release
+    try:
+        return _fix_one(args)
+    finally:
+        release()   # the input's data files, read on demand until the output is written
+
+
+def _fix_one(args) -> int:
     console.progress("starting (importing onnx)")   # the imports below take a second or more
     from .model_io import load_model, save_model
     from .pass_api import PassContext
@@ -132,7 +140,8 @@ def cmd_fix(args) -> int:
         from .checks import trt as trt_check
         from .checks.trt_env import require_tensorrt
         require_tensorrt("--check trt", trt_check.trt_unavailable_reason)
-    loaded = load_model(args.input)   # reads external data too: the files to protect are known
+    # reads external data too (the files to protect are known); big weights stay in their files
+    loaded = load_model(args.input, keep_weights_in_files=not args.until_parses)
     _check_outputs(args, loaded)      # before any work, not only at save
     console.quiet_libraries()
     from .plugin_rules.cli_args import plugin_options

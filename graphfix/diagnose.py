@@ -262,7 +262,8 @@ class ModelFacts:
         value = None
         try:
             if name in self.initializers:
-                value = numpy_helper.to_array(self.initializers[name])
+                from .mapped_data import values   # weights left in the input's files too
+                value = values(self.initializers[name])
             elif name in self.constant_nodes:
                 node = self.constant_nodes[name]
                 for a in node.attribute:

@@ -27,6 +27,9 @@ class RoundTripError(ValueError):
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
     """Import a model; attributes graphsurgeon skips (TypeProto, tensor lists) are kept as protos."""
     graph = gs.import_onnx(model)
+    from .mapped_data import has_mapped, read_on_demand
+    if has_mapped(model):    # weights left in the input's files: values read from there
+        read_on_demand(graph)
     _restore_raw_attributes(model.graph.node, graph.nodes)
     for proto, func in zip(model.functions, graph.functions):
         _restore_raw_attributes(proto.node, func.nodes)

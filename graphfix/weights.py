@@ -15,6 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from .mapped_data import is_mapped
+
 BIG_TENSOR_BYTES = 1 << 16   # smaller tensors stay: shape-like constants feed data propagation
 _ALIGN = 4096                # page-aligned offsets, as onnx.save writes them (lets readers mmap)
 
@@ -31,9 +33,9 @@ def tensor_bytes(tensor: TensorProto) -> int:
     return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize if tensor.dims else itemsize
 
 
-def _is_big(tensor: TensorProto) -> bool:
-    return _is_stub(tensor) or (tensor.data_location != TensorProto.EXTERNAL
-                                and tensor_bytes(tensor) > BIG_TENSOR_BYTES)
+def _is_big(tensor: TensorProto) -> bool:   # (weights left in the input's files are big by construction)
+    return _is_stub(tensor) or is_mapped(tensor) or (tensor.data_location != TensorProto.EXTERNAL
+                                                     and tensor_bytes(tensor) > BIG_TENSOR_BYTES)
 
 
 def _copy_fields(src, dst, skip: str) -> None:
@@ -248,9 +250,10 @@ def save_streaming(model: onnx.ModelProto, path: str, location: str) -> bool:
     """Write `model` to `path` with its big initializers' bytes appended one by one to
     `location` beside it, without copying the model. False (nothing written) when what remains
     would still exceed protobuf's limit (big attribute tensors): the caller then uses onnx.save."""
+    from .mapped_data import copy_into
     from .model_io import over_protobuf_limit
-    big = [t for t in model.graph.initializer if _is_big(t) and t.data_location == TensorProto.DEFAULT
-           and t.data_type != TensorProto.STRING]
+    big = [t for t in model.graph.initializer if is_mapped(t) or (
+           _is_big(t) and t.data_location == TensorProto.DEFAULT and t.data_type != TensorProto.STRING)]
     skeleton = onnx.ModelProto()
     _copy_fields(model, skeleton, skip="graph")
     _copy_fields(model.graph, skeleton.graph, skip="initializer")
@@ -265,9 +268,14 @@ def save_streaming(model: onnx.ModelProto, path: str, location: str) -> bool:
             _copy_fields(t, ref, skip="raw_data")
             for typed in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
                 ref.ClearField(typed)
-            raw = t.raw_data if t.HasField("raw_data") else onnx.numpy_helper.to_array(t).tobytes()
+            del ref.external_data[:]
             offset = -data.tell() % _ALIGN + data.tell()
             data.seek(offset)
+            if is_mapped(t):    # still in the input's file: copied file to file
+                copy_into(t, data)
+                entries.append((ref, offset, data.tell() - offset))
+                continue
+            raw = t.raw_data if t.HasField("raw_data") else onnx.numpy_helper.to_array(t).tobytes()
             data.write(raw)
             entries.append((ref, offset, len(raw)))
             del raw
@@ -297,15 +305,29 @@ def write_embedded(model: onnx.ModelProto, f) -> None:
         return
     head, tail = _split_fields(model, "graph")
     g_head, g_tail = _split_fields(graph, "initializer")
-    sizes = [t.ByteSize() for t in graph.initializer]   # encodes one tensor at a time
+    from .mapped_data import copy_into, header, nbytes
+    raw_tag = _varint(9 << 3 | 2)      # TensorProto.raw_data
+    parts = {}                         # index -> (fields before raw_data, after it, data bytes)
+    for i, t in enumerate(graph.initializer):
+        if is_mapped(t):               # still in the input's file: embedded, streamed from there
+            before, after = _split_fields(header(t), "raw_data")
+            parts[i] = (before, after, nbytes(t))
+    sizes = [len(parts[i][0]) + len(raw_tag) + len(_varint(parts[i][2])) + parts[i][2] + len(parts[i][1])
+             if i in parts else t.ByteSize() for i, t in enumerate(graph.initializer)]   # one tensor at a time
     init_tag = _varint(5 << 3 | 2)
     graph_len = len(g_head) + len(g_tail) + sum(len(init_tag) + len(_varint(n)) + n for n in sizes)
     f.write(head)
     f.write(_varint(7 << 3 | 2) + _varint(graph_len))
     f.write(g_head)
-    for tensor, size in zip(graph.initializer, sizes):
+    for i, (tensor, size) in enumerate(zip(graph.initializer, sizes)):
         f.write(init_tag + _varint(size))
-        f.write(tensor.SerializeToString())
+        if i in parts:
+            before, after, n = parts[i]
+            f.write(before + raw_tag + _varint(n))
+            copy_into(tensor, f)
+            f.write(after)
+        else:
+            f.write(tensor.SerializeToString())
     f.write(g_tail)
     f.write(tail)
 

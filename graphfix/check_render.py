@@ -1,7 +1,7 @@
 """`graphfix check` for a person: findings grouped by severity, op and reason, each group with its
 count, example nodes and what to do (the exact `graphfix fix` flag, or a manual step), wrapped to
 the terminal's width. `-v` lists every node and the source of each fact; `--json` keeps the full
-per-node list (graphfix.diagnose.CheckResult.to_json). The analysis itself lives in diagnose.py.
+per-node list (graphfix.diagnosis.CheckResult.to_json). The analysis itself lives in graphfix/diagnosis/
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-from .diagnose import SEVERITY_ORDER
+from .diagnosis import SEVERITY_ORDER
 
 EXAMPLES = 3
 

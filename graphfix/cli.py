@@ -227,7 +227,7 @@ def _refuse_flags_fix_ignores(args) -> None:
 
 def cmd_check(args) -> int:
     console.progress("starting (importing onnx)")
-    from .diagnose import check_model
+    from .diagnosis import check_model
     console.progress("checking %s", args.model)
     result = check_model(args.model, trt=args.trt, real_parser=not args.no_real_parser, fp16=args.fp16)
     if args.json:

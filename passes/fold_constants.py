@@ -39,10 +39,24 @@ from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.passes._fold_analysis import Analysis, Facts
 from graphfix.passes._fold_eval import EvalNode, OrtEvaluator, one_line
 from graphfix.registry import register_pass
+from graphfix.remedies import fixes_finding, fixes_parser_error
 
 MAX_ROUNDS = 8                        # shape inference -> fold, while a round can reveal more static shapes
 SHAPE_MODEL_INIT_BYTES = 64 * 1024    # initializers this small go into the shape-inference model
 MAX_WARNINGS_PER_KIND = 20
+
+
+def _foldable_input(site) -> bool:
+    """Folding helps only where the profile rule's input can be computed before run time."""
+    return site.input(site.params["input"]) in site.facts.foldable
+
+
+def _read_only_by_folded(site) -> bool:
+    """Every reader of the constant folds away (and it is no graph output)."""
+    f, name = site.facts, site.tensor
+    readers = f.consumers.get(name, [])
+    return bool(readers) and all(o in f.foldable for c in readers for o in c.node.output if o) \
+        and name not in f.graph_outputs
 
 
 @register_pass
@@ -55,6 +69,15 @@ class FoldConstants(Pass):
               "constants or static shapes); large Shape-arithmetic subgraphs",
         needs=("onnxruntime",),
         after=("normalize",),
+        remedies=(
+            fixes_finding("const_input", applies=_foldable_input,
+                          why="an input the parser needs as weights, computable before run time"),
+            fixes_finding("float_shape_input", why="a shape computed from float values becomes a constant"),
+            fixes_finding("int64-out-of-range", applies=_read_only_by_folded,
+                          why="the value never reaches TensorRT when every reader folds away"),
+            fixes_parser_error(r"must be an initializer|must be (?:a )?constant|is_weights\(\)|must be static",
+                               why="the parser needs this input as a constant; folding computes it"),
+        ),
     )
 
     def run(self, graph: gs.Graph) -> PassResult:

@@ -253,7 +253,7 @@ def test_check_clean_model_says_what_fix_still_repairs(tmp_path, capsys):
 
 
 def test_check_help_names_the_json_schema(capsys):
-    from graphfix.diagnose import SCHEMA
+    from graphfix.diagnosis import SCHEMA
     with pytest.raises(SystemExit):
         main(["check", "-h"])
     assert SCHEMA in capsys.readouterr().out.replace("\n", " ").replace("  ", "")

@@ -75,25 +75,16 @@ def _load_builtins() -> None:
 def passes_for_op(op: str, domain: Optional[str] = None, target=None) -> List[str]:
     """The passes (pipeline order) whose rules rewrite `op` (of `domain`; any when None) where
     `target` (a TrtVersion; any when None) needs it. Rules applied by default win over opt-in ones
-    (FastGelu: the decomposition, not the plugin). Used by `graphfix check` and the fix loop."""
-    from ..registry import PIPELINE_ORDER
-    _load_builtins()
-
-    def same_domain(rule: Rule) -> bool:
-        return domain is None or (rule.anchor_domain or "") == ("" if domain == "ai.onnx" else domain)
-    rules = [r for r in _RULES.values() if op in r.anchor_ops and same_domain(r)
-             and (target is None or r.needs(target))]
-    names = {r.pass_name for r in ([r for r in rules if r.default] or rules)}
-    return [p for p in PIPELINE_ORDER if p in names]
+    (FastGelu: the decomposition, not the plugin). A query of the table of remedies (graphfix.remedies)."""
+    from ..remedies import passes_for_missing_op
+    return passes_for_missing_op(op, domain, target, fallbacks=False)
 
 
 def passes_for_finding(op: str, check: str, target=None) -> List[str]:
-    """The passes (pipeline order) whose rules remove a `graphfix check` finding of rule `check`
-    on a default-domain `op` where `target` needs them (Rule.fixes; e.g. ScatterElements' reduction)."""
-    from ..registry import PIPELINE_ORDER
-    _load_builtins()
-    names = {r.pass_name for r in _RULES.values() if r.fixes(op, check) and (target is None or r.needs(target))}
-    return [p for p in PIPELINE_ORDER if p in names]
+    """The passes (pipeline order) whose rules remove a `graphfix check` finding of kind `check`
+    on `op` where `target` needs them (Rule.fixes; e.g. ScatterElements' reduction)."""
+    from ..remedies import rule_passes_for_finding
+    return rule_passes_for_finding(op, check, target)
 
 
 def registered_rules(kind: Optional[str] = None, family: Optional[str] = None) -> List[Rule]:

@@ -9,7 +9,7 @@ from gf_testing import apply_pass, assert_idempotent, elem_types
 from graphfix.checks.ort import compare_models
 from graphfix.checks.structural import io_signature, validity_problems
 from graphfix.cli import main
-from graphfix.diagnose import check_model
+from graphfix.diagnosis import check_model
 from graphfix.fixtures import build
 from graphfix.pass_api import PassContext
 from graphfix.passes.precision import builder_fp16_flag

@@ -175,7 +175,7 @@ def _with_owner(row: Remedy, pass_name: str, rule: Optional["Rule"] = None) -> R
 
 def _rule_rows(rule: "Rule") -> List[Remedy]:
     """A rewrite rule's rows, read from its declaration."""
-    flag = None if rule.default else (f"option '{rule.option}'" if rule.option else "opt-in")
+    flag = None if rule.default else rule.ask_flag()
     from .plugin_rules.rule import Rule
     rows = [Remedy(MISSING_OP, ops=tuple(rule.anchor_ops), domain=rule.anchor_domain or "", flag=flag,
                    why=rule.summary)]
@@ -272,6 +272,21 @@ def rule_passes_for_finding(op: str, kind: str, target: Optional[TrtVersion] = N
     """The passes (pipeline order) whose rewrite rules remove a finding of `kind` on `op`."""
     return _in_pipeline_order(r.pass_name for r in rule_rows()
                               if r.matches_finding(kind, op, {}) and r.needed(target))
+
+
+def flag_for(kind: str, pass_name: str, op: Optional[str], target: TrtVersion) -> Optional[str]:
+    """The `graphfix fix` flag that `pass_name` needs to fix a finding of `kind` on `op` (None: it
+    acts by default): the flag of its finding row, else that of its rules for `op` where none of
+    them applies by default on `target` (e.g. --nms-plugin)."""
+    for row in pass_rows():
+        if row.pass_name == pass_name and row.kind == FINDING and row.what == kind and row.flag:
+            return row.flag
+    if not op:
+        return None
+    rows = [r for r in rule_rows() if r.kind == MISSING_OP and r.pass_name == pass_name and op in r.ops]
+    if not rows or any(r.flag is None and r._rule.needed.contains(target) for r in rows):
+        return None
+    return rows[0].flag
 
 
 def parser_rows(warnings: bool = False) -> List[Remedy]:

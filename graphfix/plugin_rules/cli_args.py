@@ -3,13 +3,9 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-# PassContext.options key -> the flag that sets it (other opt-in rules: --rules NAME)
-OPTION_FLAGS = {"nms": "--nms-plugin", "contrib_plugins": "--contrib-plugins"}
-
-
 def flag_for_rule(rule) -> str:
-    """The `graphfix fix` flag that asks for an opt-in rule."""
-    return OPTION_FLAGS.get(rule.option or "", f"--rules {rule.name}")
+    """The `graphfix fix` flag that asks for an opt-in rule (the rule declares it: Rule.flag)."""
+    return rule.ask_flag()
 
 
 def add_plugin_arguments(parser) -> None:

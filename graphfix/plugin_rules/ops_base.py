@@ -70,9 +70,6 @@ class OpsDecompose(Rule):
                 return True
         return False
 
-    def fixes(self, op: str, check: str) -> bool:
-        return op in self.anchor_ops and (check in self.fixes_checks or check == "unsupported-op")
-
     def refuses(self, site) -> bool:
         """The pass rewrites main-graph nodes only, and leaves those its rules' match refuses."""
         ref = site.ref
@@ -88,7 +85,8 @@ class OpsDecompose(Rule):
 
     def match(self, graph, node, ctx):
         checks = _FLAGGED.get(node_display(graph, node), set())
-        if not any(self.fixes(node.op, c) for c in checks):
+        if not any(self.fixes(node.op, c) or (c == "unsupported-op" and node.op in self.anchor_ops)
+                   for c in checks):
             return None
         return self.match_node(graph, node, ctx)
 

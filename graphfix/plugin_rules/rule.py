@@ -76,6 +76,7 @@ class Rule:
     needed: ClassVar[TrtRange] = TrtRange()  # TensorRT versions that need the rewrite
     default: ClassVar[bool] = True           # applied where needed without being asked
     option: ClassVar[Optional[str]] = None   # PassContext.options key that asks for it on any target
+    flag: ClassVar[Optional[str]] = None     # the `graphfix fix` flag that sets ``option`` (default: --rules NAME)
     changes_outputs: ClassVar[bool] = False  # the replacement produces different graph outputs (NMS)
     function_ok: ClassVar[bool] = False      # may be emitted as an ONNX local function (TensorRT >= 10.7)
     # `graphfix check` findings (profile check names, e.g. "attr_in") on the anchor ops that this
@@ -116,6 +117,10 @@ class Rule:
         """Whether the rule's own match refuses the node at `site` (a graphfix.remedies.Site), so that
         `check` names no fix for it there. Default: never."""
         return False
+
+    def ask_flag(self) -> str:
+        """The `graphfix fix` flag that asks for this rule."""
+        return self.flag or f"--rules {self.name}"
 
     def asked(self, ctx: "PassContext") -> bool:
         return bool(self.option) and bool(ctx.options.get(self.option))

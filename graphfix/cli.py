@@ -79,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--fp16", action="store_true",
                     help="an FP16 engine is wanted: on strongly typed TensorRT (11.x) warn if the model has no FP16 types")
 
-    ps = sub.add_parser("passes", help="list the passes (from their declarations)")
+    ps = sub.add_parser("passes", help="list the passes and what each fixes (from their declarations)")
     ps.add_argument("--json", action="store_true")
+    ps.add_argument("--markdown", action="store_true",
+                    help="print the table of remedies as Markdown (docs/remedies.md is this output)")
 
     dr = sub.add_parser("doctor", help="check this machine's TensorRT setup, and whether plans or timing caches run here")
     dr.add_argument("files", nargs="*", help="serialized plans (.engine/.plan) or timing caches to examine")
@@ -240,9 +242,17 @@ def cmd_check(args) -> int:
 
 def cmd_passes(args) -> int:
     from .registry import ordered_passes
+    from .remedies import markdown, rule_rows
+    if args.markdown:
+        print(markdown(), end="")
+        return EXIT_OK
     infos = [cls.info for cls in ordered_passes()]
+    by_rules = rule_rows()
     if args.json:
-        print(json.dumps([i.to_json() for i in infos], indent=2))
+        records = [i.to_json() for i in infos]
+        for rec in records:   # the rows its rewrite rules declare go with the pass that applies them
+            rec["remedies"] += [r.to_json() for r in by_rules if r.pass_name == rec["name"]]
+        print(json.dumps(records, indent=2))
         return EXIT_OK
     for i in infos:
         flags = [] if i.ort_checkable else ["not ORT-checkable"]
@@ -251,6 +261,8 @@ def cmd_passes(args) -> int:
         print(f"{i.name:<20} TensorRT {i.trt}{' (' + ', '.join(flags) + ')' if flags else ''}")
         print(f"    {i.summary}")
         print(f"    fixes: {i.fixes}")
+        for row in list(i.remedies or ()) + [r for r in by_rules if r.pass_name == i.name]:
+            print(f"    remedy: {row.describe()}")
     return EXIT_OK
 
 

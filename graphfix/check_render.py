@@ -10,7 +10,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-from .diagnosis import SEVERITY_ORDER
+from .profiles import SEVERITY_ORDER
 
 EXAMPLES = 3
 

@@ -172,14 +172,9 @@ def trt_parser(plugins: Sequence[str] = (), timeout: Optional[float] = None) -> 
 
 
 def _allowed(passes, skip) -> List[str]:
-    from .pipeline import _split
-    from .registry import PIPELINE_ORDER, registered
-    reg = registered()
-    wanted, skipped = _split(passes), set(_split(skip) or [])
-    for name in (wanted or []) + sorted(skipped):
-        if name not in reg:
-            raise UsageError(f"unknown pass '{name}' (known: {', '.join(n for n in PIPELINE_ORDER if n in reg)})")
-    return [n for n in PIPELINE_ORDER if n in reg and n not in skipped and (wanted is None or n in wanted)]
+    """The passes the loop may choose (graphfix.registry.allowed_passes)."""
+    from .registry import allowed_passes
+    return allowed_passes(passes, skip)
 
 
 def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort", *, context=None,
@@ -195,7 +190,7 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
     from .console import progress
     from .model_io import load_model
     from .pass_api import PassContext
-    from .pipeline import _whole_model_check, fix as pipeline_fix
+    from .pipeline import fix as pipeline_fix, whole_model_check
     from .target import resolve_target
 
     started = time.perf_counter()
@@ -252,7 +247,7 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
             break
         current, previous = fixed, signature
     if current is not original and check != "none":
-        report.checks.append(_whole_model_check(original, current, shapes, seed, given=inputs))
+        report.checks.append(whole_model_check(original, current, shapes, seed, given=inputs))
     from .verdict import target_check
     report.checks.append(target_check(current, str(target.version), report.passes))
     report.output = model_summary(current)

@@ -244,11 +244,18 @@ def _graphs(graph, gs):
                 yield from _graphs(value, gs)
 
 
+PROTOBUF_LIMIT = 2 * 1024 ** 3 - 1024 ** 2  # keep a margin under protobuf's 2 GiB
+
+
+def over_protobuf_limit(model: onnx.ModelProto) -> bool:
+    """Whether `model` is too big to serialize, estimated without encoding its weights."""
+    return approx_byte_size(model) > PROTOBUF_LIMIT
+
+
 def save_streaming(model: onnx.ModelProto, path: str, location: str) -> bool:
     """Write `model` to `path` with its big initializers' bytes appended one by one to
     `location` beside it, without copying the model. False (nothing written) when what remains
     would still exceed protobuf's limit (big attribute tensors): the caller then uses onnx.save."""
-    from .model_io import over_protobuf_limit
     big = [t for t in model.graph.initializer if _is_big(t) and t.data_location == TensorProto.DEFAULT
            and t.data_type != TensorProto.STRING]
     skeleton = onnx.ModelProto()

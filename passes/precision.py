@@ -127,10 +127,10 @@ class _Plan:
     # ------------------------------------------------------------------ decide
     def decide(self, calibration, fraction: float, result: PassResult) -> None:
         low_name = LOW_NAMES[self.low]
-        from graphfix.checks.structural import _subgraph_outer_refs
+        from graphfix.checks.structural import subgraph_outer_refs
         outer = set()
         for proto in self.model.graph.node:
-            outer |= _subgraph_outer_refs(proto)
+            outer |= subgraph_outer_refs(proto)
         for node in self.nodes:
             s = self.slots.get(id(node))
             if s is None:

@@ -9,7 +9,7 @@ import pytest
 
 from graphfix.diagnosis import PREDICATES as RULES
 from graphfix.profiles import SEVERITIES, Profile, all_profiles, load_profile, resolve_value
-from graphfix.plugin_rules import passes_for_finding
+from graphfix.remedies import rule_passes_for_finding
 from graphfix.target import TrtVersion
 
 PROFILE_DIR = os.path.dirname(__import__("graphfix.profiles", fromlist=["x"]).__file__)
@@ -89,8 +89,8 @@ def test_8_6_facts_from_the_importer():
     nms = {r["check"]: r for r in p.op("NonMaxSuppression")["rules"]}
     assert nms["always"]["severity"] == "warning"
     # which pass fixes it is the plugin rule's declaration (graphfix.remedies), not profile data
-    assert passes_for_finding("NonMaxSuppression", "always", p.version) == ["plugins"]
-    assert passes_for_finding("NonMaxSuppression", "dim_equals", p.version) == []
+    assert rule_passes_for_finding("NonMaxSuppression", "always", p.version) == ["plugins"]
+    assert rule_passes_for_finding("NonMaxSuppression", "dim_equals", p.version) == []
     assert nms["dim_equals"]["severity"] == "wrong-result"
     assert any(r["check"] == "attr_missing" and r["attr"] == "upper" for r in p.op("Trilu")["rules"])
     logsum = [r["check"] for r in p.op("ReduceLogSum")["rules"]]

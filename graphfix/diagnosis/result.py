@@ -26,12 +26,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ..profiles import Profile
+from ..profiles import SEVERITY_ORDER, Profile  # noqa: F401  (SEVERITY_ORDER: part of this module's API)
 from ..target import Target
 
 SCHEMA = "graphfix.check/1"
 PROBLEM_SEVERITIES = ("error", "wrong-result")
-SEVERITY_ORDER = {"error": 0, "wrong-result": 1, "warning": 2}
 
 
 @dataclass(frozen=True)

@@ -72,21 +72,6 @@ def _load_builtins() -> None:
         importlib.import_module(f"{__package__}.{module}")
 
 
-def passes_for_op(op: str, domain: Optional[str] = None, target=None) -> List[str]:
-    """The passes (pipeline order) whose rules rewrite `op` (of `domain`; any when None) where
-    `target` (a TrtVersion; any when None) needs it. Rules applied by default win over opt-in ones
-    (FastGelu: the decomposition, not the plugin). A query of the table of remedies (graphfix.remedies)."""
-    from ..remedies import passes_for_missing_op
-    return passes_for_missing_op(op, domain, target, fallbacks=False)
-
-
-def passes_for_finding(op: str, check: str, target=None) -> List[str]:
-    """The passes (pipeline order) whose rules remove a `graphfix check` finding of kind `check`
-    on `op` where `target` needs them (Rule.fixes; e.g. ScatterElements' reduction)."""
-    from ..remedies import rule_passes_for_finding
-    return rule_passes_for_finding(op, check, target)
-
-
 def registered_rules(kind: Optional[str] = None, family: Optional[str] = None) -> List[Rule]:
     """Rules sorted by name (deterministic application order), filtered by kind/family."""
     _load_builtins()

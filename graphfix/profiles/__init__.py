@@ -38,6 +38,7 @@ from ..target import TrtVersion
 _HERE = os.path.dirname(__file__)
 
 SEVERITIES = ("error", "wrong-result", "warning")
+SEVERITY_ORDER = {s: i for i, s in enumerate(SEVERITIES)}   # the order `check` lists findings in
 
 
 @dataclass(frozen=True)

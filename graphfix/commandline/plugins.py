@@ -3,10 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-def flag_for_rule(rule) -> str:
-    """The `graphfix fix` flag that asks for an opt-in rule (the rule declares it: Rule.flag)."""
-    return rule.ask_flag()
-
 
 def add_plugin_arguments(parser) -> None:
     g = parser.add_argument_group("plugins and decompositions")
@@ -36,7 +32,7 @@ def add_plugin_arguments(parser) -> None:
 def plugin_options(args) -> Dict[str, Any]:
     """Load the user's rule files and return the PassContext.options the flags ask for."""
     from ..errors import UsageError
-    from .registry import get_rule, load_rule_file
+    from ..plugin_rules.registry import get_rule, load_rule_file
     for path in getattr(args, "plugin_rules", None) or []:
         load_rule_file(path)
     options: Dict[str, Any] = {}

@@ -184,16 +184,30 @@ def _rule_rows(rule: "Rule") -> List[Remedy]:
     return [_with_owner(r, rule.pass_name, rule) for r in rows]
 
 
+# rows built once per set of registered passes / rules (a user may register rules at any time)
+_BUILT: Dict[str, Tuple[Any, List[Remedy]]] = {}
+
+
+def _memo(kind: str, key: Any, build: Callable[[], List[Remedy]]) -> List[Remedy]:
+    if kind not in _BUILT or _BUILT[kind][0] != key:
+        _BUILT[kind] = (key, build())
+    return list(_BUILT[kind][1])
+
+
 def pass_rows() -> List[Remedy]:
     """The rows the passes declare (PassInfo.remedies), in pipeline order."""
-    from .registry import ordered_passes
-    return [_with_owner(r, cls.info.name) for cls in ordered_passes() for r in cls.info.remedies or ()]
+    from .registry import ordered_passes, registered
+    key = tuple(sorted((name, id(cls)) for name, cls in registered().items()))
+    return _memo("passes", key, lambda: [_with_owner(r, cls.info.name) for cls in ordered_passes()
+                                         for r in cls.info.remedies or ()])
 
 
 def rule_rows() -> List[Remedy]:
     """The rows the registered rewrite rules declare, by rule name."""
     from .plugin_rules.registry import registered_rules
-    return [row for rule in registered_rules() for row in _rule_rows(rule)]
+    rules = registered_rules()
+    return _memo("rules", tuple((r.name, id(r)) for r in rules),
+                 lambda: [row for rule in rules for row in _rule_rows(rule)])
 
 
 def table() -> List[Remedy]:

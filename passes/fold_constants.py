@@ -5,7 +5,7 @@ fully static after ONNX shape inference (with data propagation), Gather/Slice pi
 out of a partly static Shape, CastLike of a constant to a tensor of known type, and every
 deterministic standard op fed only by those. Shape-derived chains (Shape -> Gather -> Unsqueeze ->
 Concat -> Reshape target, Cast/Sqrt of a head size...) fold away; so do weight chains (Transpose
-of a stored weight) and Constant-node arithmetic. See _fold_analysis.
+of a stored weight) and Constant-node arithmetic. See graphfix/fold_analysis.py.
 
 Only the values a remaining node reads (the "frontier") are stored, as initializers under their
 own names; the folded nodes are removed, then the nodes that fed only them (a Shape whose static
@@ -36,7 +36,7 @@ from onnx import helper, numpy_helper
 
 from graphfix.graph_utils import OUTPUT_IR_VERSION
 from graphfix.pass_api import Pass, PassInfo, PassResult
-from graphfix.passes._fold_analysis import Analysis, Facts
+from graphfix.fold_analysis import Analysis, Facts
 from graphfix.passes._fold_eval import EvalNode, OrtEvaluator, one_line
 from graphfix.registry import register_pass
 from graphfix.remedies import fixes_finding, fixes_parser_error

@@ -166,7 +166,7 @@ def test_argparse_only_in_the_command_line():
 
 
 def test_no_private_names_imported():
-    """`from x import _name` only from a private module (passes/_fold_analysis.py for fold_constants):
+    """`from x import _name` only from a private module (passes/_type_islands.py for int64_to_int32):
     `check` uses what the passes make public, the fix loop what the pipeline does, and so on."""
     seen = set()
     for module in MODULES:

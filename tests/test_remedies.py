@@ -195,7 +195,24 @@ def test_passes_rules_and_check_read_constants_alike(attr, value, expected):
 
 
 def test_one_list_of_random_ops():
-    from graphfix.diagnosis import facts
+    from graphfix import fold_analysis
     from graphfix.onnx_values import NONDETERMINISTIC_OPS
-    from graphfix.passes import _fold_analysis
-    assert facts.NONDETERMINISTIC_OPS is NONDETERMINISTIC_OPS is _fold_analysis.NONDETERMINISTIC_OPS
+    assert fold_analysis.NONDETERMINISTIC_OPS is NONDETERMINISTIC_OPS
+
+
+@pytest.mark.parametrize("name, folds, stays", [
+    ("fold_qdq_weights", {"w_scale"}, {"W"}),              # Q/DQ stay for TensorRT's INT8 path
+    ("fold_dynamic_shape", {"hw", "hw_prod"}, {"s"}),       # static dims of a partly dynamic shape
+    ("fold_graph_output_constant", set(), {"k"}),           # graph outputs stay node-produced
+])
+def test_check_and_fold_constants_agree_on_what_folds(name, folds, stays):
+    """`check` asks fold-constants' own analysis (graphfix.fold_analysis), and the pass does it."""
+    import graphfix
+    from graphfix.diagnosis import ModelFacts
+    from graphfix.fixtures import all_fixtures
+    model = all_fixtures()[name]()
+    facts = ModelFacts(model)
+    assert folds <= facts.foldable and not stays & facts.foldable
+    fixed, _ = graphfix.fix(model, trt="10.0", passes="fold-constants", check="none")
+    still_computed = {o for n in fixed.graph.node for o in n.output}
+    assert not folds & still_computed and stays <= still_computed

@@ -3,6 +3,7 @@ subgraphs). Constant values and the ops that never fold come from graphfix.onnx_
 passes use too."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple
 
@@ -10,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..onnx_values import DEFAULT_DOMAINS, NONDETERMINISTIC_OPS, constant_attr_value
+from ..onnx_values import DEFAULT_DOMAINS, constant_attr_value
 
 
 def dtype_name(elem_type: int) -> Optional[str]:
@@ -80,7 +81,7 @@ class ModelFacts:
         self.graph_outputs = [o.name for o in self.inferred.graph.output]
         self._collect(self.inferred.graph, "")
         self.weights: Set[str] = set(self.initializers) | set(self.constant_nodes)
-        self.foldable: Set[str] = self._foldable()
+        self._fold_values: Dict[str, np.ndarray] = {}
         self._values: Dict[str, Optional[np.ndarray]] = {}
         self._computed: Dict[str, Optional[np.ndarray]] = {}
         self.local_functions = {(f.domain, f.name) for f in model.functions}
@@ -180,6 +181,8 @@ class ModelFacts:
             return self.value(name)
         if name not in self.foldable:
             return None
+        if name in self._fold_values:
+            return self._fold_values[name]
         if name not in self._computed:
             try:
                 self._computed[name] = self._evaluate(name)
@@ -229,26 +232,23 @@ class ModelFacts:
         model = onnx.helper.make_model(graph, opset_imports=opsets)
         return np.asarray(ReferenceEvaluator(model).run([name], feeds)[0])
 
-    def _foldable(self) -> Set[str]:
-        """Tensors computable before run time: constants, and deterministic nodes fed only by them
-        (Shape/Size of statically shaped tensors included). fold-constants can turn these into weights."""
+    @functools.cached_property
+    def foldable(self) -> Set[str]:
+        """Tensors computable before run time: constants, and what fold-constants would compute from
+        them (graphfix.fold_analysis, the pass's own analysis: static Shape/Size and static dims
+        picked out of partly static shapes included; Q/DQ, random ops and graph outputs excluded)."""
         known = set(self.weights)
-        changed = True
-        while changed:
-            changed = False
-            for ref in self.nodes:
-                node = ref.node
-                if all(o in known for o in node.output if o) or node.op_type in NONDETERMINISTIC_OPS:
-                    continue
-                if subgraphs(node) or node.domain not in DEFAULT_DOMAINS:
-                    continue
-                if node.op_type in ("Shape", "Size") and node.input and self.static(node.input[0]):
-                    ok = True
-                else:
-                    ok = all(i in known for i in node.input if i)
-                if ok:
-                    known.update(o for o in node.output if o)
-                    changed = True
+        try:
+            from ..fold_analysis import Analysis, Facts
+            from ..graph_utils import to_graph
+            g = self.inferred.graph
+            analysis = Analysis(to_graph(self.inferred), Facts({vi.name: vi for vi in
+                                                                 list(g.input) + list(g.output) + list(g.value_info)}))
+        except Exception:  # a model graphsurgeon cannot import: no tensor is known to fold
+            return known
+        for pos in analysis.foldable:
+            known.update(o for o in analysis.output_names[pos] if o)
+        self._fold_values = dict(analysis.values)   # computed already (static shapes, Constant nodes)
         return known
 
     def axes_value(self, name: Optional[str]) -> Optional[np.ndarray]:

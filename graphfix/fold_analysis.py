@@ -1,4 +1,5 @@
 """Which nodes fold-constants can compute before run time, and how (numpy now, or ONNX Runtime).
+`graphfix check` asks the same question (graphfix.diagnosis.facts), so both share this module.
 
 Works on tensor names (taken from the nodes' own protos where the graph still matches its model,
 which is much faster than walking graphsurgeon objects on 100k-node graphs) and resolves a name to

@@ -31,7 +31,7 @@ NUMPY, ORT = "numpy", "ort"
 Dims = Tuple[Optional[int], ...]
 
 
-class Facts:
+class InferredShapes:
     """What ONNX shape inference found, by tensor name, decoded on demand."""
 
     def __init__(self, value_infos: Optional[Mapping[str, onnx.ValueInfoProto]] = None):
@@ -54,7 +54,7 @@ class Analysis:
     """The foldable nodes of the current graph (positions in topological order) and how to get
     each one's value; the frontier (values a kept node reads); the cones to evaluate and remove."""
 
-    def __init__(self, graph: gs.Graph, facts: Facts, excluded: Set[int] = frozenset(),
+    def __init__(self, graph: gs.Graph, facts: InferredShapes, excluded: Set[int] = frozenset(),
                  protos: Optional[Mapping[int, onnx.NodeProto]] = None):
         self.facts = facts
         self.excluded = excluded

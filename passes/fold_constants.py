@@ -36,7 +36,7 @@ from onnx import helper, numpy_helper
 
 from graphfix.graph_utils import OUTPUT_IR_VERSION
 from graphfix.pass_api import Pass, PassInfo, PassResult
-from graphfix.fold_analysis import Analysis, Facts
+from graphfix.fold_analysis import Analysis, InferredShapes
 from graphfix.passes._fold_eval import EvalNode, OrtEvaluator, one_line
 from graphfix.registry import register_pass
 from graphfix.remedies import fixes_finding, fixes_parser_error
@@ -116,22 +116,22 @@ class _Folder:
 
     # -- shape facts ----------------------------------------------------------------------------------
 
-    def _shape_facts(self) -> Facts:
+    def _shape_facts(self) -> InferredShapes:
         """ONNX shape inference with data propagation (it follows Shape->Gather->Concat chains), run
         only when a Shape/Size/CastLike needs more than the model's own annotations say."""
         if not self._needs_inference():
-            return Facts()
+            return InferredShapes()
         model = self._shape_model()
         if model is None:
-            return Facts()
+            return InferredShapes()
         try:
             inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
         except Exception as exc:  # a model ONNX's inference rejects: fold what the annotations give
             self._warn("shape-inference", f"ONNX shape inference failed ({one_line(exc)}); Shape nodes are "
                                           "folded only where the model's own annotations give static shapes")
-            return Facts()
+            return InferredShapes()
         g = inferred.graph
-        return Facts({vi.name: vi for vi in list(g.input) + list(g.output) + list(g.value_info)})
+        return InferredShapes({vi.name: vi for vi in list(g.input) + list(g.output) + list(g.value_info)})
 
     def _needs_inference(self) -> bool:
         """Shape/Size/CastLike over a computed tensor: its annotation alone is not trusted (inference

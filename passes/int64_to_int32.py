@@ -88,7 +88,8 @@ class Int64ToInt32(Pass):
         after=("fold-constants", "target-opset"),
         remedies=(
             fixes_finding("int64-weights", why="INT64 constants narrowed where every consumer allows INT32"),
-            fixes_finding("int64-io", flag="--int32-io", why="with --int32-io, INT64 graph inputs/outputs become INT32"),
+            fixes_finding("int64-io", flag="--int32-io",
+                          why="with --int32-io, INT64 graph inputs/outputs become INT32"),
             fixes_finding("int64-out-of-range", applies=_only_sentinels,
                           why="INT64_MAX/MIN 'to the end' sentinels are clamped on their way to a Slice"),
             # 8.6 prints its INT64 notice as a warning before the errors it causes

@@ -1,8 +1,8 @@
 """Many models at once: `graphfix fix a.onnx b.onnx DIR/ -o OUTDIR/`.
 
-Each model runs the single-model path (the CLI hands its cmd_fix to run_batch) in a worker process, so a model that crashes
-its worker (TensorRT and ONNX Runtime can segfault on bad graphs) or exhausts memory costs only
-that model. Workers are spawned, not forked: the parent may already hold ONNX Runtime threads.
+Each model runs the single-model path (the CLI hands its cmd_fix to run_batch) in a worker process,
+so a model that crashes its worker (TensorRT and ONNX Runtime can segfault on bad graphs) or
+exhausts memory costs only that model. Workers are spawned, not forked: the parent may already hold ONNX Runtime threads.
 Per model: OUTDIR/<name>.onnx and OUTDIR/<name>.report.json; at the end a table and
 OUTDIR/summary.json. The exit code is the worst per-model code.
 """

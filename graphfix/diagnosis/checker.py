@@ -107,8 +107,8 @@ class Checker:
             return
         self.add(None, None, "warning", f"an FP16 engine was asked for, but TensorRT {self.profile.version} builds "
                  "strongly typed networks (no FP16 builder flag) and this model has no FP16/BF16 tensors: it "
-                 "would build in FP32; convert it with graphfix fix --precision fp16", self.fix_for("fp16-strongly-typed"),
-                 "trt-11-notes", "fp16-strongly-typed")
+                 "would build in FP32; convert it with graphfix fix --precision fp16",
+                 self.fix_for("fp16-strongly-typed"), "trt-11-notes", "fp16-strongly-typed")
 
     def _int64_narrowing(self) -> None:
         f = self.facts

@@ -239,10 +239,10 @@ class ModelFacts:
         picked out of partly static shapes included; Q/DQ, random ops and graph outputs excluded)."""
         known = set(self.weights)
         try:
-            from ..fold_analysis import Analysis, Facts
+            from ..fold_analysis import Analysis, InferredShapes
             from ..graph_utils import to_graph
             g = self.inferred.graph
-            analysis = Analysis(to_graph(self.inferred), Facts({vi.name: vi for vi in
+            analysis = Analysis(to_graph(self.inferred), InferredShapes({vi.name: vi for vi in
                                                                  list(g.input) + list(g.output) + list(g.value_info)}))
         except Exception:  # a model graphsurgeon cannot import: no tensor is known to fold
             return known

@@ -197,7 +197,7 @@ def _memo(kind: str, key: Any, build: Callable[[], List[Remedy]]) -> List[Remedy
 def pass_rows() -> List[Remedy]:
     """The rows the passes declare (PassInfo.remedies), in pipeline order."""
     from .registry import ordered_passes, registered
-    key = tuple(sorted((name, id(cls)) for name, cls in registered().items()))
+    key = tuple(sorted((name, id(cls), id(cls.info)) for name, cls in registered().items()))
     return _memo("passes", key, lambda: [_with_owner(r, cls.info.name) for cls in ordered_passes()
                                          for r in cls.info.remedies or ()])
 

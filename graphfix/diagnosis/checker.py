@@ -5,6 +5,7 @@ finding comes from the table of remedies (graphfix.remedies), never from this mo
 """
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Set, Tuple
 
 import numpy as np
@@ -80,7 +81,7 @@ class Checker:
         v = p.version
         if f.inference_error:
             self.add(None, None, "warning", f"ONNX shape inference failed ({f.inference_error}); dtype and "
-                     "shape checks are incomplete", None, "", "shape-inference")
+                     "shape checks are incomplete", self.fix_for("shape-inference"), "", "shape-inference")
         if f.opset > p.max_opset:
             self.add(None, None, "warning", f"model opset {f.opset} is above {p.max_opset}, the highest opset "
                      f"TensorRT {v} documents; nodes whose meaning changed are listed separately",
@@ -93,7 +94,7 @@ class Checker:
         doubles = sorted(n for n in set(f.graph_inputs) | set(f.graph_outputs) if f.dtype(n) == "DOUBLE")
         if doubles and "DOUBLE" in p.narrowed_dtypes:
             self.add(None, None, "warning", f"DOUBLE inputs/outputs ({', '.join(doubles)}) are computed in FP32 "
-                     "and bound as FLOAT", None, self._doc, "double-narrowed")
+                     "and bound as FLOAT", self.fix_for("double-narrowed"), self._doc, "double-narrowed")
 
     def _fp16_request(self) -> None:
         """Strongly typed TensorRT (11.x, TensorRT-RTX) has no FP16 builder flag: the ONNX's types are
@@ -146,11 +147,13 @@ class Checker:
             kind = f.kind(name)
             producer = f.producers.get(name)
             where = (producer.display, producer.node.op_type) if producer else (None, None)
+            fix_for = functools.partial(self.fix_for, ref=producer, tensor=name)
             label = f"graph input '{name}'" if name in f.graph_inputs else f"tensor '{name}'"
             if kind is not None and kind != "tensor_type":
                 if f.used(name):
                     self.add(*where, "error", f"{label} is a {kind.replace('_type', '')}: TensorRT handles "
-                             "tensors only", None, p.sources[0] if p.sources else "", "non-tensor-type")
+                             "tensors only", fix_for("non-tensor-type"), p.sources[0] if p.sources else "",
+                             "non-tensor-type")
                 continue
             dt = f.dtype(name)
             if dt is None or not f.used(name):
@@ -162,18 +165,19 @@ class Checker:
                 if self._io_only_ok(name):
                     continue
                 self.add(*where, "error", f"{label} is {dt}: TensorRT {p.version} supports {dt} only for network "
-                         "inputs/outputs that go straight through a Cast", self._rewritten_with(name), self._doc,
-                         "io-only-dtype")
+                         "inputs/outputs that go straight through a Cast",
+                         fix_for("io-only-dtype") or self._rewritten_with(name), self._doc, "io-only-dtype")
                 continue
             if eff in p.quantized_only_dtypes:
                 if self._quantized_ok(name):
                     continue
                 self.add(*where, "error", f"{label} is {dt}: TensorRT {p.version} supports {dt} only as the "
-                         "output of QuantizeLinear / input of DequantizeLinear", self._rewritten_with(name), self._doc,
+                         "output of QuantizeLinear / input of DequantizeLinear",
+                         fix_for("quantized-only-dtype") or self._rewritten_with(name), self._doc,
                          "quantized-only-dtype")
                 continue
-            self.add(*where, "error", f"{label} is {dt}, a type TensorRT {p.version} does not have", None,
-                     self._doc, "unsupported-dtype")
+            self.add(*where, "error", f"{label} is {dt}, a type TensorRT {p.version} does not have",
+                     fix_for("unsupported-dtype", params={"dtype": dt}), self._doc, "unsupported-dtype")
 
     def _rewritten_with(self, name: str) -> Optional[str]:
         """The pass whose rewrite rules replace the op producing `name`, or every op reading it: the
@@ -285,7 +289,7 @@ class Checker:
             return
         if node.op_type in KNOWN_TRT_PLUGINS:
             self.add(ref.display, node.op_type, "warning", f"imported as the TensorRT plugin {node.op_type}; "
-                     "ONNX Runtime cannot run it", None, self._doc, "plugin-node")
+                     "ONNX Runtime cannot run it", self.fix_for("plugin-node", ref), self._doc, "plugin-node")
             return
         self.add(ref.display, node.op_type, "error", f"custom-domain op {node.domain}::{node.op_type}: the parser "
                  f"looks for a TensorRT plugin named {node.op_type} and none is known", self.fix_for_missing_op(node),
@@ -296,7 +300,8 @@ class Checker:
             return
         self.add(ref.display, ref.node.op_type, "error", f"calls the model-local function "
                  f"{ref.node.domain}::{ref.node.op_type}; the TensorRT {self.profile.version} parser does not import "
-                 "local functions (inline them, e.g. with onnx.inliner)", None, "changelog", "local-function")
+                 "local functions (inline them, e.g. with onnx.inliner)", self.fix_for("local-function", ref),
+                 "changelog", "local-function")
 
     # --- patterns
     def _layernorm_patterns(self) -> None:

@@ -209,9 +209,9 @@ def ort_view(model: onnx.ModelProto) -> Optional[Tuple[onnx.ModelProto, str]]:
         return None
     folder = os.path.dirname(_source(mapped[0]).real)
     view = onnx.ModelProto()
-    from .weights import _copy_fields
-    _copy_fields(model, view, skip="graph")
-    _copy_fields(model.graph, view.graph, skip="initializer")
+    from .proto_fields import copy_fields
+    copy_fields(model, view, skip="graph")
+    copy_fields(model.graph, view.graph, skip="initializer")
     for t in model.graph.initializer:
         if not is_mapped(t):
             view.graph.initializer.add().CopyFrom(t)

@@ -18,15 +18,7 @@ import onnx
 
 from .errors import InputError, OutputError
 from .external_data import embed_external_data, external_tensors
-from .weights import save_streaming
-
-PROTOBUF_LIMIT = 2 * 1024 ** 3 - 1024 ** 2  # keep a margin under protobuf's 2 GiB
-
-
-def over_protobuf_limit(model: onnx.ModelProto) -> bool:
-    """Whether `model` is too big to serialize, estimated without encoding its weights."""
-    from .weights import approx_byte_size
-    return approx_byte_size(model) > PROTOBUF_LIMIT
+from .weights import PROTOBUF_LIMIT, over_protobuf_limit, save_streaming  # noqa: F401  (model_io's API)
 
 
 @dataclass

@@ -347,3 +347,7 @@ def _where(exc: BaseException) -> str:
         return "?"
     frame = tb[-1]
     return f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
+
+
+# The whole-model ONNX Runtime check, public for the fix loop (graphfix.fix_loop).
+whole_model_check = _whole_model_check

@@ -16,6 +16,7 @@ import onnx
 from onnx import TensorProto
 
 from .mapped_data import is_mapped
+from .proto_fields import copy_field, copy_fields
 
 BIG_TENSOR_BYTES = 1 << 16   # smaller tensors stay: shape-like constants feed data propagation
 _ALIGN = 4096                # page-aligned offsets, as onnx.save writes them (lets readers mmap)
@@ -38,20 +39,6 @@ def _is_big(tensor: TensorProto) -> bool:   # (weights left in the input's files
                                                      and tensor_bytes(tensor) > BIG_TENSOR_BYTES)
 
 
-def _copy_fields(src, dst, skip: str) -> None:
-    """Every set field of proto `src` but `skip` into `dst` (messages copied, scalars assigned)."""
-    for fd, value in src.ListFields():
-        if fd.name == skip:
-            continue
-        repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
-        if repeated:   # (protobuf 6 dropped FieldDescriptor.label)
-            getattr(dst, fd.name).extend(value)
-        elif fd.type == fd.TYPE_MESSAGE:
-            getattr(dst, fd.name).CopyFrom(value)
-        else:
-            setattr(dst, fd.name, value)
-
-
 def weightless_model(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` whose big initializers are graph inputs of the same type and shape.
 
@@ -62,8 +49,8 @@ def weightless_model(model: onnx.ModelProto) -> onnx.ModelProto:
     if not big:
         return model
     skeleton = onnx.ModelProto()
-    _copy_fields(model, skeleton, skip="graph")
-    _copy_fields(model.graph, skeleton.graph, skip="initializer")
+    copy_fields(model, skeleton, skip="graph")
+    copy_fields(model.graph, skeleton.graph, skip="initializer")
     big_names = {t.name for t in big}
     skeleton.graph.initializer.extend(t for t in model.graph.initializer if t.name not in big_names)
     declared = {v.name for v in model.graph.input}
@@ -202,15 +189,15 @@ def _replace_all_but_initializers(model: onnx.ModelProto, source: onnx.ModelProt
     for fd in model.graph.DESCRIPTOR.fields:
         if fd.name != "initializer":
             model.graph.ClearField(fd.name)
-    _copy_fields(source, model, skip="graph")
-    _copy_fields(source.graph, model.graph, skip="initializer")
+    copy_fields(source, model, skip="graph")
+    copy_fields(source.graph, model.graph, skip="initializer")
 
 
 def _stub_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with each big initializer reduced to a stub (name, type, dims)."""
     copy = onnx.ModelProto()
-    _copy_fields(model, copy, skip="graph")
-    _copy_fields(model.graph, copy.graph, skip="initializer")
+    copy_fields(model, copy, skip="graph")
+    copy_fields(model.graph, copy.graph, skip="initializer")
     for t in model.graph.initializer:
         if not _is_big(t):
             copy.graph.initializer.add().CopyFrom(t)
@@ -246,17 +233,24 @@ def _graphs(graph, gs):
                 yield from _graphs(value, gs)
 
 
+PROTOBUF_LIMIT = 2 * 1024 ** 3 - 1024 ** 2  # keep a margin under protobuf's 2 GiB
+
+
+def over_protobuf_limit(model: onnx.ModelProto) -> bool:
+    """Whether `model` is too big to serialize, estimated without encoding its weights."""
+    return approx_byte_size(model) > PROTOBUF_LIMIT
+
+
 def save_streaming(model: onnx.ModelProto, path: str, location: str) -> bool:
     """Write `model` to `path` with its big initializers' bytes appended one by one to
     `location` beside it, without copying the model. False (nothing written) when what remains
     would still exceed protobuf's limit (big attribute tensors): the caller then uses onnx.save."""
     from .mapped_data import copy_into
-    from .model_io import over_protobuf_limit
     big = [t for t in model.graph.initializer if is_mapped(t) or (
            _is_big(t) and t.data_location == TensorProto.DEFAULT and t.data_type != TensorProto.STRING)]
     skeleton = onnx.ModelProto()
-    _copy_fields(model, skeleton, skip="graph")
-    _copy_fields(model.graph, skeleton.graph, skip="initializer")
+    copy_fields(model, skeleton, skip="graph")
+    copy_fields(model.graph, skeleton.graph, skip="initializer")
     big_ids = {id(t) for t in big}
     entries = []
     with open(os.path.join(os.path.dirname(path), location), "wb") as data:
@@ -265,7 +259,7 @@ def save_streaming(model: onnx.ModelProto, path: str, location: str) -> bool:
                 skeleton.graph.initializer.add().CopyFrom(t)
                 continue
             ref = skeleton.graph.initializer.add()
-            _copy_fields(t, ref, skip="raw_data")
+            copy_fields(t, ref, skip="raw_data")
             for typed in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
                 ref.ClearField(typed)
             del ref.external_data[:]
@@ -340,21 +334,9 @@ def _split_fields(message, field: str):
         if fd.name == field:
             continue
         one = type(message)()
-        _copy_fields_named(message, one, fd.name)
+        copy_field(one, fd, value)
         (before if fd.number < number else after).MergeFrom(one)
     return before.SerializeToString(), after.SerializeToString()
-
-
-def _copy_fields_named(src, dst, name: str) -> None:
-    fd = src.DESCRIPTOR.fields_by_name[name]
-    value = getattr(src, name)
-    repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
-    if repeated:
-        getattr(dst, name).extend(value)
-    elif fd.type == fd.TYPE_MESSAGE:
-        getattr(dst, name).CopyFrom(value)
-    else:
-        setattr(dst, name, value)
 
 
 def _varint(n: int) -> bytes:

@@ -28,6 +28,7 @@ from graphfix.graph_utils import NameMaker, remove_dead_nodes, to_model, toposor
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.profiles import load_profile
 from graphfix.registry import register_pass
+from graphfix.remedies import fixes_finding
 from graphfix.target import TrtVersion
 
 from ._precision_rules import (DEFAULT_VALUE_FRACTION, FLOAT, LOW_MAX, LOW_TYPES, calibration_feeds, const_of,
@@ -61,6 +62,8 @@ class Precision(Pass):
         after=("fuse-layernorm",),
         before=("plugins",),
         default=False,
+        remedies=(fixes_finding("fp16-strongly-typed", flag="--precision fp16",
+                                why="FP16 types in the ONNX, FP32 islands where values overflow"),),
     )
 
     def run(self, graph: gs.Graph) -> PassResult:
@@ -124,10 +127,10 @@ class _Plan:
     # ------------------------------------------------------------------ decide
     def decide(self, calibration, fraction: float, result: PassResult) -> None:
         low_name = LOW_NAMES[self.low]
-        from graphfix.checks.structural import _subgraph_outer_refs
+        from graphfix.checks.structural import subgraph_outer_refs
         outer = set()
         for proto in self.model.graph.node:
-            outer |= _subgraph_outer_refs(proto)
+            outer |= subgraph_outer_refs(proto)
         for node in self.nodes:
             s = self.slots.get(id(node))
             if s is None:

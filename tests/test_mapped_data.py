@@ -92,7 +92,7 @@ def test_the_cli_output_is_the_apis_byte_for_byte_and_the_ort_check_ran(tmp_path
 def test_the_ort_checks_run_on_a_model_over_the_protobuf_limit(tmp_path, monkeypatch):
     """Over 2 GiB (a limit lowered here to 4 KiB): ONNX Runtime reads the weights from the input's
     file, so the checks run, where the model handed over as bytes was 'unchecked'."""
-    monkeypatch.setattr(model_io, "PROTOBUF_LIMIT", 4096)
+    monkeypatch.setattr(weights, "PROTOBUF_LIMIT", 4096)
     path = write_external(tmp_path / "in")
     report = fix(load_model(str(path)), trt="10.0")[1].to_json()   # weights loaded: too big for bytes
     assert pass_check(report)["unchecked"] is True
@@ -184,7 +184,7 @@ def test_an_onnx_runtime_without_the_folder_option_gets_the_weights_embedded(tmp
     code, report = cli_fix(path, tmp_path / "out.onnx")
     assert code == 0 and pass_check(report)["passed"] is True, report
     assert (tmp_path / "out.onnx").read_bytes() == expected
-    monkeypatch.setattr(model_io, "PROTOBUF_LIMIT", 4096)     # over the limit: unchecked, as before
+    monkeypatch.setattr(weights, "PROTOBUF_LIMIT", 4096)     # over the limit: unchecked, as before
     code, report = cli_fix(path, tmp_path / "big.onnx")
     assert pass_check(report)["unchecked"] is True
 

@@ -298,7 +298,7 @@ PROFILE_CASES = {
 
 @pytest.mark.parametrize("case", sorted(PROFILE_CASES))
 def test_check_trt_11_predicts_the_measured_verdict(case):
-    from graphfix.diagnose import check_model
+    from graphfix.diagnosis import check_model
     make, builds = PROFILE_CASES[case]
     errors = [f for f in check_model(make(), trt="11").findings if f.severity == "error"]
     assert (not errors) == builds, [f.reason for f in errors]

@@ -338,10 +338,10 @@ def ort_reads_folder() -> bool:
 def too_big_for_ort(model: onnx.ModelProto) -> bool:
     """Whether what graphfix serializes for ONNX Runtime (all but the weights left in the input's
     files) is over protobuf's limit; estimated without encoding the weights."""
+    from .. import weights
     from ..mapped_data import mapped_bytes
-    from ..model_io import PROTOBUF_LIMIT
-    from ..weights import approx_byte_size
-    return approx_byte_size(model) - (mapped_bytes(model) if ort_reads_folder() else 0) > PROTOBUF_LIMIT
+    return weights.approx_byte_size(model) - (mapped_bytes(model) if ort_reads_folder() else 0) \
+        > weights.PROTOBUF_LIMIT
 
 
 def _one_line(exc: BaseException) -> str:

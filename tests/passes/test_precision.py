@@ -9,7 +9,7 @@ from gf_testing import apply_pass, assert_idempotent, elem_types
 from graphfix.checks.ort import compare_models
 from graphfix.checks.structural import io_signature, validity_problems
 from graphfix.cli import main
-from graphfix.diagnose import check_model
+from graphfix.diagnosis import check_model
 from graphfix.fixtures import build
 from graphfix.pass_api import PassContext
 from graphfix.passes.precision import builder_fp16_flag
@@ -241,7 +241,7 @@ def test_fixed_float_input_stays_float():
 
 def test_check_trt_gets_the_fp16_flag_where_the_target_needs_it():
     from argparse import Namespace
-    from graphfix.precision_args import precision_options
+    from graphfix.commandline.precision import precision_options
     for trt, flag in (("8.6", True), ("10.3", True), ("11.0", False)):
         args = Namespace(precision="fp16", keep_io_types=True, calibration_data=None, check="trt", trt=trt,
                          fp16=False, until_parses=False)
@@ -252,5 +252,5 @@ def test_check_trt_gets_the_fp16_flag_where_the_target_needs_it():
 def test_cli_precision_choices_are_the_pass_types():
     """The CLI's choices (kept light for `graphfix -h`) name exactly the pass's low types."""
     from graphfix.passes._precision_rules import LOW_TYPES
-    from graphfix.precision_args import PRECISIONS
+    from graphfix.commandline.precision import PRECISIONS
     assert sorted(LOW_TYPES) == list(PRECISIONS)

@@ -37,7 +37,8 @@ MANUAL_BY_RULE = {
     "cast_to_supported": "cast to FLOAT or FLOAT16 instead (export the model in a type TensorRT has)",
     "local-function": "inline the model-local functions first (onnx.inliner.inline_local_functions, onnx >= 1.15)",
     "dtype": "cast the input to a type the op takes (documented types in the reason), in the exporter",
-    "const_input": "make that input a constant: export with static axes, or compute it outside the model",
+    "const_input": "make that input a constant: `graphfix fix --freeze NAME=VALUE` (e.g. axes=[1]) where it is a graph input "
+                   "with one value in deployment, else export with static axes or compute it outside the model",
     "int64-out-of-range": "keep the values within INT32, or target TensorRT >= 9 (native INT64)",
     "reduce_axes_ignored": "pass the axes as a constant (initializer) and run graphfix fix, or reduce over all axes "
                            "on purpose",
@@ -103,14 +104,20 @@ def _bare_op(op: Optional[str]) -> Optional[str]:
     return op.split("::")[-1] if op else op
 
 
+def manual_step(op: Optional[str], rule: Optional[str]) -> str:
+    """What a user can do by hand where no pass fixes a finding."""
+    op = _bare_op(op)
+    text = MANUAL_BY_OP.get(op or "") or MANUAL_BY_RULE.get(rule or "") or MANUAL_DEFAULT
+    return text.format(op=op or "the op")
+
+
 def remedy(group: Group, target) -> str:
     """The exact thing to do: a `graphfix fix` flag, or a manual step."""
     op = _bare_op(group.op)
     if group.fix_pass is None:
         if group.severity == "warning" and group.rule not in MANUAL_BY_RULE and op not in MANUAL_BY_OP:
             return "no action needed (a caveat, not a failure)"
-        text = MANUAL_BY_OP.get(op or "") or MANUAL_BY_RULE.get(group.rule) or MANUAL_DEFAULT
-        return "no automatic fix; by hand: " + text.format(op=op or "the op")
+        return "no automatic fix; by hand: " + manual_step(op, group.rule)
     if group.rule == "int64-io":
         return ("`graphfix fix --int32-io` makes the graph's INT64 inputs/outputs INT32 (else nothing to do: "
                 "TensorRT binds them as INT32)")

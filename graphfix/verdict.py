@@ -30,7 +30,7 @@ def target_check(model: onnx.ModelProto, version: str, passes) -> dict:
     # a plugin node a plugin rule writes is what the user asked for: TensorRT needs its library
     plugins = sorted({f.op for f in problems if f.rule == "custom-op" and f.op in rule_plugins})
     remaining = [{"node": f.node, "op": f.op, "severity": f.severity, "reason": f.reason,
-                  "fix_pass": f.fix_pass, "remedy": remedy(f.fix_pass, f.op, records, version)}
+                  "fix_pass": f.fix_pass, "remedy": remedy(f.fix_pass, f.op, records, version, f.rule)}
                  for f in problems if not (f.rule == "custom-op" and f.op in plugins)]
     counts: Dict[str, int] = {}
     for r in remaining:
@@ -44,12 +44,14 @@ def target_check(model: onnx.ModelProto, version: str, passes) -> dict:
             "plugins_needed": plugins}
 
 
-def remedy(fix_pass: Optional[str], op: Optional[str], records, version: str) -> str:
+def remedy(fix_pass: Optional[str], op: Optional[str], records, version: str, rule: Optional[str] = None) -> str:
     """What would fix a remaining finding, in words a user can act on."""
     if fix_pass is None:
         rules = _opt_in_rules(op) if op else []
-        return "no automatic fix" + (f" (opt-in, different outputs: {' or '.join(f'--rules {r}' for r in rules)})"
-                                     if rules else "")
+        if rules:
+            return f"no automatic fix (opt-in, different outputs: {' or '.join(f'--rules {r}' for r in rules)})"
+        from .check_render import manual_step
+        return "no automatic fix; by hand: " + manual_step(op, rule)
     rec = records.get(fix_pass)
     if fix_pass == "plugins" and op:
         rules = _opt_in_rules(op)

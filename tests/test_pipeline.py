@@ -232,8 +232,9 @@ def test_ok_needs_check_clean_on_the_output():
     assert report.checks[0]["kind"] == "ort" and report.checks[0]["passed"] is True
     verdict = report.checks[-1]
     assert verdict["kind"] == "trt-check" and verdict["passed"] is False
-    assert [(r["op"], r["severity"], r["remedy"]) for r in verdict["remaining"]] == \
+    assert [(r["op"], r["severity"], r["remedy"].split(";")[0]) for r in verdict["remaining"]] == \
         [("Trilu", "wrong-result", "no automatic fix")]
+    assert "by hand: write the `upper` attribute" in verdict["remaining"][0]["remedy"]
     assert not check_model(fixed, trt="8.6").clean        # the same facts `graphfix check` reports
     assert not report.ok and report.verdict == "NOT OK"
     text = report.summary()

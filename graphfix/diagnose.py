@@ -736,6 +736,17 @@ def _dim_equals(ctx, ref, r):
     return None if shape[axis] == r["value"] else f"dimension {axis} of '{name}' is {shape[axis]}"
 
 
+@rule("if_branch_shapes")
+def _if_branch_shapes(ctx, ref, r):
+    """An If whose branches return different shapes under a computed condition (passes/unify_if.py
+    knows which ones unify-if removes; cached per model)."""
+    if not hasattr(ctx.facts, "if_shape_problems"):
+        from .passes.unify_if import if_shape_problems
+        ctx.facts.if_shape_problems = if_shape_problems(ctx.facts.model)
+    found = ctx.facts.if_shape_problems.get(ref.node.output[0]) if ref.node.output else None
+    return None if found is None else found[1]
+
+
 @rule("pool_ceil_last_window")
 def _pool_ceil_last_window(ctx, ref, r):
     """ceil_mode = 1 where the last window would start in the right padding: opset 22 drops that
@@ -818,6 +829,7 @@ FIX_APPLIES: Dict[Tuple[str, str], Callable] = {
     ("reduce_axes_ignored", "target-opset"): lambda ctx, ref, r: _axes_value(ctx, _input(ref.node, 1)) is not None,
     # a DequantizeLinear zero point is added for INT8 data only (8.6 rejects UINT8 data anyway)
     ("input_required", "target-opset"): lambda ctx, ref, r: ctx.facts.dtype(ref.node.input[0]) == "INT8",
+    ("if_branch_shapes", "unify-if"): lambda ctx, ref, r: ctx.facts.if_shape_problems[ref.node.output[0]][0],
 }
 
 

@@ -10,6 +10,7 @@ from .pass_api import Pass
 PIPELINE_ORDER: List[str] = [
     "normalize",
     "fold-constants",
+    "unify-if",
     "decompose-contrib",
     "decompose-quantized",
     "decompose-ops",

@@ -40,6 +40,9 @@ MANUAL_BY_RULE = {
     "const_input": "make that input a constant: a graph input whose value is fixed for your use becomes one "
                    "with `graphfix fix --freeze NAME=VALUE`; a value computed from run-time sizes needs static "
                    "input shapes at export, or the computation moved outside the model",
+    "topk_k_counted": "if the engine fails with 'Invalid Context', `graphfix fix --nms-plugin` replaces the NMS head "
+                      "with EfficientNMS_TRT (its outputs become num_detections, boxes, scores, classes), or bound "
+                      "K in the exporter (K = Min(count, C) with a constant C, which bound-topk then rewrites)",
     "if_branch_shapes": "make the sizes the If's condition tests static (export with fixed input shapes), or "
                         "freeze the configuration input it reads (`graphfix fix --freeze NAME=VALUE`)",
     "int64-out-of-range": "keep the values within INT32, or target TensorRT >= 9 (native INT64)",

@@ -747,6 +747,16 @@ def _if_branch_shapes(ctx, ref, r):
     return None if found is None else found[1]
 
 
+@rule("topk_k_counted")
+def _topk_k_counted(ctx, ref, r):
+    """A TopK whose K is counted from NMS/NonZero results (passes/bound_topk.py decides; cached)."""
+    if not hasattr(ctx.facts, "topk_problems"):
+        from .passes.bound_topk import topk_problems
+        ctx.facts.topk_problems = topk_problems(ctx.facts.model)
+    found = ctx.facts.topk_problems.get(ref.node.output[0]) if ref.node.output and not ref.graph_path else None
+    return None if found is None else found[1]
+
+
 @rule("pool_ceil_last_window")
 def _pool_ceil_last_window(ctx, ref, r):
     """ceil_mode = 1 where the last window would start in the right padding: opset 22 drops that
@@ -830,6 +840,7 @@ FIX_APPLIES: Dict[Tuple[str, str], Callable] = {
     # a DequantizeLinear zero point is added for INT8 data only (8.6 rejects UINT8 data anyway)
     ("input_required", "target-opset"): lambda ctx, ref, r: ctx.facts.dtype(ref.node.input[0]) == "INT8",
     ("if_branch_shapes", "unify-if"): lambda ctx, ref, r: ctx.facts.if_shape_problems[ref.node.output[0]][0],
+    ("topk_k_counted", "bound-topk"): lambda ctx, ref, r: ctx.facts.topk_problems[ref.node.output[0]][0],
 }
 
 

@@ -11,6 +11,7 @@ PIPELINE_ORDER: List[str] = [
     "normalize",
     "fold-constants",
     "unify-if",
+    "bound-topk",
     "decompose-contrib",
     "decompose-quantized",
     "decompose-ops",

@@ -54,6 +54,8 @@ class UnifyIf(Pass):
 
     def run(self, graph: gs.Graph) -> PassResult:
         result = PassResult()
+        if not any(True for _ in _ifs(graph)):
+            return result           # no shape inference for models without If
         names = NameMaker(graph, "unify-if")
         for _ in range(MAX_ROUNDS):
             facts = ShapeFacts.of(graph)
@@ -317,11 +319,11 @@ def fold_branch_shape_arithmetic(graph: gs.Graph, facts: ShapeFacts, opset: int)
     (pads of an STFT's reflect Pad, Reshape targets, axes) become constants, so that shape inference
     sees through them. fold-constants does this for the main graph; branches are left to here."""
     folded = 0
-    todo = [v for n in graph.nodes for v in n.attrs.values() if isinstance(v, gs.Graph)]
+    todo = [b for n in graph.nodes for b in _branches(n)]
     while todo:
         body = todo.pop(0)
         for node in list(body.nodes):
-            todo.extend(v for v in node.attrs.values() if isinstance(v, gs.Graph))
+            todo.extend(_branches(node))
             value = _branch_value(node, facts, opset)
             if value is None:
                 continue
@@ -462,14 +464,25 @@ def pad_outputs(graph: gs.Graph, node: gs.Node, facts: ShapeFacts, names: NameMa
 # -- walking ------------------------------------------------------------------------------------------------
 
 def _ifs(graph: gs.Graph) -> Iterator[Tuple[gs.Graph, gs.Node]]:
-    """(owning graph, If node) for every If, outer ones first."""
+    """(owning graph, If node) for every If of the main graph and of If branches, outer ones first.
+    Loop/Scan bodies are left alone: shapes inferred there for loop-carried values may change from
+    one iteration to the next."""
     todo = [graph]
     while todo:
         g = todo.pop(0)
         for node in list(g.nodes):
-            if node.op == "If" and (getattr(node, "domain", None) or "") in ("", "ai.onnx"):
+            if _is_if(node):
                 yield g, node
-            todo.extend(v for v in node.attrs.values() if isinstance(v, gs.Graph))
+            todo.extend(_branches(node))
+
+
+def _is_if(node: gs.Node) -> bool:
+    return node.op == "If" and (getattr(node, "domain", None) or "") in ("", "ai.onnx")
+
+
+def _branches(node: gs.Node) -> List[gs.Graph]:
+    return [node.attrs[k] for k in ("then_branch", "else_branch")
+            if _is_if(node) and isinstance(node.attrs.get(k), gs.Graph)]
 
 
 def _still_in(graph: gs.Graph, node: gs.Node) -> bool:

@@ -739,12 +739,17 @@ def _dim_equals(ctx, ref, r):
 @rule("if_branch_shapes")
 def _if_branch_shapes(ctx, ref, r):
     """An If whose branches return different shapes under a computed condition (passes/unify_if.py
-    knows which ones unify-if removes; cached per model)."""
+    knows which ones unify-if removes; cached per model). `ranks_unresolved`: only ranks that differ
+    and that no rewrite resolves (a parser that takes one rank with different dims, and resolves
+    conditions that static shapes decide)."""
     if not hasattr(ctx.facts, "if_shape_problems"):
         from .passes.unify_if import if_shape_problems
-        ctx.facts.if_shape_problems = if_shape_problems(ctx.facts.model)
+        from .target import TrtVersion
+        ctx.facts.if_shape_problems = if_shape_problems(ctx.facts.model, TrtVersion.parse(ctx.profile.version))
     found = ctx.facts.if_shape_problems.get(ref.node.output[0]) if ref.node.output else None
-    return None if found is None else found[1]
+    if found is None or (r.get("ranks_unresolved") and (found[0] or found[2] != "rank")):
+        return None
+    return found[1]
 
 
 @rule("topk_k_counted")

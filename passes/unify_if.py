@@ -32,10 +32,15 @@ import onnx_graphsurgeon as gs
 from graphfix.graph_utils import NameMaker, toposort
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.registry import register_pass
+from graphfix.target import TrtRange
 
 MAX_ROUNDS = 16          # rounds of (shape inference -> decide -> inline); nested Ifs need one each
 Dim = Union[int, str, None]   # static size, symbol, unknown
 SAME_SHAPE_ERROR = "IIfConditionalOutputLayer inputs must have the same shape"
+# Where outputs of one rank but different dims pass: the 11.x parser (TensorRT-RTX 1.7, measured: it
+# parsed and built if_static_dims_differ as it is, and wants equal ranks only). 10.13 still refused
+# [2] vs [1] (NVIDIA/TensorRT#4603).
+SAME_RANK_ACCEPTED = TrtRange(since="11.0")
 
 _COMPARE = {"Equal": np.equal, "Greater": np.greater, "Less": np.less, "GreaterOrEqual": np.greater_equal,
             "LessOrEqual": np.less_equal, "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
@@ -85,6 +90,8 @@ class UnifyIf(Pass):
             if plan is None:
                 continue
             kind, detail = plan
+            if kind == "pad" and SAME_RANK_ACCEPTED.contains(self.context.target):
+                continue            # the target takes outputs of one rank with different dims
             if kind == "pad" and _opset(graph) >= 11:
                 pad_outputs(g, node, facts, names)
                 result.change("pad-if-outputs", node.name or node.outputs[0].name, {"outputs": detail})
@@ -114,6 +121,11 @@ def explain(kind: str, detail) -> str:
     """Why an If cannot be unified, and what to do by hand."""
     if kind == "pad":
         return f"branch outputs differ in static dims ({detail}): unify-if pads them (opset >= 11 needed)"
+    if kind == "data":
+        return (f"branch outputs differ in static dims ({detail}) under a condition computed from float "
+                "values: the output's size is data-dependent, and TensorRT computes shapes from integer "
+                "inputs only (measured on TensorRT-RTX: 'Network input ... is a shape tensor and must have "
+                "type Int32 or Int64'); no rewrite keeps it; freeze or move the decision out of the model")
     return (f"branch outputs differ ({detail}) under a run-time condition: their rank or a dynamic dim "
             "depends on run-time values, which no rewrite can give one shape; export with static input "
             "shapes (so the condition becomes a constant) or freeze the input the condition reads "
@@ -262,7 +274,7 @@ def _known(value: Optional[np.ndarray]) -> Optional[np.ndarray]:
 
 def mismatch(node: gs.Node, facts: ShapeFacts) -> Optional[Tuple[str, list]]:
     """('pad', [[output, then dims, else dims], ...]) when only static dims differ;
-    ('rank' | 'dynamic', [...]) when no rewrite can unify them; None when the outputs agree (or are
+    ('rank' | 'dynamic' | 'data', [...]) when no rewrite can unify them; None when the outputs agree (or are
     unknown, or the condition is an initializer TensorRT resolves itself)."""
     cond = node.inputs[0] if node.inputs else None
     if cond is None or isinstance(cond, gs.Constant) or (cond.inputs and cond.inputs[0].op == "Constant"):
@@ -277,10 +289,12 @@ def mismatch(node: gs.Node, facts: ShapeFacts) -> Optional[Tuple[str, list]]:
             continue
         rows.append([out.name, _show(facts.dims(t)), _show(facts.dims(e))])
         worst = kind if worst is None or _SEVERITY[kind] > _SEVERITY[worst] else worst
+    if worst == "pad" and reads_float_data(cond, facts):
+        worst = "data"      # the output's size would be a shape computed from float values
     return None if worst is None else (worst, rows)
 
 
-_SEVERITY = {"pad": 0, "dynamic": 1, "rank": 2}
+_SEVERITY = {"pad": 0, "data": 1, "dynamic": 1, "rank": 2}
 
 
 def compare_dims(a: Optional[Sequence[Dim]], b: Optional[Sequence[Dim]]) -> Optional[str]:
@@ -299,6 +313,23 @@ def compare_dims(a: Optional[Sequence[Dim]], b: Optional[Sequence[Dim]]) -> Opti
         else:
             return "dynamic"  # a static dim against a symbolic one
     return kind
+
+
+def reads_float_data(cond: gs.Tensor, facts: "ShapeFacts") -> bool:
+    """Whether an If condition is computed from floating-point values (not only integer inputs, shapes
+    and constants): TensorRT cannot turn it into a shape."""
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    todo, seen = [cond], set()
+    while todo:
+        t = todo.pop()
+        if id(t) in seen or isinstance(t, gs.Constant):
+            continue
+        seen.add(id(t))
+        if facts.elem_type(t) in floats:
+            return True
+        if t.inputs and t.inputs[0].op not in ("Shape", "Size"):
+            todo.extend(t.inputs[0].inputs)
+    return False
 
 
 def _show(dims: Optional[Sequence[Dim]]) -> str:
@@ -420,43 +451,42 @@ def _replace_reads(nodes: Sequence[gs.Node], rename: Dict[int, gs.Tensor]) -> No
 
 
 def pad_outputs(graph: gs.Graph, node: gs.Node, facts: ShapeFacts, names: NameMaker) -> None:
-    """Each differing output: both branches pad to the larger static dims and return their true shape;
-    Slice(padded, 0, shape) after the If gives the If's original output."""
+    """Each differing output: the smaller branch pads to the larger static dims; after the If,
+    Slice(padded, 0, Where(cond, then dims, else dims)) on the differing axes gives the If's original
+    output. The true sizes are constants chosen by the condition outside the If: a shape tensor
+    returned through the conditional broke TensorRT-RTX's shape analysis (measured: "shape tensor
+    must have non-negative rank")."""
     then_b, else_b = node.attrs["then_branch"], node.attrs["else_branch"]
+    cond = node.inputs[0]
     after: List[gs.Node] = []
     for k in range(len(node.outputs)):
         t_dims, e_dims = facts.dims(then_b.outputs[k]), facts.dims(else_b.outputs[k])
         if compare_dims(t_dims, e_dims) != "pad":
             continue
-        target = [max(x, y) if isinstance(x, int) and isinstance(y, int) and x != y else None
-                  for x, y in zip(t_dims, e_dims)]
+        axes = [i for i, (x, y) in enumerate(zip(t_dims, e_dims)) if x != y]   # all static (compare_dims)
+        target = [max(t_dims[i], e_dims[i]) if i in axes else None for i in range(len(t_dims))]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(facts.elem_type(then_b.outputs[k]) or
                                                      facts.elem_type(node.outputs[k]) or onnx.TensorProto.FLOAT)
-        shapes = []
         for body, dims in ((then_b, t_dims), (else_b, e_dims)):
-            src = body.outputs[k]
             pads = [0] * len(dims) + [0 if want is None else want - have for want, have in zip(target, dims)]
             if any(pads):   # the larger branch keeps its output as it is
                 padded = gs.Variable(names("padded"), dtype=dtype, shape=[w if w is not None else h
                                                                           for w, h in zip(target, dims)])
                 body.nodes.append(gs.Node("Pad", names("Pad"), inputs=[
-                    src, gs.Constant(names("pads"), np.array(pads, np.int64)),
+                    body.outputs[k], gs.Constant(names("pads"), np.array(pads, np.int64)),
                     gs.Constant(names("zero"), np.zeros((), dtype))], outputs=[padded], attrs={"mode": "constant"}))
                 body.outputs[k] = padded
-            shape = gs.Variable(names("shape"), dtype=np.int64, shape=[len(dims)])
-            body.nodes.append(gs.Node("Shape", names("Shape"), inputs=[src], outputs=[shape]))
-            body.outputs.append(shape)
-            shapes.append(shape)
         original = node.outputs[k]
         padded_out = gs.Variable(names("padded"), dtype=dtype,
                                  shape=[w if w is not None else d for w, d in zip(target, t_dims)])
-        true_shape = gs.Variable(names("shape"), dtype=np.int64, shape=[len(t_dims)])
         node.outputs[k] = padded_out
-        node.outputs.append(true_shape)
-        rank = len(t_dims)
+        ends = gs.Variable(names("ends"), dtype=np.int64, shape=[len(axes)])
+        after.append(gs.Node("Where", names("Where"), inputs=[
+            cond, gs.Constant(names("then_dims"), np.array([t_dims[i] for i in axes], np.int64)),
+            gs.Constant(names("else_dims"), np.array([e_dims[i] for i in axes], np.int64))], outputs=[ends]))
         after.append(gs.Node("Slice", names("Slice"), inputs=[
-            padded_out, gs.Constant(names("starts"), np.zeros(rank, np.int64)), true_shape,
-            gs.Constant(names("axes"), np.arange(rank, dtype=np.int64))], outputs=[original]))
+            padded_out, gs.Constant(names("starts"), np.zeros(len(axes), np.int64)), ends,
+            gs.Constant(names("axes"), np.array(axes, np.int64))], outputs=[original]))
     position = graph.nodes.index(node)
     graph.nodes[position + 1:position + 1] = after
 
@@ -506,27 +536,29 @@ def _opset(graph: gs.Graph) -> int:
     return int(graph.opset or 0)
 
 
-def if_shape_problems(model: onnx.ModelProto) -> Dict[str, Tuple[bool, str]]:
+def if_shape_problems(model: onnx.ModelProto, target=None) -> Dict[str, Tuple[bool, str, str]]:
     """For `graphfix check`: each If that TensorRT cannot import as it is (its branches return different
     shapes under a computed condition), keyed by its first output: (whether unify-if removes the
-    problem, a one-line detail). Decided by running the pass on a copy, so check and fix agree."""
+    problem for `target`, a one-line detail, the kind: 'rank', 'dynamic' or 'pad'). Decided by running
+    the pass on a copy, so check and fix agree."""
     from graphfix.graph_utils import to_graph
+    from graphfix.pass_api import PassContext
     before = _problems(to_graph(model))
     if not before:
         return {}
     copy = to_graph(model)
     try:
-        UnifyIf().run(copy)
+        UnifyIf(PassContext(target=target) if target is not None else None).run(copy)
         after = _problems(copy)
     except Exception:   # the pass itself fails on this model: nothing it would fix
         after = before
-    out: Dict[str, Tuple[bool, str]] = {}
+    out: Dict[str, Tuple[bool, str, str]] = {}
     for key, (kind, rows) in before.items():
         shapes = "; ".join(f"'{name}': then {t} vs else {e}" for name, t, e in rows)
         if key in after:
-            out[key] = (False, f"{shapes}; " + explain(after[key][0], after[key][1]).split(": ", 1)[-1])
+            out[key] = (False, f"{shapes}; " + explain(after[key][0], after[key][1]).split(": ", 1)[-1], kind)
         else:
-            out[key] = (True, shapes)
+            out[key] = (True, shapes, kind)
     return out
 
 

@@ -13,13 +13,17 @@ Two forms are rewritten, at any depth (If branches, nested Ifs):
    fold-constants does this only for main-graph conditions it can fold; inside a branch (Silero VAD
    puts its whole network in the branches of an If on the sample rate) nothing else does.
 2. **Outputs of one rank whose static dims differ** (then [N, 8], else [N, 4]) under a run-time
-   condition: each branch pads its output with zeros to the larger static dims and also returns
-   its true shape; after the If, a Slice cuts the output back to that shape. Exact, any dtype.
+   condition computed from integer inputs (a configuration input), below 11.x: the smaller branch
+   pads its output with zeros to the larger dims; after the If, a Slice cuts the output back to
+   Where(cond, then dims, else dims). Exact, any dtype. The condition's inputs then feed a shape, so
+   TensorRT treats them as shape-tensor inputs (their values belong in the optimization profile).
 
 Not covered, reported as a warning: outputs whose rank depends on a run-time condition (a squeeze
-of a dimension that is dynamic: its size decides the rank), and dims that differ where one is
-dynamic. No ONNX rewrite keeps their meaning; a static input shape (export with fixed sizes) or
-`--freeze` of the configuration input that the condition reads is the way out.
+of a dimension that is dynamic: its size decides the rank), and sizes decided by float data
+(data-dependent shapes). No ONNX rewrite keeps their meaning; a static input shape (export with
+fixed sizes) or `--freeze` of the configuration input that the condition reads is the way out. A
+symbolic dim against a static one is not flagged: TensorRT's parser sees -1 there, and nothing
+measured shows it refused.
 """
 from __future__ import annotations
 
@@ -126,8 +130,8 @@ def explain(kind: str, detail) -> str:
                 "values: the output's size is data-dependent, and TensorRT computes shapes from integer "
                 "inputs only (measured on TensorRT-RTX: 'Network input ... is a shape tensor and must have "
                 "type Int32 or Int64'); no rewrite keeps it; freeze or move the decision out of the model")
-    return (f"branch outputs differ ({detail}) under a run-time condition: their rank or a dynamic dim "
-            "depends on run-time values, which no rewrite can give one shape; export with static input "
+    return (f"branch outputs differ ({detail}) under a run-time condition: their rank depends on "
+            "run-time values, which no rewrite can give one shape; export with static input "
             "shapes (so the condition becomes a constant) or freeze the input the condition reads "
             "(graphfix fix --freeze NAME=VALUE)")
 
@@ -274,7 +278,7 @@ def _known(value: Optional[np.ndarray]) -> Optional[np.ndarray]:
 
 def mismatch(node: gs.Node, facts: ShapeFacts) -> Optional[Tuple[str, list]]:
     """('pad', [[output, then dims, else dims], ...]) when only static dims differ;
-    ('rank' | 'dynamic' | 'data', [...]) when no rewrite can unify them; None when the outputs agree (or are
+    ('rank' | 'data', [...]) when no rewrite can unify them; None when the outputs agree (or are
     unknown, or the condition is an initializer TensorRT resolves itself)."""
     cond = node.inputs[0] if node.inputs else None
     if cond is None or isinstance(cond, gs.Constant) or (cond.inputs and cond.inputs[0].op == "Constant"):
@@ -294,24 +298,22 @@ def mismatch(node: gs.Node, facts: ShapeFacts) -> Optional[Tuple[str, list]]:
     return None if worst is None else (worst, rows)
 
 
-_SEVERITY = {"pad": 0, "data": 1, "dynamic": 1, "rank": 2}
+_SEVERITY = {"pad": 0, "data": 1, "rank": 2}
 
 
 def compare_dims(a: Optional[Sequence[Dim]], b: Optional[Sequence[Dim]]) -> Optional[str]:
-    """None (same, or not known to differ), 'pad' (same rank, the differing dims all static),
-    'dynamic' (a static dim against a symbolic one), 'rank' (ranks differ)."""
+    """None (same, or not known to differ), 'pad' (same rank, static dims that differ), 'rank'
+    (ranks differ)."""
     if a is None or b is None:
         return None
     if len(a) != len(b):
         return "rank"
     kind = None
     for x, y in zip(a, b):
-        if x == y or x is None or y is None or (isinstance(x, str) and isinstance(y, str)):
-            continue          # equal, or not known to differ (TensorRT sees -1 on both sides)
-        if isinstance(x, int) and isinstance(y, int):
-            kind = kind or "pad"
-        else:
-            return "dynamic"  # a static dim against a symbolic one
+        if isinstance(x, int) and isinstance(y, int) and x != y:
+            kind = "pad"
+        # else equal, or not known to differ: a symbolic dim against anything is -1 to TensorRT's
+        # parser, and no measurement shows -1 against a static size refused
     return kind
 
 
@@ -463,7 +465,8 @@ def pad_outputs(graph: gs.Graph, node: gs.Node, facts: ShapeFacts, names: NameMa
         t_dims, e_dims = facts.dims(then_b.outputs[k]), facts.dims(else_b.outputs[k])
         if compare_dims(t_dims, e_dims) != "pad":
             continue
-        axes = [i for i, (x, y) in enumerate(zip(t_dims, e_dims)) if x != y]   # all static (compare_dims)
+        axes = [i for i, (x, y) in enumerate(zip(t_dims, e_dims))
+                if isinstance(x, int) and isinstance(y, int) and x != y]
         target = [max(t_dims[i], e_dims[i]) if i in axes else None for i in range(len(t_dims))]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(facts.elem_type(then_b.outputs[k]) or
                                                      facts.elem_type(node.outputs[k]) or onnx.TensorProto.FLOAT)
@@ -539,7 +542,7 @@ def _opset(graph: gs.Graph) -> int:
 def if_shape_problems(model: onnx.ModelProto, target=None) -> Dict[str, Tuple[bool, str, str]]:
     """For `graphfix check`: each If that TensorRT cannot import as it is (its branches return different
     shapes under a computed condition), keyed by its first output: (whether unify-if removes the
-    problem for `target`, a one-line detail, the kind: 'rank', 'dynamic' or 'pad'). Decided by running
+    problem for `target`, a one-line detail, the kind: 'rank', 'data' or 'pad'). Decided by running
     the pass on a copy, so check and fix agree."""
     from graphfix.graph_utils import to_graph
     from graphfix.pass_api import PassContext

@@ -113,11 +113,10 @@ def test_shapes_per_symbol_and_input_values(tmp_path, capsys):
     from graphfix.fixtures.dynamic_inputs import sample_rate_config
     src, out, rep = str(tmp_path / "sr.onnx"), str(tmp_path / "out.onnx"), str(tmp_path / "r.json")
     onnx.save(sample_rate_config(), src)
-    assert main(["fix", src, "-o", out, "--trt", "10.0", "--quiet"]) == 1      # unchecked: sr is unknown
+    assert main(["fix", src, "-o", out, "--trt", "8.6", "--quiet"]) == 1      # unchecked: sr is unknown
     values = str(tmp_path / "values.npz")
     np.savez(values, sr=np.array(8000, dtype=np.int64))
-    # 10.0: on 8.6 the inner If's branches ([1,n] vs [3,3,3]) are an error finding (exit 1 whatever runs)
-    assert main(["fix", src, "-o", out, "--trt", "10.0", "--shapes", "n=64", "--inputs", values,
+    assert main(["fix", src, "-o", out, "--trt", "8.6", "--shapes", "n=64", "--inputs", values,
                  "--report", rep, "--quiet"]) == 0
     doc = json.load(open(rep))
     assert doc["inputs"]["shapes"]["x"] == [1, 64] and doc["inputs"]["given_values"] == ["sr"]

@@ -106,7 +106,6 @@ class UnifyIf(Pass):
             toposort(graph)
         return result
 
-
     def _fold(self, graph: gs.Graph, result: PassResult) -> None:
         """fold-constants over what an inlined branch brought into the main graph (Shape chains, pads
         computed from constants): the dims the next conditions test often become static only then."""
@@ -432,6 +431,11 @@ def inline_branch(graph: gs.Graph, node: gs.Node, value: bool, names: NameMaker)
             if id(t) in rename:
                 n.outputs[i] = rename[id(t)]
     _replace_reads(moved, rename)
+    taken = {n.name for n in graph.nodes if n is not node and n.name}
+    for n in moved:                  # node names stay unique in the graph they move into
+        if n.name in taken:
+            n.name = names(n.name)
+        taken.add(n.name)
     identities = [gs.Node("Identity", names("Identity"), inputs=[rename.get(id(src), src)], outputs=[dst])
                   for src, dst in extra]
     body.nodes = []

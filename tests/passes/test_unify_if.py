@@ -112,6 +112,22 @@ def test_constant_condition_is_inlined():
     same_outputs(model, out, [{"x": np.array([1.5, -2.0], np.float32)}])
 
 
+def test_inlined_node_names_stay_unique():
+    """Exporters reuse node names across branches and the main graph; the check wants them unique."""
+    from onnx import TensorProto as T, helper
+    from graphfix.fixtures._make import const, make_model, vi
+    then = helper.make_graph([helper.make_node("Neg", ["x"], ["a"], name="neg")], "then", [], [vi("a", T.FLOAT, [2])])
+    other = helper.make_graph([helper.make_node("Abs", ["x"], ["b"], name="abs")], "else", [], [vi("b", T.FLOAT, [2])])
+    model = make_model([helper.make_node("Neg", ["x"], ["x2"], name="neg"),
+                        helper.make_node("If", ["flag"], ["y"], name="if", then_branch=then, else_branch=other)],
+                       [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, [2]), vi("x2", T.FLOAT, [2])],
+                       [const("flag", True, np.bool_)])
+    out, _ = apply_pass(PASS, model)
+    names = [n.name for n in out.graph.node]
+    assert names == ["neg", "gf.unify-if.0.neg"]
+    same_outputs(model, out, [{"x": np.array([1.5, -2.0], np.float32)}])
+
+
 @pytest.mark.parametrize("name, fix", [("if_nested_shape_tests", "unify-if"), ("if_static_dims_differ", "unify-if"),
                                        ("if_rank_depends_on_input", None)])
 def test_check_predicts_the_parser_error_and_its_fix(name, fix):

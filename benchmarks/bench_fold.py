@@ -27,11 +27,11 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from typing import Dict, List, Optional
+
+from _measure import run_child
 
 LAYERS = {"1k": 10, "10k": 99, "100k": 990}   # transformer_like(L) has 101 * L + 1 nodes
 
@@ -51,32 +51,6 @@ json.dump({"passes": {p.name: {"status": p.status, "seconds": round(p.seconds, 3
 
 POLYGRAPHY_CHILD = ("import sys; from polygraphy.tools import main; sys.argv[0] = 'polygraphy'; "
                     "sys.exit(main())")
-
-
-def run_child(argv: List[str], timeout: float, cwd: str) -> Dict:
-    """Run a subprocess; its wall time and its own peak RSS (os.wait4 reports that child alone).
-    It runs in `cwd` (the work directory), so a source checkout is not on its sys.path."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
-        deadline = start + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
-        proc.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") \
-            else (status >> 8)
-        wall = time.perf_counter() - start
-        log.seek(0)
-        tail = log.read().decode(errors="replace")[-2000:]
-    rss_kib = usage.ru_maxrss if sys.platform != "darwin" else usage.ru_maxrss // 1024
-    return {"seconds": round(wall, 2), "max_rss_mib": round(rss_kib / 1024, 1), "returncode": proc.returncode,
-            "timed_out": wall > timeout, "log_tail": tail if proc.returncode else ""}
 
 
 def op_counts(path: str) -> Optional[collections.Counter]:

@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
+
+from _measure import run_child  # the script's folder is on sys.path
 
 SIZES = {"2k": 2000, "5k": 5000, "10k": 10000, "20k": 20000}
 
@@ -41,24 +41,11 @@ json.dump({"seconds": round(seconds, 2), "nodes_out": len(fixed.graph.node),
 def run_case(nodes: int, order: str, check: str, timeout: float) -> dict:
     with tempfile.TemporaryDirectory() as work:
         side = os.path.join(work, "side.json")
-        start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(nodes), order, check, side], cwd=work)
-        try:
-            deadline = start + timeout
-            while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                if time.perf_counter() > deadline:
-                    proc.kill()
-                    _, status, usage = os.wait4(proc.pid, 0)
-                    return {"nodes": nodes, "order": order, "timed_out": timeout}
-                time.sleep(0.05)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        out = {"nodes": nodes, "order": order, "wall_seconds": round(time.perf_counter() - start, 2),
-               "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "exit": os.waitstatus_to_exitcode(status)}
+        child = run_child([sys.executable, "-c", CHILD, str(nodes), order, check, side], timeout, work)
+        if child["timed_out"]:
+            return {"nodes": nodes, "order": order, "timed_out": timeout}
+        out = {"nodes": nodes, "order": order, "wall_seconds": child["seconds"],
+               "peak_rss_mib": child["max_rss_mib"], "exit": child["returncode"]}
         if os.path.exists(side):
             out.update(json.load(open(side)))
         return out

@@ -88,10 +88,10 @@ def list_tests(node_dir: str, pattern: Optional[str]) -> List[str]:
 
 def _import_check_model():
     try:
-        from graphfix.diagnose import check_model
+        from graphfix.diagnosis import check_model
     except ImportError:  # not installed here: use the checkout this script lives in
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        from graphfix.diagnose import check_model
+        from graphfix.diagnosis import check_model
     return check_model
 
 

@@ -38,23 +38,16 @@ SCHEMA = "graphfix.rig_doctor/1"
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOKEN_I32 = 0x18007
 
-
-def _logger(trt, messages: List[str]):
-    class Logger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-
-        def log(self, severity, msg):
-            if severity in (trt.Logger.INTERNAL_ERROR, trt.Logger.ERROR, trt.Logger.WARNING):
-                messages.append(str(msg))
-    return Logger()
+sys.path.insert(0, os.path.dirname(HERE))   # graphfix from this checkout, in child mode too
+from graphfix.doctor import environment  # noqa: E402
+from graphfix.doctor.probe import message_logger  # noqa: E402
 
 
 def deserialize(path: str) -> Dict[str, Any]:
     """Child mode: load a plan (or a timing cache) with TensorRT and report its messages."""
     import tensorrt as trt
     messages: List[str] = []
-    logger = _logger(trt, messages)
+    logger = message_logger(trt, messages)
     data = open(path, "rb").read()
     if path.endswith(".timing-cache"):
         builder = trt.Builder(logger)
@@ -108,8 +101,6 @@ def library_versions(trt) -> List[str]:
 
 
 def gpu_facts() -> Dict[str, Any]:
-    sys.path.insert(0, os.path.dirname(HERE))
-    from graphfix.doctor import environment
     gpus = environment.gpus()
     return gpus[0] if gpus else {}
 
@@ -194,7 +185,7 @@ def main(argv=None) -> int:
         return 2
     os.makedirs(args.out_dir, exist_ok=True)
     messages: List[str] = []
-    logger = _logger(trt, messages)
+    logger = message_logger(trt, messages)
     manifest: Dict[str, Any] = {
         "schema": SCHEMA, "trt_version": trt.__version__, "library_versions": library_versions(trt),
         "gpu": {k: gpu.get(k) for k in ("name", "compute_capability", "sm_count", "memory_bytes")},

@@ -7,13 +7,14 @@ Models: the exported transformers in fixtures/exported/ (manifest) and the preci
 For each: `graphfix fix MODEL -o MIXED --trt 8.6 --precision fp16` (the CLI, in a child process),
 then two TensorRT builds through graphfix.checks.trt.build_and_compare (each in its own child
 process; FP16 flag on for both: on 8.6 and 10.x the builder needs it to choose FP16 kernels, see
-graphfix.passes.precision.builder_fp16_flag), builder optimization level 0.
+graphfix.passes.precision.builder_fp16_flag), builder optimization level 0 unless
+--optimization-level says otherwise.
 
 Prints a table and writes JSON to OUT_JSON. Python 3.9, TensorRT 8.6 and a GPU; without them it
 says so (exit 0, or 1 with --require-trt). `--dry-run` only prepares the models (fixtures written,
 graphfix fix run) and writes the JSON without building, which runs anywhere.
 
-    python benchmarks/rig_precision.py OUT_JSON [--work DIR] [--models a,b] [--timeout 900] [--dry-run]
+    python benchmarks/rig_precision.py OUT_JSON [--work DIR] [--models a,b] [--timeout 900] [--optimization-level N] [--dry-run]
 """
 from __future__ import annotations
 
@@ -74,11 +75,11 @@ def run_fix(model_path: str, mixed_path: str, report_path: str) -> Dict[str, Any
     return out
 
 
-def build(original: str, candidate: str, opt_shapes, timeout: float) -> Dict[str, Any]:
+def build(original: str, candidate: str, opt_shapes, timeout: float, level: int) -> Dict[str, Any]:
     """One FP16 TensorRT build + run of `candidate`, compared with ONNX Runtime FP32 on `original`."""
     from graphfix.checks.trt import build_and_compare
     try:
-        res = build_and_compare(original, candidate, fp16=True, opt_shapes=opt_shapes, optimization_level=0,
+        res = build_and_compare(original, candidate, fp16=True, opt_shapes=opt_shapes, optimization_level=level,
                                 timeout=timeout, progress=False)
     except Exception as exc:
         return {"built": False, "passed": False, "max_abs": None, "detail": f"{type(exc).__name__}: {exc}"}
@@ -108,6 +109,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--work", help="directory for the written fixtures and mixed models (default: beside OUT_JSON)")
     p.add_argument("--models", help="comma-separated model names (default: all)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per TensorRT build+run")
+    p.add_argument("--optimization-level", type=int, default=0,
+                   help="builder optimization level (0: fast builds; 3, TensorRT's default, tries more FP16 kernels)")
     p.add_argument("--dry-run", action="store_true", help="prepare the models only; no TensorRT")
     p.add_argument("--require-trt", action="store_true", help="exit 1 when TensorRT or a GPU is absent")
     args = p.parse_args(argv)
@@ -131,13 +134,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                "builds": {}}
         if not args.dry_run:
             sys.stderr.write(f"{m['name']}: TensorRT FP16 flag on the original\n")
-            row["builds"]["flag-only"] = build(m["path"], m["path"], m["opt_shapes"], args.timeout)
+            row["builds"]["flag-only"] = build(m["path"], m["path"], m["opt_shapes"], args.timeout,
+                                                     args.optimization_level)
             if row["fix"]["written"]:
                 sys.stderr.write(f"{m['name']}: TensorRT FP16 flag on the mixed model\n")
-                row["builds"]["graphfix-mixed"] = build(m["path"], mixed, m["opt_shapes"], args.timeout)
+                row["builds"]["graphfix-mixed"] = build(m["path"], mixed, m["opt_shapes"], args.timeout,
+                                                          args.optimization_level)
         rows.append(row)
     trt_version = next((b.get("trt_version") for r in rows for b in r["builds"].values() if b.get("trt_version")), None)
     _write(args.out_json, {"target": TRT_TARGET, "trt_version": trt_version, "dry_run": args.dry_run,
+                           "optimization_level": args.optimization_level,
                            "python": sys.version.split()[0], "models": rows})
     print(f"FP16 engines on TensorRT {trt_version or '(dry run)'}: max abs error vs ONNX Runtime FP32 on the original")
     print(f"{'model':<26} {'fix':<4} {'fp32 nodes':>10} {'flag only':>14} {'graphfix mixed':>15}")

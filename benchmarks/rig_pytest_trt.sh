@@ -4,12 +4,14 @@
 # processes, about 10 s apiece, mostly process start; 8 shards ran 120 tests in 6 minutes on the H200
 # rig, well inside its 128 GiB).
 # Per-shard logs with failure reasons go to $OUT (or /tmp); the last lines sum them up.
-#   bash benchmarks/rig_pytest_trt.sh [SHARDS=8] [LIMIT_S=540]
+#   bash benchmarks/rig_pytest_trt.sh [SHARDS=8] [LIMIT_S=540] [IDS_FILE]   (IDS_FILE: test ids to run, one a line;
+#   default: every test marked trt)
 set -u
 P=${PYTHON:-/opt/gpukit/bin/python3.9}
 SHARDS=${1:-8}; LIMIT=${2:-540}; LOGS=${OUT:-/tmp}
 IDS=$(mktemp)
-$P -m pytest --collect-only -q -m trt -p no:cacheprovider 2>/dev/null | grep '::' > "$IDS"
+if [ -n "${3:-}" ]; then cp "$3" "$IDS"
+else $P -m pytest --collect-only -q -m trt -p no:cacheprovider 2>/dev/null | grep '::' > "$IDS"; fi
 echo "$(wc -l < "$IDS") trt tests in $SHARDS shards"
 start=$SECONDS
 for s in $(seq 0 $((SHARDS - 1))); do

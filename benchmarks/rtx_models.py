@@ -47,7 +47,7 @@ def rtx_verdict(path: str, timeout: float = 300) -> Dict[str, Any]:
 def check_findings(model) -> List[Dict[str, Optional[str]]]:
     """`graphfix check --trt 11`'s findings: errors (what it predicts the parser or builder rejects) and
     the rest (warnings name what only TensorRT-RTX lacks, e.g. plugins)."""
-    from graphfix.diagnose import check_model
+    from graphfix.diagnosis import check_model
     return [{"node": f.node, "op": f.op, "rule": f.rule, "severity": f.severity, "reason": f.reason}
             for f in check_model(model, trt=TARGET).findings]
 

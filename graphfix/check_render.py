@@ -1,7 +1,7 @@
 """`graphfix check` for a person: findings grouped by severity, op and reason, each group with its
 count, example nodes and what to do (the exact `graphfix fix` flag, or a manual step), wrapped to
 the terminal's width. `-v` lists every node and the source of each fact; `--json` keeps the full
-per-node list (graphfix.diagnose.CheckResult.to_json). The analysis itself lives in diagnose.py.
+per-node list (graphfix.diagnosis.CheckResult.to_json). The analysis itself lives in graphfix/diagnosis/
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-from .diagnose import SEVERITY_ORDER
+from .profiles import SEVERITY_ORDER
 
 EXAMPLES = 3
 
@@ -126,22 +126,10 @@ def remedy(group: Group, target) -> str:
 
 
 def fix_flag(group: Group, target) -> Optional[str]:
-    """The flag `graphfix fix` needs for this group's pass to act (None: it acts by default)."""
-    if group.rule == "int64-io":
-        return "--int32-io"
-    return _opt_in_flag(group.fix_pass, _bare_op(group.op), target) if group.fix_pass else None
-
-
-def _opt_in_flag(pass_name: str, op: Optional[str], target) -> Optional[str]:
-    """The flag that asks for a rule that the target does not apply by default (e.g. --nms-plugin)."""
-    if pass_name != "plugins" and not pass_name.startswith("decompose-") or not op:
-        return None
-    from .plugin_rules.cli_args import flag_for_rule
-    from .plugin_rules.registry import registered_rules
-    rules = [r for r in registered_rules() if op in r.anchor_ops and r.pass_name == pass_name]
-    if not rules or any(r.default and r.needed.contains(target.version) for r in rules):
-        return None
-    return flag_for_rule(rules[0])
+    """The flag `graphfix fix` needs for this group's pass to act (None: it acts by default), from
+    the table of remedies."""
+    from .remedies import flag_for
+    return flag_for(group.rule, group.fix_pass, _bare_op(group.op), target.version) if group.fix_pass else None
 
 
 def _examples(nodes: List[str], verbose: bool) -> str:

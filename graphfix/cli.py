@@ -14,9 +14,9 @@ import sys
 from typing import List, Optional
 
 from . import __version__, console
-from .errors import GraphfixError, InputError, OutputError, UsageError
-
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+from .commandline.shapes import parse_shapes
+from .errors import (EXIT_BAD_INPUT, EXIT_CHECK_FAILED, EXIT_OK, GraphfixError, InputError, OutputError, UsageError,
+                     printable as _printable)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,14 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--inputs", metavar="FILE.npz", help="input values for the checks (arrays named like the inputs)")
     fx.add_argument("--freeze", action="append", metavar="NAME=VALUE",
                     help="make a configuration input a constant and inline the If branches it decides, e.g. sr=16000")
-    from .plugin_rules.cli_args import add_plugin_arguments
+    from .commandline.plugins import add_plugin_arguments
     add_plugin_arguments(fx)
-    from .precision_args import add_precision_arguments
+    from .commandline.precision import add_precision_arguments
     add_precision_arguments(fx)
     fx.add_argument("--until-parses", action="store_true",
                     help="drive the passes by TensorRT's parser: parse, run the passes its errors call for, "
                          "parse again, until it parses or nothing changes (needs TensorRT)")
-    from .checks.trt_args import add_trt_arguments
+    from .commandline.trt import add_trt_arguments
     add_trt_arguments(fx, shapes=False)
 
     vd = sub.add_parser("validate", help="build FIXED with TensorRT and compare it with ONNX Runtime on ORIGINAL")
@@ -79,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     ck.add_argument("--fp16", action="store_true",
                     help="an FP16 engine is wanted: on strongly typed TensorRT (11.x) warn if the model has no FP16 types")
 
-    ps = sub.add_parser("passes", help="list the passes (from their declarations)")
+    ps = sub.add_parser("passes", help="list the passes and what each fixes (from their declarations)")
     ps.add_argument("--json", action="store_true")
+    ps.add_argument("--markdown", action="store_true",
+                    help="print the table of remedies as Markdown (docs/remedies.md is this output)")
 
     dr = sub.add_parser("doctor", help="check this machine's TensorRT setup, and whether plans or timing caches run here")
     dr.add_argument("files", nargs="*", help="serialized plans (.engine/.plan) or timing caches to examine")
@@ -93,35 +95,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_shapes(text: Optional[str]):
-    """'a:1x128,b:1x3x224x224,seq=128' -> {'a': [1, 128], 'b': [1, 3, 224, 224], 'seq': 128}
-    (an input's dims after ':', a dim symbol's size after '=')."""
-    if not text:
-        return None
-    shapes = {}
-    for item in text.split(","):
-        symbol, eq, size = item.rpartition("=")
-        if eq:
-            if not symbol or not size.strip().isdigit():
-                raise UsageError(f"bad --shapes entry '{item}' (expected symbol=128)")
-            shapes[symbol.strip()] = int(size)
-            continue
-        name, sep, dims = item.rpartition(":")
-        if not sep or not name:
-            raise UsageError(f"bad --shapes entry '{item}' (expected name:1x128)")
-        try:
-            shapes[name] = [int(d) for d in dims.split("x")]
-        except ValueError:
-            raise UsageError(f"bad --shapes entry '{item}' (dims must be integers joined by 'x')") from None
-    return shapes
-
-
 def cmd_fix(args) -> int:
-    if isinstance(args.input, list):   # from the parser: one file, or a batch (graphfix/batch.py)
-        from .batch import is_batch, run_batch
+    if isinstance(args.input, list):   # from the parser: one file, or a batch (graphfix/commandline/batch.py)
+        from .commandline.batch import is_batch, run_batch
         if is_batch(args):
-            return run_batch(args)
+            return run_batch(args, cmd_fix)
         args.input = args.input[0]
+    from .mapped_data import release
+    try:
+        return _fix_one(args)
+    finally:
+        release()   # the input's data files, read on demand until the output is written
+
+
+def _fix_one(args) -> int:
     console.progress("starting (importing onnx)")   # the imports below take a second or more
     from .model_io import load_model, save_model
     from .pass_api import PassContext
@@ -132,11 +119,12 @@ def cmd_fix(args) -> int:
         from .checks import trt as trt_check
         from .checks.trt_env import require_tensorrt
         require_tensorrt("--check trt", trt_check.trt_unavailable_reason)
-    loaded = load_model(args.input)   # reads external data too: the files to protect are known
+    # reads external data too (the files to protect are known); big weights stay in their files
+    loaded = load_model(args.input, keep_weights_in_files=not args.until_parses)
     _check_outputs(args, loaded)      # before any work, not only at save
     console.quiet_libraries()
-    from .plugin_rules.cli_args import plugin_options
-    from .precision_args import precision_options
+    from .commandline.plugins import plugin_options
+    from .commandline.precision import precision_options
     context = PassContext(int32_io=args.int32_io, options={**plugin_options(args), **precision_options(args)})
     check = "ort" if args.check in ("trt", "rtx") else args.check
     from .freeze import parse_freeze
@@ -154,12 +142,12 @@ def cmd_fix(args) -> int:
     save_model(model, args.output, input_path=loaded, overwrite_input=args.in_place)
     report.output["path"] = args.output
     if args.check == "trt":
-        from .checks.trt import add_trt_check
+        from .commandline.trt import add_trt_check
         from .freeze import fed_reference   # a frozen output is compared with the original fed the values
         with fed_reference(args.input, freeze, args.inputs) as (original, args.inputs):
             add_trt_check(report, original=original, fixed=args.output, args=args)
     elif args.check == "rtx":
-        from .checks.rtx import add_rtx_check
+        from .commandline.trt import add_rtx_check
         add_rtx_check(report, fixed=args.output, args=args)
     if args.report == "-":   # standard output: the JSON alone there, the summary to stderr
         console.out(report.dumps())
@@ -194,7 +182,7 @@ def _check_outputs(args, loaded) -> None:
 
 def _refuse_flags_fix_ignores(args) -> None:
     """A flag that does nothing for this run is a usage error, never silently ignored."""
-    from .checks.trt_args import ENGINE_FLAGS
+    from .commandline.trt import ENGINE_FLAGS
     # TensorRT-RTX builds strongly typed: its precision is the ONNX's (graphfix fix --precision)
     precision_flags = ("fp16", "tf32")
     engine = [flag for dest, flag in ENGINE_FLAGS.items() if getattr(args, dest, None)
@@ -227,7 +215,7 @@ def _refuse_flags_fix_ignores(args) -> None:
 
 def cmd_check(args) -> int:
     console.progress("starting (importing onnx)")
-    from .diagnose import check_model
+    from .diagnosis import check_model
     console.progress("checking %s", args.model)
     result = check_model(args.model, trt=args.trt, real_parser=not args.no_real_parser, fp16=args.fp16)
     if args.json:
@@ -240,9 +228,17 @@ def cmd_check(args) -> int:
 
 def cmd_passes(args) -> int:
     from .registry import ordered_passes
+    from .remedies import markdown, rule_rows
+    if args.markdown:
+        print(markdown(), end="")
+        return EXIT_OK
     infos = [cls.info for cls in ordered_passes()]
+    by_rules = rule_rows()
     if args.json:
-        print(json.dumps([i.to_json() for i in infos], indent=2))
+        records = [i.to_json() for i in infos]
+        for rec in records:   # the rows its rewrite rules declare go with the pass that applies them
+            rec["remedies"] += [r.to_json() for r in by_rules if r.pass_name == rec["name"]]
+        print(json.dumps(records, indent=2))
         return EXIT_OK
     for i in infos:
         flags = [] if i.ort_checkable else ["not ORT-checkable"]
@@ -251,12 +247,14 @@ def cmd_passes(args) -> int:
         print(f"{i.name:<20} TensorRT {i.trt}{' (' + ', '.join(flags) + ')' if flags else ''}")
         print(f"    {i.summary}")
         print(f"    fixes: {i.fixes}")
+        for row in list(i.remedies or ()) + [r for r in by_rules if r.pass_name == i.name]:
+            print(f"    remedy: {row.describe()}")
     return EXIT_OK
 
 
 def cmd_validate(args) -> int:
     console.quiet_libraries()
-    from .checks.trt import validate_command
+    from .commandline.trt import validate_command
     return validate_command(args)
 
 
@@ -301,15 +299,10 @@ def verbosity_of(args) -> int:
     return min(getattr(args, "verbose", 0) + getattr(args, "top_verbose", 0), console.DEBUG)
 
 
-def _printable(exc: BaseException) -> str:
-    """One line whatever the model's names hold: control characters and undecodable bytes escaped."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     args = add_verbosity_flags(build_parser()).parse_args(argv)
     if hasattr(args, "plugins"):
-        from .checks.trt_args import plugin_libraries
+        from .commandline.trt import plugin_libraries
         args.plugins = plugin_libraries(args)
     console.configure(verbosity_of(args))
     try:

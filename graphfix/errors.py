@@ -2,6 +2,15 @@
 from __future__ import annotations
 
 
+# The command line's exit codes: done (and checked), a check failed or problems remain, bad input/usage.
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def printable(exc: BaseException) -> str:
+    """One line whatever the model's names hold: control characters and undecodable bytes escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
+
+
 class GraphfixError(Exception):
     """Base of every error graphfix raises on purpose."""
 

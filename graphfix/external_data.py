@@ -4,7 +4,8 @@ ONNX lets a tensor keep its bytes in another file (``data_location = EXTERNAL``,
 ``offset`` and ``length`` entries). graphfix reads every such tensor when it loads the model (in the
 main graph, in If/Loop/Scan bodies, in Constant and other attribute tensors, in local functions)
 and embeds the bytes, so no later stage (constant folding in ONNX Runtime, say) opens a file
-relative to the current directory. A location is refused when it could leave the model's directory:
+relative to the current directory. Big initializers may instead stay in the files checked and
+opened here, read through those descriptors (mapped_data.py). A location is refused when it could leave the model's directory:
 an absolute path, ``..``, a URL, a symlink whose target lies outside, a file with several hard
 links, or anything but a regular file (a FIFO would block, a device would never end).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import onnx
 
@@ -54,17 +55,23 @@ def external_tensors(model: onnx.ModelProto) -> List[onnx.TensorProto]:
     return [t for t in all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
 
 
-def embed_external_data(model: onnx.ModelProto, model_path: str) -> List[str]:
+def embed_external_data(model: onnx.ModelProto, model_path: str, keep_over: Optional[int] = None) -> List[str]:
     """Read every external tensor of `model` (loaded from `model_path`) into the model itself.
 
+    With `keep_over`, main-graph initializers over that many bytes are checked the same way but
+    stay in their files, read later through the descriptor opened now (graphfix/mapped_data.py).
     Returns the real paths of the files read. Raises InputError naming `model_path`, the tensor and
     the problem when a location is unsafe, missing, not a regular file or too short.
     """
+    from . import mapped_data
+    kept_alive = list(model.graph.initializer) if keep_over is not None else []   # stable id()s
+    initializers = {id(t) for t in kept_alive}
     base = os.path.realpath(os.path.dirname(os.path.abspath(model_path)))
     # A symlinked model file (Hugging Face's cache links snapshot files to ../../blobs/) may also
     # read beside its target, where its own bytes live.
     bases = sorted({base, os.path.dirname(os.path.realpath(model_path))})
     opened: Dict[str, int] = {}
+    done = False
     try:
         for tensor in external_tensors(model):
             info = {e.key: e.value for e in tensor.external_data}
@@ -72,12 +79,21 @@ def embed_external_data(model: onnx.ModelProto, model_path: str) -> List[str]:
             real = _safe_location(base, bases, info.get("location", ""), model_path, where)
             if real not in opened:
                 opened[real] = _open_regular(real, model_path, f"{where} '{info['location']}'")
-            tensor.raw_data = _read_range(opened[real], info, model_path, f"{where} '{info['location']}'")
+            offset, length = _checked_range(opened[real], info, model_path, f"{where} '{info['location']}'")
+            if id(tensor) in initializers and mapped_data.can_map(tensor, length, keep_over):
+                mapped_data.keep_in_file(tensor, real, opened[real], offset, length)
+                continue
+            tensor.raw_data = _read_range(opened[real], offset, length, model_path,
+                                          f"{where} '{info['location']}'")
             del tensor.external_data[:]
             tensor.data_location = onnx.TensorProto.DEFAULT
+        done = True
     finally:
         for fd in opened.values():
-            os.close(fd)
+            if not done:           # refused: the model is not used, its kept tensors neither
+                mapped_data.disown(fd)
+            if not mapped_data.owns(fd):
+                os.close(fd)
     return sorted(opened)
 
 
@@ -125,7 +141,8 @@ def _open_regular(real: str, model_path: str, where: str) -> int:
     return fd
 
 
-def _read_range(fd: int, info: Dict[str, str], model_path: str, where: str) -> bytes:
+def _checked_range(fd: int, info: Dict[str, str], model_path: str, where: str) -> Tuple[int, int]:
+    """(offset, length) of the tensor's bytes, or InputError when they are not all in the file."""
     size = os.fstat(fd).st_size
     try:
         offset = int(info.get("offset") or 0)
@@ -135,6 +152,10 @@ def _read_range(fd: int, info: Dict[str, str], model_path: str, where: str) -> b
     if offset < 0 or length < 0 or offset + length > size:
         raise InputError(model_path, f"{where}: bytes {offset}..{offset + length} lie outside the "
                                      f"file ({size} bytes)")
+    return offset, length
+
+
+def _read_range(fd: int, offset: int, length: int, model_path: str, where: str) -> bytes:
     data = os.pread(fd, length, offset)
     while len(data) < length:   # a short read (rare): read on
         chunk = os.pread(fd, length - len(data), offset + len(data))

@@ -1,8 +1,9 @@
 """`graphfix fix --until-parses`: let TensorRT's parser choose the passes.
 
 Each round parses the current model with TensorRT (in a child process, graphfix.checks.trt), maps
-every parser error to the passes that fix it (RULES below; errors that map to nothing bring in the
-passes `graphfix check` proposes for the model's problems), runs those passes with
+every parser error to the passes that fix it (the table of remedies, graphfix.remedies: the ops a
+pass rewrites away, then the parser-message patterns the passes declare; errors that map to nothing
+bring in the passes `graphfix check` proposes for the model's problems), runs those passes with
 graphfix.pipeline.fix, and parses again. A parser crash (8.6 segfaults on dynamo opset-18 exports)
 is treated like an error without a cause: the passes `graphfix check` proposes run, and the loop
 goes on. It stops when the model parses, when the parser crashes with nothing left to try or again
@@ -27,38 +28,9 @@ _OP_IN_TEXT = (re.compile(r"No importer registered for op: (\w+)"),
                re.compile(r"could not find plugin:? (\w+)", re.IGNORECASE))
 
 
-@dataclass(frozen=True)
-class Rule:
-    """Errors whose message matches `pattern` (case-insensitive) are fixed by `pass_name`."""
-    pass_name: str
-    pattern: str
-    why: str
-
-    def matches(self, message: str) -> bool:
-        return re.search(self.pattern, message, re.IGNORECASE) is not None
-
-
-# Written from the parsers' own messages. Ops with a rewrite rule, then plugin messages, are decided
-# first and exclusively (an op without an importer that needs a plugin is not an opset problem).
-RULES: Tuple[Rule, ...] = (
-    Rule("int64-to-int32", r"\bINT64\b",
-         "TensorRT 8.6 has no INT64 (\"generated with INT64 weights\", mixed INT32/INT64 inputs)"),
-    Rule("cast-bool", r"requires bool I/O|\bBOOL\b",
-         "a TensorRT region (Myelin) cannot take or give BOOL tensors"),
-    Rule("target-opset", r"No importer registered for op|\bopset\b",
-         "the op is in a form (opset) this TensorRT's parser does not import"),
-    Rule("fold-constants", r"must be an initializer|must be (?:a )?constant|is_weights\(\)|must be static",
-         "the parser needs this input as a constant; folding computes it"),
-)
-PLUGIN_RULE = Rule("plugins", r"Plugin not found|could not find plugin|getPluginCreator",
-                   "the op needs a TensorRT plugin")
-# Passes that only act on constants get the folding they need (the full pipeline runs it anyway):
-# target-opset turns Reduce axes, Pad pads/axes and Split sizes into attributes only when constant.
-PREREQUISITES = {"target-opset": ("fold-constants", "target-opset lowers only constant axes, pads and sizes")}
-# Warnings are only read for 8.6's INT64 notice, which comes before the errors it causes. 8.6 also
-# prints it for models with no INT64 tensor (Slice's shape arithmetic goes through the same
-# conversion, seen on the rig); int64-to-int32 then changes nothing and counts as no progress.
-WARNING_RULES: Tuple[Rule, ...] = (RULES[0],)
+# Warnings are only read where a remedy row says so (8.6's INT64 notice, which comes before the
+# errors it causes). 8.6 also prints it for models with no INT64 tensor (Slice's shape arithmetic goes
+# through the same conversion, seen on the rig); int64-to-int32 then changes nothing: no progress.
 
 
 def _op_of(error: Dict[str, Optional[str]]) -> Optional[str]:
@@ -80,26 +52,17 @@ def _is_standard_op(op: Optional[str]) -> bool:
 
 
 def passes_for_error(error: Dict[str, Optional[str]]) -> List[str]:
-    """The passes that fix one parser error ({"node", "op", "message"}), in table order.
+    """The passes that fix one parser error ({"node", "op", "message"}), in pipeline order.
 
     An op that a rewrite rule starts from goes to that rule's pass (RoiAlign -> plugins, FastGelu ->
-    decompose-contrib), whatever the message says: the parser reports both as a missing plugin."""
-    from .plugin_rules import passes_for_op
+    decompose-contrib), whatever the message says: the parser reports both as a missing plugin.
+    Otherwise the message decides (graphfix.remedies parser-error rows)."""
+    from .remedies import passes_for_message, passes_for_missing_op
     message, op = error.get("message") or "", _op_of(error)
-    by_rule = passes_for_op(op, error.get("domain")) if op else []
+    by_rule = passes_for_missing_op(op, error.get("domain"), fallbacks=False) if op else []
     if by_rule:
         return by_rule
-    if PLUGIN_RULE.matches(message):
-        # a standard op looked up as a plugin has no importer in this TensorRT (8.6: CastLike)
-        return ["target-opset"] if _is_standard_op(op) else [PLUGIN_RULE.pass_name]
-    found = []
-    for rule in RULES:
-        if not rule.matches(message):
-            continue
-        if rule.pass_name == "target-opset" and op is not None and not _is_standard_op(op):
-            continue  # a custom op without an importer: no opset change helps
-        found.append(rule.pass_name)
-    return found
+    return passes_for_message(message, None if op is None else _is_standard_op(op))
 
 
 @dataclass
@@ -114,7 +77,8 @@ class Plan:
     def order(self) -> None:
         """passes = the passes with reasons, their prerequisites added, in pipeline order."""
         from .registry import PIPELINE_ORDER
-        for name, (needed, why) in PREREQUISITES.items():
+        from .remedies import prerequisites
+        for name, (needed, why) in prerequisites().items():
             if name in self.reasons and needed not in self.reasons:
                 self.reasons[needed] = [why]
         self.passes = [p for p in PIPELINE_ORDER if p in self.reasons]
@@ -128,10 +92,11 @@ def plan_passes(errors: Sequence[Dict[str, Optional[str]]], warnings: Sequence[s
             plan.unmapped.append({k: v for k, v in error.items() if k != "domain"})
         for name in names:
             plan.reasons.setdefault(name, []).append(_short(error))
+    from .remedies import parser_rows
     for warning in warnings:
-        for rule in WARNING_RULES:
-            if rule.matches(warning):
-                plan.reasons.setdefault(rule.pass_name, []).append(f"warning: {warning}"[:300])
+        for row in parser_rows(warnings=True):
+            if row.matches_message(warning, None):
+                plan.reasons.setdefault(row.pass_name, []).append(f"warning: {warning}"[:300])
     plan.order()
     return plan
 
@@ -148,7 +113,7 @@ def add_static_findings(plan: Plan, model, trt: str) -> None:
     topologically" for a contrib op's empty optional outputs; "Unable to open library" for RoiAlign).
     For those, the passes `graphfix check` proposes for its error and wrong-result findings join
     the plan, each with the finding as its reason."""
-    from .diagnose import PROBLEM_SEVERITIES, check_model
+    from .diagnosis import PROBLEM_SEVERITIES, check_model
     for finding in check_model(model, trt=trt).findings:
         if finding.severity in PROBLEM_SEVERITIES and finding.fix_pass:
             where = finding.node or "model"
@@ -207,14 +172,9 @@ def trt_parser(plugins: Sequence[str] = (), timeout: Optional[float] = None) -> 
 
 
 def _allowed(passes, skip) -> List[str]:
-    from .pipeline import _split
-    from .registry import PIPELINE_ORDER, registered
-    reg = registered()
-    wanted, skipped = _split(passes), set(_split(skip) or [])
-    for name in (wanted or []) + sorted(skipped):
-        if name not in reg:
-            raise UsageError(f"unknown pass '{name}' (known: {', '.join(n for n in PIPELINE_ORDER if n in reg)})")
-    return [n for n in PIPELINE_ORDER if n in reg and n not in skipped and (wanted is None or n in wanted)]
+    """The passes the loop may choose (graphfix.registry.allowed_passes)."""
+    from .registry import allowed_passes
+    return allowed_passes(passes, skip)
 
 
 def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort", *, context=None,
@@ -230,7 +190,7 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
     from .console import progress
     from .model_io import load_model
     from .pass_api import PassContext
-    from .pipeline import _whole_model_check, fix as pipeline_fix
+    from .pipeline import fix as pipeline_fix, whole_model_check
     from .target import resolve_target
 
     started = time.perf_counter()
@@ -287,7 +247,7 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
             break
         current, previous = fixed, signature
     if current is not original and check != "none":
-        report.checks.append(_whole_model_check(original, current, shapes, seed, given=inputs))
+        report.checks.append(whole_model_check(original, current, shapes, seed, given=inputs))
     from .verdict import target_check
     report.checks.append(target_check(current, str(target.version), report.passes))
     report.output = model_summary(current)

@@ -193,7 +193,8 @@ def _evaluate(model: onnx.ModelProto, name: str, cone: List[onnx.NodeProto]) -> 
     inits = [t for t in model.graph.initializer if t.name in needed or t.name == name]
     if not cone:   # the condition is an initializer itself
         t = next((t for t in inits if t.name == name), None)
-        return numpy_helper.to_array(t) if t is not None else None
+        from .mapped_data import values
+        return values(t) if t is not None else None
     graph = helper.make_graph(cone, "cond", [], [helper.make_tensor_value_info(name, onnx.TensorProto.BOOL, None)],
                               inits)
     mini = helper.make_model(graph, opset_imports=list(model.opset_import))

@@ -8,6 +8,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import AttributeProto
 
+from .onnx_values import constant_attr_value
+
 # The IR version we stamp at most: ONNX Runtime >= 1.17 accepts it (the rig has 1.19, CI the newest).
 OUTPUT_IR_VERSION = 10
 
@@ -27,6 +29,9 @@ class RoundTripError(ValueError):
 def to_graph(model: onnx.ModelProto) -> gs.Graph:
     """Import a model; attributes graphsurgeon skips (TypeProto, tensor lists) are kept as protos."""
     graph = gs.import_onnx(model)
+    from .mapped_data import has_mapped, read_on_demand
+    if has_mapped(model):    # weights left in the input's files: values read from there
+        read_on_demand(graph)
     _restore_raw_attributes(model.graph.node, graph.nodes)
     for proto, func in zip(model.functions, graph.functions):
         _restore_raw_attributes(proto.node, func.nodes)
@@ -193,13 +198,12 @@ def default_opset(graph: gs.Graph) -> int:
 
 
 def constant_value(tensor) -> np.ndarray | None:
-    """Value of a gs.Constant, or of a Variable produced by a Constant node with a `value` attr."""
+    """Value of a gs.Constant, or of a Variable produced by a Constant node (any of its value
+    attributes: value, value_int(s), value_float(s); graphfix.onnx_values)."""
     if isinstance(tensor, gs.Constant):
         return tensor.values
     if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
-        attrs = tensor.inputs[0].attrs
-        if "value" in attrs and isinstance(attrs["value"], gs.Constant):
-            return attrs["value"].values
+        return constant_attr_value(tensor.inputs[0].attrs)
     return None
 
 

@@ -18,15 +18,7 @@ import onnx
 
 from .errors import InputError, OutputError
 from .external_data import embed_external_data, external_tensors
-from .weights import save_streaming
-
-PROTOBUF_LIMIT = 2 * 1024 ** 3 - 1024 ** 2  # keep a margin under protobuf's 2 GiB
-
-
-def over_protobuf_limit(model: onnx.ModelProto) -> bool:
-    """Whether `model` is too big to serialize, estimated without encoding its weights."""
-    from .weights import approx_byte_size
-    return approx_byte_size(model) > PROTOBUF_LIMIT
+from .weights import PROTOBUF_LIMIT, over_protobuf_limit, save_streaming  # noqa: F401  (model_io's API)
 
 
 @dataclass
@@ -38,14 +30,19 @@ class LoadedModel:
     files: List[str] = field(default_factory=list)   # real paths read: model file, then external data
 
 
-def load_model(src) -> LoadedModel:
+def load_model(src, keep_weights_in_files: bool = False) -> LoadedModel:
     """Accepts a path (str/PathLike), bytes, an onnx.ModelProto or an onnx_graphsurgeon Graph
     (or a LoadedModel, returned as it is). External data is read now, from the model's directory
-    only; a model that is not a file cannot have any (there is no directory to read it from)."""
+    only; a model that is not a file cannot have any (there is no directory to read it from).
+
+    `keep_weights_in_files`: big initializers stored as external data stay in their (validated,
+    opened) files and are read on demand (graphfix/mapped_data.py); for a caller that saves the
+    result with save_model, which writes their bytes (the CLI), or embeds them before handing the
+    model out (pipeline.fix given a path)."""
     if isinstance(src, LoadedModel):
         return src
     if isinstance(src, (str, os.PathLike)):
-        return _load_path(os.fspath(src))
+        return _load_path(os.fspath(src), keep_weights_in_files)
     if isinstance(src, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(src)
@@ -57,7 +54,9 @@ def load_model(src) -> LoadedModel:
         loaded = LoadedModel(gs.export_onnx(src.copy()), "<gs.Graph>")
     else:
         raise InputError(f"<{type(src).__name__}>", "expected a path, bytes, onnx.ModelProto or gs.Graph")
-    unread = external_tensors(loaded.model)
+    from .mapped_data import is_live
+    # a ModelProto graphfix made from a file may keep weights in that file (read on demand)
+    unread = [t for t in external_tensors(loaded.model) if loaded.source != "<ModelProto>" or not is_live(t)]
     if unread:
         raise InputError(loaded.source, f"tensor '{unread[0].name}' keeps its data in an external file, "
                                         "which only a model given by its path can be read from")
@@ -79,7 +78,7 @@ def _parse_bytes(data: bytes, source: str) -> onnx.ModelProto:
     return model
 
 
-def _load_path(path: str) -> LoadedModel:
+def _load_path(path: str, keep_weights_in_files: bool = False) -> LoadedModel:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -97,7 +96,9 @@ def _load_path(path: str) -> LoadedModel:
         raise InputError(path, f"cannot be read ({_reason(exc)})") from None
     model = _parse_bytes(data, path)
     external = bool(external_tensors(model))
-    files = [os.path.realpath(path)] + (embed_external_data(model, path) if external else [])
+    from .weights import BIG_TENSOR_BYTES
+    keep_over = BIG_TENSOR_BYTES if keep_weights_in_files else None
+    files = [os.path.realpath(path)] + (embed_external_data(model, path, keep_over) if external else [])
     return LoadedModel(model, path, path, external, files)
 
 
@@ -246,8 +247,11 @@ def save_model(model: onnx.ModelProto, path: str, *, input_path=None,
         if external_data and save_streaming(model, tmp_model, location):
             return   # weights streamed one by one, no copy of the model
         if external_data:   # onnx moves the weights out of the proto it saves: give it a copy
-            copy = onnx.ModelProto()
-            copy.CopyFrom(model)
+            from .mapped_data import embedded_model
+            copy = embedded_model(model)   # (a copy already when weights stayed in the input's files)
+            if copy is model:
+                copy = onnx.ModelProto()
+                copy.CopyFrom(model)
             onnx.save_model(copy, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=location, size_threshold=1024)
         else:

@@ -19,8 +19,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .graph_utils import NameMaker, known_dims, shape_of
+from .onnx_values import DEFAULT_DOMAINS, constant_attr_value
 
-DEFAULT_DOMAINS = ("", "ai.onnx")
 
 # Versions at which an op kept its signature but changed its meaning: the generic check cannot see
 # these, so crossing one needs a rule that knows (or the node is refused).
@@ -167,14 +167,7 @@ def const_value(tensor) -> Optional[np.ndarray]:
         return np.asarray(tensor.values)
     if len(tensor.inputs) != 1 or tensor.inputs[0].op != "Constant":
         return None
-    attrs = tensor.inputs[0].attrs
-    if isinstance(attrs.get("value"), gs.Constant):
-        return np.asarray(attrs["value"].values)
-    for key, dtype in (("value_int", np.int64), ("value_ints", np.int64),
-                       ("value_float", np.float32), ("value_floats", np.float32)):
-        if key in attrs:
-            return np.asarray(attrs[key], dtype=dtype)
-    return None
+    return constant_attr_value(tensor.inputs[0].attrs)
 
 
 @dataclass

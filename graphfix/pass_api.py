@@ -26,12 +26,16 @@ class PassInfo:
     after: Tuple[str, ...] = ()    # passes that must come earlier when both run
     before: Tuple[str, ...] = ()   # passes that must come later when both run
     default: bool = True           # part of the default pipeline (when the target needs it)
+    # The rows of the table of remedies this pass answers for (graphfix.remedies: the `check`
+    # findings, missing ops and parser errors it fixes); `check`, the fix loop and the docs read them.
+    # None: not declared (a test holds every built-in pass to declaring it, () included).
+    remedies: Optional[Tuple[Any, ...]] = None
 
     def to_json(self) -> dict:
         return {"name": self.name, "summary": self.summary, "fixes": self.fixes,
                 "trt": str(self.trt), "ort_checkable": self.ort_checkable,
                 "needs": list(self.needs), "after": list(self.after), "before": list(self.before),
-                "default": self.default}
+                "default": self.default, "remedies": [r.to_json() for r in self.remedies or ()]}
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,10 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
         raise UsageError(f"unknown check mode '{check}' (expected one of {', '.join(CHECK_MODES)})")
     started = time.perf_counter()
     progress("loading %s", model if isinstance(model, (str, os.PathLike)) else "the model")
-    loaded = load_model(model)
+    from .mapped_data import closer, embedded_model
+    given_path = isinstance(model, (str, os.PathLike))   # big weights stay in their files until the end
+    loaded = load_model(model, keep_weights_in_files=given_path)
+    close_files = closer(loaded.model, loaded) if given_path else (lambda: None)
     validate_input(loaded.model, loaded.source)
     given = _check_user_inputs(loaded.model, shapes, inputs)
     target = resolve_target(trt)
@@ -122,6 +125,9 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
     report.checks.append(target_check(current, str(target.version), report.passes))
     report.output = model_summary(current)
     report.seconds = time.perf_counter() - started
+    if given_path:   # the caller gets a self-contained model (an embedded copy of the kept weights)
+        current = embedded_model(current)
+    close_files()
     return current, report
 
 
@@ -341,3 +347,7 @@ def _where(exc: BaseException) -> str:
         return "?"
     frame = tb[-1]
     return f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
+
+
+# The whole-model ONNX Runtime check, public for the fix loop (graphfix.fix_loop).
+whole_model_check = _whole_model_check

@@ -1,7 +1,7 @@
 """The registry of passes and the pipeline order, written by a person and validated, never re-sorted."""
 from __future__ import annotations
 
-from typing import Dict, List, Type
+from typing import Dict, List, Optional, Sequence, Type, Union
 
 from .errors import PipelineOrderError, UsageError
 from .pass_api import Pass
@@ -62,6 +62,26 @@ def get_pass(name: str) -> Type[Pass]:
     if name not in reg:
         raise UsageError(f"unknown pass '{name}' (known: {', '.join(n for n in PIPELINE_ORDER if n in reg)})")
     return reg[name]
+
+
+def split_names(names: Union[str, Sequence[str], None]) -> Optional[List[str]]:
+    """'a, b' or ['a', 'b'] -> ['a', 'b']; None stays None (no selection)."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = names.split(",")
+    return [n.strip() for n in names if n.strip()]
+
+
+def allowed_passes(passes=None, skip=None) -> List[str]:
+    """Registered pass names in pipeline order: those in `passes` (all when None) less those in `skip`
+    (comma-separated text or lists); an unknown name is a UsageError."""
+    reg = registered()
+    wanted, skipped = split_names(passes), set(split_names(skip) or [])
+    for name in (wanted or []) + sorted(skipped):
+        if name not in reg:
+            raise UsageError(f"unknown pass '{name}' (known: {', '.join(n for n in PIPELINE_ORDER if n in reg)})")
+    return [n for n in PIPELINE_ORDER if n in reg and n not in skipped and (wanted is None or n in wanted)]
 
 
 def validate_order(order: List[str], reg: Dict[str, Type[Pass]]) -> None:

@@ -17,7 +17,7 @@ KIND = "trt-check"    # the whole-model check's kind in the report
 def target_check(model: onnx.ModelProto, version: str, passes) -> dict:
     """The report's whole-model entry: {"kind": "trt-check", "passed", "detail", "remaining": [...]}.
     ``passes``: the run's PassReports (to say why a pass that fixes a finding did not)."""
-    from .diagnose import PROBLEM_SEVERITIES, check_model
+    from .diagnosis import PROBLEM_SEVERITIES, check_model
     try:
         result = check_model(model, trt=version)
     except Exception as exc:   # the verdict must not end the run: say the check could not run

@@ -15,6 +15,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from .mapped_data import is_mapped
+from .proto_fields import copy_field, copy_fields
+
 BIG_TENSOR_BYTES = 1 << 16   # smaller tensors stay: shape-like constants feed data propagation
 _ALIGN = 4096                # page-aligned offsets, as onnx.save writes them (lets readers mmap)
 
@@ -31,23 +34,9 @@ def tensor_bytes(tensor: TensorProto) -> int:
     return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize if tensor.dims else itemsize
 
 
-def _is_big(tensor: TensorProto) -> bool:
-    return _is_stub(tensor) or (tensor.data_location != TensorProto.EXTERNAL
-                                and tensor_bytes(tensor) > BIG_TENSOR_BYTES)
-
-
-def _copy_fields(src, dst, skip: str) -> None:
-    """Every set field of proto `src` but `skip` into `dst` (messages copied, scalars assigned)."""
-    for fd, value in src.ListFields():
-        if fd.name == skip:
-            continue
-        repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
-        if repeated:   # (protobuf 6 dropped FieldDescriptor.label)
-            getattr(dst, fd.name).extend(value)
-        elif fd.type == fd.TYPE_MESSAGE:
-            getattr(dst, fd.name).CopyFrom(value)
-        else:
-            setattr(dst, fd.name, value)
+def _is_big(tensor: TensorProto) -> bool:   # (weights left in the input's files are big by construction)
+    return _is_stub(tensor) or is_mapped(tensor) or (tensor.data_location != TensorProto.EXTERNAL
+                                                     and tensor_bytes(tensor) > BIG_TENSOR_BYTES)
 
 
 def weightless_model(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -60,8 +49,8 @@ def weightless_model(model: onnx.ModelProto) -> onnx.ModelProto:
     if not big:
         return model
     skeleton = onnx.ModelProto()
-    _copy_fields(model, skeleton, skip="graph")
-    _copy_fields(model.graph, skeleton.graph, skip="initializer")
+    copy_fields(model, skeleton, skip="graph")
+    copy_fields(model.graph, skeleton.graph, skip="initializer")
     big_names = {t.name for t in big}
     skeleton.graph.initializer.extend(t for t in model.graph.initializer if t.name not in big_names)
     declared = {v.name for v in model.graph.input}
@@ -200,15 +189,15 @@ def _replace_all_but_initializers(model: onnx.ModelProto, source: onnx.ModelProt
     for fd in model.graph.DESCRIPTOR.fields:
         if fd.name != "initializer":
             model.graph.ClearField(fd.name)
-    _copy_fields(source, model, skip="graph")
-    _copy_fields(source.graph, model.graph, skip="initializer")
+    copy_fields(source, model, skip="graph")
+    copy_fields(source.graph, model.graph, skip="initializer")
 
 
 def _stub_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with each big initializer reduced to a stub (name, type, dims)."""
     copy = onnx.ModelProto()
-    _copy_fields(model, copy, skip="graph")
-    _copy_fields(model.graph, copy.graph, skip="initializer")
+    copy_fields(model, copy, skip="graph")
+    copy_fields(model.graph, copy.graph, skip="initializer")
     for t in model.graph.initializer:
         if not _is_big(t):
             copy.graph.initializer.add().CopyFrom(t)
@@ -244,16 +233,24 @@ def _graphs(graph, gs):
                 yield from _graphs(value, gs)
 
 
+PROTOBUF_LIMIT = 2 * 1024 ** 3 - 1024 ** 2  # keep a margin under protobuf's 2 GiB
+
+
+def over_protobuf_limit(model: onnx.ModelProto) -> bool:
+    """Whether `model` is too big to serialize, estimated without encoding its weights."""
+    return approx_byte_size(model) > PROTOBUF_LIMIT
+
+
 def save_streaming(model: onnx.ModelProto, path: str, location: str) -> bool:
     """Write `model` to `path` with its big initializers' bytes appended one by one to
     `location` beside it, without copying the model. False (nothing written) when what remains
     would still exceed protobuf's limit (big attribute tensors): the caller then uses onnx.save."""
-    from .model_io import over_protobuf_limit
-    big = [t for t in model.graph.initializer if _is_big(t) and t.data_location == TensorProto.DEFAULT
-           and t.data_type != TensorProto.STRING]
+    from .mapped_data import copy_into
+    big = [t for t in model.graph.initializer if is_mapped(t) or (
+           _is_big(t) and t.data_location == TensorProto.DEFAULT and t.data_type != TensorProto.STRING)]
     skeleton = onnx.ModelProto()
-    _copy_fields(model, skeleton, skip="graph")
-    _copy_fields(model.graph, skeleton.graph, skip="initializer")
+    copy_fields(model, skeleton, skip="graph")
+    copy_fields(model.graph, skeleton.graph, skip="initializer")
     big_ids = {id(t) for t in big}
     entries = []
     with open(os.path.join(os.path.dirname(path), location), "wb") as data:
@@ -262,12 +259,17 @@ def save_streaming(model: onnx.ModelProto, path: str, location: str) -> bool:
                 skeleton.graph.initializer.add().CopyFrom(t)
                 continue
             ref = skeleton.graph.initializer.add()
-            _copy_fields(t, ref, skip="raw_data")
+            copy_fields(t, ref, skip="raw_data")
             for typed in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
                 ref.ClearField(typed)
-            raw = t.raw_data if t.HasField("raw_data") else onnx.numpy_helper.to_array(t).tobytes()
+            del ref.external_data[:]
             offset = -data.tell() % _ALIGN + data.tell()
             data.seek(offset)
+            if is_mapped(t):    # still in the input's file: copied file to file
+                copy_into(t, data)
+                entries.append((ref, offset, data.tell() - offset))
+                continue
+            raw = t.raw_data if t.HasField("raw_data") else onnx.numpy_helper.to_array(t).tobytes()
             data.write(raw)
             entries.append((ref, offset, len(raw)))
             del raw
@@ -297,15 +299,29 @@ def write_embedded(model: onnx.ModelProto, f) -> None:
         return
     head, tail = _split_fields(model, "graph")
     g_head, g_tail = _split_fields(graph, "initializer")
-    sizes = [t.ByteSize() for t in graph.initializer]   # encodes one tensor at a time
+    from .mapped_data import copy_into, header, nbytes
+    raw_tag = _varint(9 << 3 | 2)      # TensorProto.raw_data
+    parts = {}                         # index -> (fields before raw_data, after it, data bytes)
+    for i, t in enumerate(graph.initializer):
+        if is_mapped(t):               # still in the input's file: embedded, streamed from there
+            before, after = _split_fields(header(t), "raw_data")
+            parts[i] = (before, after, nbytes(t))
+    sizes = [len(parts[i][0]) + len(raw_tag) + len(_varint(parts[i][2])) + parts[i][2] + len(parts[i][1])
+             if i in parts else t.ByteSize() for i, t in enumerate(graph.initializer)]   # one tensor at a time
     init_tag = _varint(5 << 3 | 2)
     graph_len = len(g_head) + len(g_tail) + sum(len(init_tag) + len(_varint(n)) + n for n in sizes)
     f.write(head)
     f.write(_varint(7 << 3 | 2) + _varint(graph_len))
     f.write(g_head)
-    for tensor, size in zip(graph.initializer, sizes):
+    for i, (tensor, size) in enumerate(zip(graph.initializer, sizes)):
         f.write(init_tag + _varint(size))
-        f.write(tensor.SerializeToString())
+        if i in parts:
+            before, after, n = parts[i]
+            f.write(before + raw_tag + _varint(n))
+            copy_into(tensor, f)
+            f.write(after)
+        else:
+            f.write(tensor.SerializeToString())
     f.write(g_tail)
     f.write(tail)
 
@@ -318,21 +334,9 @@ def _split_fields(message, field: str):
         if fd.name == field:
             continue
         one = type(message)()
-        _copy_fields_named(message, one, fd.name)
+        copy_field(one, fd, value)
         (before if fd.number < number else after).MergeFrom(one)
     return before.SerializeToString(), after.SerializeToString()
-
-
-def _copy_fields_named(src, dst, name: str) -> None:
-    fd = src.DESCRIPTOR.fields_by_name[name]
-    value = getattr(src, name)
-    repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
-    if repeated:
-        getattr(dst, name).extend(value)
-    elif fd.type == fd.TYPE_MESSAGE:
-        getattr(dst, name).CopyFrom(value)
-    else:
-        setattr(dst, name, value)
 
 
 def _varint(n: int) -> bytes:

@@ -141,7 +141,8 @@ class OrtEvaluator:
         opts.log_severity_level = 3
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        from graphfix.checks.ort import ort_session   # weights left in the input's files, too
+        sess = ort_session(model, opts)
         values = sess.run(outputs, feeds)
         out: Dict[str, np.ndarray] = {}
         for name, value in zip(outputs, values):

@@ -256,6 +256,8 @@ def with_finite_masks(model: onnx.ModelProto, low: int) -> Tuple[onnx.ModelProto
     """A copy of `model` whose mask-like FLOAT constants hold their finite stand-ins (what the mixed
     model computes with), and how many there were."""
     from onnx import numpy_helper
+
+    from graphfix.mapped_data import values as mapped_values
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     tensors = [t for t in probe.graph.initializer]
@@ -266,7 +268,7 @@ def with_finite_masks(model: onnx.ModelProto, low: int) -> Tuple[onnx.ModelProto
     for t in tensors:
         if t.data_type != FLOAT:
             continue
-        values = numpy_helper.to_array(t)
+        values = mapped_values(t)   # weights left in the input's files are read from there
         extreme = mask_extreme(values, low)
         if extreme is not None:
             fixed = np.where(values == np.float32(extreme), np.float32(safe_mask_value(extreme, low)), values)

@@ -22,6 +22,7 @@ import onnx_graphsurgeon as gs
 from onnx import TensorProto
 
 from graphfix.graph_utils import NameMaker
+from graphfix.onnx_values import constant_attr_value
 from graphfix.pass_api import PassResult
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -124,18 +125,7 @@ def node_slots(node: gs.Node, opset: int) -> Optional[Tuple[List[Optional[SlotTy
 
 def constant_node_value(node: gs.Node) -> Optional[np.ndarray]:
     """Value of a Constant node (``value``, ``value_int(s)``, ``value_float(s)``), else None."""
-    attrs = node.attrs
-    if "value" in attrs and isinstance(attrs["value"], gs.Constant):
-        return np.asarray(attrs["value"].values)
-    if "value_int" in attrs:
-        return np.array(attrs["value_int"], dtype=np.int64)
-    if "value_ints" in attrs:
-        return np.array(list(attrs["value_ints"]), dtype=np.int64)
-    if "value_float" in attrs:
-        return np.array(attrs["value_float"], dtype=np.float32)
-    if "value_floats" in attrs:
-        return np.array(list(attrs["value_floats"]), dtype=np.float32)
-    return None
+    return constant_attr_value(node.attrs)
 
 
 def _attr_output_type(node: gs.Node) -> Optional[int]:

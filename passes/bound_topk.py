@@ -25,7 +25,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from graphfix.graph_utils import NameMaker, constant_value
-from graphfix.passes.unify_if import ShapeFacts
+from graphfix.passes.unify_if import ShapeFacts, removes_finding
+from graphfix.remedies import fixes_finding
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.registry import register_pass
 from graphfix.target import TrtRange
@@ -47,6 +48,9 @@ class BoundTopK(Pass):
         trt=TrtRange(below="9.0"),
         after=("fold-constants",),
         before=("int64-to-int32", "plugins"),
+        remedies=(fixes_finding("topk_k_counted", trt=TrtRange(below="9.0"),
+                                applies=lambda site: removes_finding(site, "topk_problems"),
+                                why="a constant K over a padded input, sliced back to the count"),),
     )
 
     def run(self, graph: gs.Graph) -> PassResult:

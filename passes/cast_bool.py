@@ -23,6 +23,7 @@ from graphfix.graph_utils import NameMaker
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.profiles import load_profile
 from graphfix.registry import register_pass
+from graphfix.remedies import fixes_finding, fixes_parser_error
 
 from ._type_islands import Retyper, SlotType, TypeVarAnalysis, Use, infer_elem_types, node_slots
 
@@ -46,6 +47,14 @@ class CastBool(Pass):
                 "to INT32: one Cast in per chain entry, one Cast back per bool consumer",
         fixes="Slice_79 requires bool I/O but node can not be handled by Myelin.",
         after=("int64-to-int32",),
+        remedies=(
+            fixes_finding("myelin-bool", why="bool data through ops Myelin rejects for bool goes as INT32"),
+            fixes_finding("dtype", applies=lambda site: site.params.get("dtype") == "BOOL"
+                          and site.ref.node.op_type in site.profile.bool_rejecting_ops,
+                          why="bool inputs of ops that refuse bool go as INT32"),
+            fixes_parser_error(r"requires bool I/O|\bBOOL\b",
+                               why="a TensorRT region (Myelin) cannot take or give BOOL tensors"),
+        ),
     )
 
     def run(self, graph: gs.Graph) -> PassResult:

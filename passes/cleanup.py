@@ -19,6 +19,7 @@ class Cleanup(Pass):
         summary="Remove dead nodes and pass-through Identity nodes, toposort",
         fixes="(housekeeping after rewrites: dead subgraphs TensorRT would still parse)",
         after=("normalize",),
+        remedies=(),   # housekeeping after rewrites: no `check` finding or parser error maps to it
     )
 
     def run(self, graph: gs.Graph) -> PassResult:

@@ -25,6 +25,7 @@ class DecomposeContrib(Pass):
               "looks for a plugin of that name and finds none)",
         after=("fold-constants",),
         before=("target-opset",),
+        remedies=(),   # each of its rules declares the ops and findings it fixes (graphfix.remedies)
     )
 
     def run(self, graph: gs.Graph) -> PassResult:

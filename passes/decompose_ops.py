@@ -33,6 +33,7 @@ class DecomposeOps(Pass):
               "No importer registered for op: BitwiseAnd / CenterCropPad / Attention / RotaryEmbedding",
         after=("fold-constants",),
         before=("target-opset",),
+        remedies=(),   # each of its rules declares the ops and findings it fixes (graphfix.remedies)
     )
 
     def run(self, graph: gs.Graph) -> PassResult:

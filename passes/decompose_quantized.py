@@ -28,6 +28,7 @@ class DecomposeQuantized(Pass):
               "(TensorRT's INT8 path takes Q/DQ with static scales only)",
         after=("fold-constants",),
         before=("target-opset",),
+        remedies=(),   # each of its rules declares the ops and findings it fixes (graphfix.remedies)
     )
 
     def run(self, graph: gs.Graph) -> PassResult:

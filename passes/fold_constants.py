@@ -5,7 +5,7 @@ fully static after ONNX shape inference (with data propagation), Gather/Slice pi
 out of a partly static Shape, CastLike of a constant to a tensor of known type, and every
 deterministic standard op fed only by those. Shape-derived chains (Shape -> Gather -> Unsqueeze ->
 Concat -> Reshape target, Cast/Sqrt of a head size...) fold away; so do weight chains (Transpose
-of a stored weight) and Constant-node arithmetic. See _fold_analysis.
+of a stored weight) and Constant-node arithmetic. See graphfix/fold_analysis.py.
 
 Only the values a remaining node reads (the "frontier") are stored, as initializers under their
 own names; the folded nodes are removed, then the nodes that fed only them (a Shape whose static
@@ -36,13 +36,27 @@ from onnx import helper, numpy_helper
 
 from graphfix.graph_utils import OUTPUT_IR_VERSION
 from graphfix.pass_api import Pass, PassInfo, PassResult
-from graphfix.passes._fold_analysis import Analysis, Facts
+from graphfix.fold_analysis import Analysis, InferredShapes
 from graphfix.passes._fold_eval import EvalNode, OrtEvaluator, one_line
 from graphfix.registry import register_pass
+from graphfix.remedies import fixes_finding, fixes_parser_error
 
 MAX_ROUNDS = 8                        # shape inference -> fold, while a round can reveal more static shapes
 SHAPE_MODEL_INIT_BYTES = 64 * 1024    # initializers this small go into the shape-inference model
 MAX_WARNINGS_PER_KIND = 20
+
+
+def _foldable_input(site) -> bool:
+    """Folding helps only where the profile rule's input can be computed before run time."""
+    return site.input(site.params["input"]) in site.facts.foldable
+
+
+def _read_only_by_folded(site) -> bool:
+    """Every reader of the constant folds away (and it is no graph output)."""
+    f, name = site.facts, site.tensor
+    readers = f.consumers.get(name, [])
+    return bool(readers) and all(o in f.foldable for c in readers for o in c.node.output if o) \
+        and name not in f.graph_outputs
 
 
 @register_pass
@@ -55,6 +69,15 @@ class FoldConstants(Pass):
               "constants or static shapes); large Shape-arithmetic subgraphs",
         needs=("onnxruntime",),
         after=("normalize",),
+        remedies=(
+            fixes_finding("const_input", applies=_foldable_input,
+                          why="an input the parser needs as weights, computable before run time"),
+            fixes_finding("float_shape_input", why="a shape computed from float values becomes a constant"),
+            fixes_finding("int64-out-of-range", applies=_read_only_by_folded,
+                          why="the value never reaches TensorRT when every reader folds away"),
+            fixes_parser_error(r"must be an initializer|must be (?:a )?constant|is_weights\(\)|must be static",
+                               why="the parser needs this input as a constant; folding computes it"),
+        ),
     )
 
     def run(self, graph: gs.Graph) -> PassResult:
@@ -93,22 +116,22 @@ class _Folder:
 
     # -- shape facts ----------------------------------------------------------------------------------
 
-    def _shape_facts(self) -> Facts:
+    def _shape_facts(self) -> InferredShapes:
         """ONNX shape inference with data propagation (it follows Shape->Gather->Concat chains), run
         only when a Shape/Size/CastLike needs more than the model's own annotations say."""
         if not self._needs_inference():
-            return Facts()
+            return InferredShapes()
         model = self._shape_model()
         if model is None:
-            return Facts()
+            return InferredShapes()
         try:
             inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
         except Exception as exc:  # a model ONNX's inference rejects: fold what the annotations give
             self._warn("shape-inference", f"ONNX shape inference failed ({one_line(exc)}); Shape nodes are "
                                           "folded only where the model's own annotations give static shapes")
-            return Facts()
+            return InferredShapes()
         g = inferred.graph
-        return Facts({vi.name: vi for vi in list(g.input) + list(g.output) + list(g.value_info)})
+        return InferredShapes({vi.name: vi for vi in list(g.input) + list(g.output) + list(g.value_info)})
 
     def _needs_inference(self) -> bool:
         """Shape/Size/CastLike over a computed tensor: its annotation alone is not trusted (inference

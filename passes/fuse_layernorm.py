@@ -29,6 +29,7 @@ from graphfix.opset import Facts, const_value, drop_orphan_constant, graph_opset
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.profiles import load_profile
 from graphfix.registry import register_pass
+from graphfix.remedies import fixes_finding
 
 LAYERNORM_OPSET = 17
 FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
@@ -340,6 +341,7 @@ class FuseLayerNorm(Pass):
         fixes="Running layernorm after self-attention in FP16 may cause overflow. Exporting the model to the "
               "latest available ONNX opset (later than opset 17) to use the INormalizationLayer ...",
         after=("target-opset", "cast-bool"),
+        remedies=(fixes_finding("layernorm-pattern", why="a fused LayerNormalization runs in FP32 internally"),),
     )
 
     def run(self, graph: gs.Graph) -> PassResult:

@@ -31,6 +31,7 @@ from graphfix.graph_utils import NameMaker
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.profiles import load_profile
 from graphfix.registry import register_pass
+from graphfix.remedies import fixes_finding, fixes_parser_error
 from graphfix.target import TrtRange
 
 from ._type_islands import (Island, Retyper, SlotType, TypeVarAnalysis, Use, constant_node_value,
@@ -64,6 +65,15 @@ def _binds_int32(index: int, node: gs.Node, slot: SlotType) -> bool:
     return TensorProto.INT32 in slot.allowed and TensorProto.INT64 in slot.allowed
 
 
+def _only_sentinels(site) -> bool:
+    """The constant's out-of-INT32 values are all INT64_MAX/MIN, which this pass clamps."""
+    value = site.facts.value(site.tensor)
+    if value is None:
+        return False
+    outside = value[(value > np.iinfo(np.int32).max) | (value < np.iinfo(np.int32).min)]
+    return bool(np.isin(outside, (np.iinfo(np.int64).max, np.iinfo(np.int64).min)).all())
+
+
 @register_pass
 class Int64ToInt32(Pass):
     info = PassInfo(
@@ -76,6 +86,17 @@ class Int64ToInt32(Pass):
               "range of INT32 was clamped",
         trt=TrtRange(below="9.0"),
         after=("fold-constants", "target-opset"),
+        remedies=(
+            fixes_finding("int64-weights", why="INT64 constants narrowed where every consumer allows INT32"),
+            fixes_finding("int64-io", flag="--int32-io",
+                          why="with --int32-io, INT64 graph inputs/outputs become INT32"),
+            fixes_finding("int64-out-of-range", applies=_only_sentinels,
+                          why="INT64_MAX/MIN 'to the end' sentinels are clamped on their way to a Slice"),
+            # 8.6 prints its INT64 notice as a warning before the errors it causes
+            fixes_parser_error(r"\bINT64\b", warnings=True,
+                               why="TensorRT 8.6 has no INT64 (\"generated with INT64 weights\", mixed "
+                                   "INT32/INT64 inputs)"),
+        ),
     )
 
     def run(self, graph: gs.Graph) -> PassResult:

@@ -26,6 +26,7 @@ class Normalize(Pass):
         summary="Toposort, unique node names, drop dead nodes and unused initializers, pin the IR version",
         fixes="Nodes not topologically sorted / duplicate node names / Unsupported model IR version",
         before=("fold-constants",),
+        remedies=(),   # housekeeping: no `check` finding or parser error maps to it
     )
 
     def run(self, graph: gs.Graph) -> PassResult:

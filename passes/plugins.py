@@ -16,6 +16,7 @@ from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.plugin_rules import PLUGIN, registered_rules
 from graphfix.plugin_rules.engine import apply_rules
 from graphfix.registry import register_pass
+from graphfix.remedies import OTHER_OP, PLUGIN_LOOKUP_FAILED, fixes_parser_error
 
 
 @register_pass
@@ -28,6 +29,9 @@ class Plugins(Pass):
         ort_checkable=False,
         after=("fuse-layernorm",),
         before=("cleanup",),
+        # and, from each plugin rule, the ops it replaces (graphfix.remedies.rule_rows)
+        remedies=(fixes_parser_error(PLUGIN_LOOKUP_FAILED, op_kind=OTHER_OP, exclusive=True,
+                                     why="the op needs a TensorRT plugin"),),
     )
 
     def run(self, graph: gs.Graph) -> PassResult:

@@ -28,6 +28,7 @@ from graphfix.graph_utils import NameMaker, remove_dead_nodes, to_model, toposor
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.profiles import load_profile
 from graphfix.registry import register_pass
+from graphfix.remedies import fixes_finding
 from graphfix.target import TrtVersion
 
 from ._precision_rules import (DEFAULT_VALUE_FRACTION, FLOAT, LOW_MAX, LOW_TYPES, calibration_feeds, const_of,
@@ -61,6 +62,8 @@ class Precision(Pass):
         after=("fuse-layernorm",),
         before=("plugins",),
         default=False,
+        remedies=(fixes_finding("fp16-strongly-typed", flag="--precision fp16",
+                                why="FP16 types in the ONNX, FP32 islands where values overflow"),),
     )
 
     def run(self, graph: gs.Graph) -> PassResult:
@@ -124,10 +127,10 @@ class _Plan:
     # ------------------------------------------------------------------ decide
     def decide(self, calibration, fraction: float, result: PassResult) -> None:
         low_name = LOW_NAMES[self.low]
-        from graphfix.checks.structural import _subgraph_outer_refs
+        from graphfix.checks.structural import subgraph_outer_refs
         outer = set()
         for proto in self.model.graph.node:
-            outer |= _subgraph_outer_refs(proto)
+            outer |= subgraph_outer_refs(proto)
         for node in self.nodes:
             s = self.slots.get(id(node))
             if s is None:
@@ -304,6 +307,7 @@ class _Plan:
         for n in retargeted:
             n.attrs["to"] = low
             result.change("retarget-cast", label(n), {"to": LOW_NAMES[low]})
+            self._bypass_if_noop(n, low_tensors, result)
         for n in constants:
             self._convert_constant_node(n, result)
         low_consts: Dict[str, gs.Constant] = {}
@@ -325,6 +329,21 @@ class _Plan:
         remove_dead_nodes(graph)
         toposort_if_needed(graph)
         self._report(low_nodes, result)
+
+    def _bypass_if_noop(self, cast: gs.Node, low_tensors, result: PassResult) -> None:
+        """A retargeted Cast whose input is already low (an export's `.to(float32)` of an FP32
+        tensor) would be low -> low: its readers read the input (ONNX Runtime <= 1.19 refuses such a
+        Cast unoptimized: 'InsertedPrecisionFreeCast ... does not match expected type')."""
+        source = cast.inputs[0] if cast.inputs else None
+        if source is None or not (id(source) in low_tensors or self.dtypes.get(source.name) == self.low):
+            return
+        out = cast.outputs[0]
+        for reader in list(out.outputs):
+            for i, x in enumerate(reader.inputs):
+                if x is out:
+                    reader.inputs[i] = source
+        result.change("drop-cast", label(cast), {"reads": source.name})
+        result.count("casts_dropped")
 
     def _convertible_constant(self, node: gs.Node) -> bool:
         value = node.attrs.get("value")

@@ -39,6 +39,9 @@ from graphfix.opset import (POOL_LAST_WINDOW, Facts, NodeChange, OpsetChange, St
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.profiles import load_profile
 from graphfix.registry import register_pass
+from graphfix.remedies import (NOT_CUSTOM, PLUGIN_LOOKUP_FAILED, STANDARD_OP, fixes_finding, fixes_missing_op,
+                               fixes_parser_error)
+from graphfix.target import TrtRange
 
 INT64_MAX = np.iinfo(np.int64).max
 
@@ -467,10 +470,19 @@ LOWER_RULES.update({
 })
 
 
-def replaces_missing_op(op: str) -> bool:
-    """Whether this pass rewrites `op` away where the target has no importer for it: ops newer
-    than the target's opset are decomposed, CastLike becomes Cast (`graphfix check`'s fix column)."""
-    return op in LOWER_RULES or op in DEPRECATED_RULES or op == "CastLike"
+# Ops this pass rewrites away where the target has no importer for them: ops newer than the target's
+# opset are decomposed, CastLike becomes Cast (a row of the table of remedies).
+REPLACED_MISSING_OPS = frozenset(LOWER_RULES) | frozenset(DEPRECATED_RULES) | {"CastLike"}
+
+
+def _axes_known(site) -> bool:
+    """A Reduce axes input becomes an attribute only when it is known before run time."""
+    return site.facts.axes_value(site.input(1)) is not None
+
+
+def _int8_data(site) -> bool:
+    """A DequantizeLinear zero point is added for INT8 data only (8.6 rejects UINT8 data anyway)."""
+    return site.facts.dtype(site.ref.node.input[0]) == "INT8"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -609,6 +621,28 @@ class TargetOpset(Pass):
               "computing output extent / parser crash on opset >= 18 models from torch.onnx's dynamo exporter "
               "/ DequantizeLinear: vector::_M_range_check",
         after=("fold-constants",),
+        remedies=(
+            fixes_finding("max-opset", why="lowers the opset to what the target parses"),
+            fixes_finding("min-opset", why="raises an opset below 7"),
+            fixes_finding("reduce_axes_ignored", applies=_axes_known, why="Reduce axes input -> attribute"),
+            fixes_finding("shape_slice", ops=("Shape",), why="Shape(start, end) -> Slice(Shape)"),
+            fixes_finding("split_uneven", ops=("Split",), why="Split num_outputs -> explicit sizes"),
+            fixes_finding("opset_at_least", ops=("GroupNormalization",), why="GroupNormalization-21 decomposed"),
+            fixes_finding("input_absent", ops=("Pad",), why="Pad axes input -> pads over every axis"),
+            fixes_finding("input_required", ops=("DequantizeLinear",), applies=_int8_data,
+                          why="an explicit INT8 zero point"),
+            fixes_finding("input_empty", ops=("DequantizeLinear",), why="an explicit zero point"),
+            fixes_finding("attr_in", ops=("GridSample",), params={"attr": "mode"}, trt=TrtRange(below="9.0"),
+                          why="GridSample-20 mode names -> GridSample-16's"),
+            fixes_missing_op(REPLACED_MISSING_OPS, fallback=True,
+                             why="ops newer than the target's opset are decomposed, CastLike becomes Cast"),
+            fixes_parser_error(PLUGIN_LOOKUP_FAILED, op_kind=STANDARD_OP, exclusive=True,
+                               why="a standard op looked up as a plugin has no importer in this TensorRT"),
+            fixes_parser_error(r"No importer registered for op|\bopset\b", op_kind=NOT_CUSTOM,
+                               prerequisite=("fold-constants",
+                                             "target-opset lowers only constant axes, pads and sizes"),
+                               why="the op is in a form (opset) this TensorRT's parser does not import"),
+        ),
     )
 
     def run(self, graph: gs.Graph) -> PassResult:

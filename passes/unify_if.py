@@ -36,6 +36,7 @@ import onnx_graphsurgeon as gs
 from graphfix.graph_utils import NameMaker, toposort
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.registry import register_pass
+from graphfix.remedies import fixes_finding
 from graphfix.target import TrtRange
 
 MAX_ROUNDS = 16          # rounds of (shape inference -> decide -> inline); nested Ifs need one each
@@ -59,6 +60,8 @@ class UnifyIf(Pass):
         fixes=f"{SAME_SHAPE_ERROR}. Shapes are [-1] and [-1,1]",
         after=("fold-constants",),
         before=("int64-to-int32",),
+        remedies=(fixes_finding("if_branch_shapes", applies=lambda site: removes_finding(site, "if_shape_problems"),
+                                why="inlines Ifs that static shapes decide; pads outputs of one rank"),),
     )
 
     def run(self, graph: gs.Graph) -> PassResult:
@@ -118,6 +121,13 @@ class UnifyIf(Pass):
         result.warnings.extend(folded.warnings)
         for key, n in folded.counts.items():
             result.count(key, n)
+
+
+def removes_finding(site, cache: str) -> bool:
+    """For the table of remedies: whether the pass removes the finding `check` made at this node
+    (the predicate cached its verdict on the facts: passes/unify_if.py, passes/bound_topk.py)."""
+    found = getattr(site.facts, cache, {}).get(site.ref.node.output[0]) if site.ref is not None else None
+    return bool(found and found[0])
 
 
 def explain(kind: str, detail) -> str:

@@ -1,4 +1,4 @@
-"""`graphfix fix` on many models (graphfix/batch.py), through graphfix.cli.main."""
+"""`graphfix fix` on many models (graphfix/commandline/batch.py), through graphfix.cli.main."""
 import json
 import os
 import sys
@@ -6,7 +6,7 @@ import sys
 import onnx
 import pytest
 
-from graphfix import batch
+from graphfix.commandline import batch
 from graphfix.cli import main
 from graphfix.fixtures import build
 

@@ -12,7 +12,7 @@ from onnx import helper
 
 import graphfix
 from graphfix import cli
-from graphfix.diagnose import SCHEMA, check_model
+from graphfix.diagnosis import SCHEMA, check_model
 from graphfix.fixtures import all_fixtures, build
 from graphfix.fixtures._make import make_model, vi
 

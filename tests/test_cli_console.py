@@ -253,7 +253,7 @@ def test_check_clean_model_says_what_fix_still_repairs(tmp_path, capsys):
 
 
 def test_check_help_names_the_json_schema(capsys):
-    from graphfix.diagnose import SCHEMA
+    from graphfix.diagnosis import SCHEMA
     with pytest.raises(SystemExit):
         main(["check", "-h"])
     assert SCHEMA in capsys.readouterr().out.replace("\n", " ").replace("  ", "")
@@ -301,7 +301,7 @@ def test_check_refuses_targets_below_8_6(tmp_path, capsys):
 
 
 def test_plugins_flag_does_not_swallow_the_models():
-    from graphfix.checks.trt_args import plugin_libraries
+    from graphfix.commandline.trt import plugin_libraries
     args = add_verbosity_flags(build_parser()).parse_args(
         ["validate", "--plugins", "a.so", "orig.onnx", "fixed.onnx", "--plugins", "b.so,c.so"])
     assert (args.original, args.fixed) == ("orig.onnx", "fixed.onnx")

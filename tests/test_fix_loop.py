@@ -222,7 +222,7 @@ RIG_FIRST_ERRORS = {
 def test_loop_plans_the_right_passes_for_errors_seen_on_the_rig(name, every_pass_allowed):
     """Round 0 gets the error TensorRT 8.6 really gave; later rounds a stand-in parser that fails
     on what `graphfix check` calls an error. The plan must pick the passes that fix the fixture."""
-    from graphfix.diagnose import check_model
+    from graphfix.diagnosis import check_model
     from graphfix.fixtures import build
     first, expected = RIG_FIRST_ERRORS[name]
     rounds = []

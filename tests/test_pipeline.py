@@ -227,7 +227,7 @@ def test_unknown_shape_names_are_refused_even_without_checks():
 # wrong result left in the output for the target; what remains is listed with what would fix it.
 
 def test_ok_needs_check_clean_on_the_output():
-    from graphfix.diagnose import check_model
+    from graphfix.diagnosis import check_model
     fixed, report = graphfix.fix(build("check_trilu_default_upper"), trt="8.6")
     assert report.checks[0]["kind"] == "ort" and report.checks[0]["passed"] is True
     verdict = report.checks[-1]
@@ -251,7 +251,7 @@ def test_remaining_finding_names_the_flag_that_fixes_it():
 @pytest.mark.parametrize("name", ["example_encoder_block", "check_trilu_default_upper", "nms_gather_head",
                                   "int64_custom_op_boundary", "dyn_kv_cache"])
 def test_ok_agrees_with_check_on_the_output(name):
-    from graphfix.diagnose import check_model
+    from graphfix.diagnosis import check_model
     fixed, report = graphfix.fix(build(name), trt="8.6")
     ort_ok = all(c.get("passed") or c.get("skipped") for c in report.checks if c["kind"] == "ort")
     assert report.ok == (ort_ok and check_model(fixed, trt="8.6").clean), report.summary()

@@ -7,9 +7,9 @@ import os
 import onnx
 import pytest
 
-from graphfix.diagnose import RULES
+from graphfix.diagnosis import PREDICATES as RULES
 from graphfix.profiles import SEVERITIES, Profile, all_profiles, load_profile, resolve_value
-from graphfix.registry import PIPELINE_ORDER
+from graphfix.remedies import rule_passes_for_finding
 from graphfix.target import TrtVersion
 
 PROFILE_DIR = os.path.dirname(__import__("graphfix.profiles", fromlist=["x"]).__file__)
@@ -87,7 +87,10 @@ def test_8_6_facts_from_the_importer():
     # from the rig (2026-11-21, H200): NMS built and ran on 8.6.0; the 'Invalid Context' error is a
     # warning now (was an error), and several classes come out in another order
     nms = {r["check"]: r for r in p.op("NonMaxSuppression")["rules"]}
-    assert nms["always"]["severity"] == "warning" and nms["always"]["fix"] == "plugins"
+    assert nms["always"]["severity"] == "warning"
+    # which pass fixes it is the plugin rule's declaration (graphfix.remedies), not profile data
+    assert rule_passes_for_finding("NonMaxSuppression", "always", p.version) == ["plugins"]
+    assert rule_passes_for_finding("NonMaxSuppression", "dim_equals", p.version) == []
     assert nms["dim_equals"]["severity"] == "wrong-result"
     assert any(r["check"] == "attr_missing" and r["attr"] == "upper" for r in p.op("Trilu")["rules"])
     logsum = [r["check"] for r in p.op("ReduceLogSum")["rules"]]
@@ -112,7 +115,7 @@ def test_every_rule_is_well_formed(version):
         for rule in entry.get("rules", []):
             assert rule["check"] in RULES, (op, rule["check"])
             assert rule["severity"] in SEVERITIES, (op, rule)
-            assert rule["fix"] is None or rule["fix"] in PIPELINE_ORDER, (op, rule["fix"])
+            assert "fix" not in rule, (op, rule)   # remedies live with the passes (graphfix.remedies)
             assert rule["reason"], (op, rule)
             assert rule["source"] in p.citations, (op, rule["source"])
         src = entry.get("source")
@@ -129,7 +132,7 @@ def test_profile_files_cite_what_they_use(name):
     assert data["sources"] and data["citations"]
     for entry in data["ops"].values():
         for rule in entry.get("rules", []):
-            assert set(rule) >= {"check", "severity", "reason", "fix", "source"}
+            assert set(rule) >= {"check", "severity", "reason", "source"} and "fix" not in rule
             for bound in ("since", "below"):
                 if bound in rule:
                     TrtVersion.parse(rule[bound])

@@ -300,7 +300,7 @@ PROFILE_CASES = {
 
 @pytest.mark.parametrize("case", sorted(PROFILE_CASES))
 def test_check_trt_11_predicts_the_measured_verdict(case):
-    from graphfix.diagnose import check_model
+    from graphfix.diagnosis import check_model
     make, builds = PROFILE_CASES[case]
     errors = [f for f in check_model(make(), trt="11").findings if f.severity == "error"]
     assert (not errors) == builds, [f.reason for f in errors]
@@ -332,3 +332,21 @@ def test_target_opset_drops_an_empty_zero_point_for_11_only():
     on_8_6, _ = apply_pass("target-opset", model, trt="8.6")
     (dq,) = [n for n in on_8_6.graph.node if n.name == "dq_w2"]
     assert len(dq.input) == 3 and dq.input[2]
+
+
+# --- mixed precision on a strongly typed TensorRT -------------------------------------------------------------
+
+@pytest.mark.rtx
+@pytest.mark.parametrize("name", ["prec_attention_masks", "prec_layernorm_overflow"])
+def test_mixed_precision_model_builds_strongly_typed(saved, tmp_path, name):
+    """TensorRT-RTX has no FP16 flag: the FP16 tensors of `fix --precision fp16` are what it builds."""
+    import onnx
+    report, out = tmp_path / "r.json", tmp_path / "mixed.onnx"
+    assert main(["fix", saved(name), "-o", str(out), "--trt", "11", "--precision", "fp16", "--check", "rtx",
+                 "--report", str(report), "--quiet"]) == 0
+    doc = json.loads(report.read_text())
+    (precision,) = [p for p in doc["passes"] if p["name"] == "precision"]
+    assert precision["status"] == "applied" and precision["counts"]["nodes_low"] > 0
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in onnx.load(str(out)).graph.initializer)
+    (check,) = [c for c in doc["checks"] if c["kind"] == "rtx"]
+    assert check["parsed"] and check["built"] and check["label"] == LABEL

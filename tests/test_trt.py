@@ -496,7 +496,8 @@ def test_fix_check_trt_adds_the_trt_check(use_worker, trt_here, mlp_path, tmp_pa
 def test_add_trt_check_without_tensorrt_fails_the_report(monkeypatch, mlp_path):
     monkeypatch.setattr(trt_check, "trt_unavailable_reason", lambda: "no GPU")
     report = Report(input={}, target={"version": "8.6", "source": "flag"})
-    assert trt_check.add_trt_check(report, mlp_path, mlp_path, args=object()) is None
+    from graphfix.commandline.trt import add_trt_check
+    assert add_trt_check(report, mlp_path, mlp_path, args=object()) is None
     assert report.checks == [{"kind": "trt", "passed": False, "error": "no GPU",
                               "detail": "TensorRT check could not run: no GPU"}]
     assert not report.ok

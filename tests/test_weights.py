@@ -167,7 +167,7 @@ def test_sizes_are_estimated_without_encoding_and_big_models_are_unchecked_in_or
         assert weights.tensor_bytes(t) == len(t.raw_data)
     assert abs(weights.approx_byte_size(model) - model.ByteSize()) < 64   # only field headers differ
     assert not model_io.over_protobuf_limit(model) and ort_can_load(model)
-    monkeypatch.setattr(model_io, "PROTOBUF_LIMIT", model.ByteSize() // 2)
+    monkeypatch.setattr(weights, "PROTOBUF_LIMIT", model.ByteSize() // 2)
     assert model_io.over_protobuf_limit(model) and not ort_can_load(model)
     result = compare_models(model, model)
     assert result.unchecked and result.error == TOO_BIG

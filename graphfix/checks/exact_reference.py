@@ -74,7 +74,9 @@ class ExactSession:
     def __init__(self, model: onnx.ModelProto):
         from onnx.reference import ReferenceEvaluator
         from .exact_ops import NEW_OPS
+        from ..mapped_data import embedded_model
         from .inputs import graph_inputs
+        model = embedded_model(model)   # the evaluator reads every weight; none may stay a file stub
         self._evaluator = ReferenceEvaluator(model, new_ops=list(NEW_OPS))
         self._inputs = [_Arg(v) for v in graph_inputs(model)]
         self._outputs = [_Arg(v) for v in model.graph.output]

@@ -150,6 +150,9 @@ def _held(t: TensorProto, count: int) -> Tuple[Optional[int], int]:
     """(how much data the tensor holds, units per value) or (None, 1) where it cannot be judged."""
     if t.data_type == TensorProto.STRING:
         return len(t.string_data), 1
+    from ..mapped_data import is_mapped, nbytes
+    if is_mapped(t):      # left in the input's file: its length there
+        return nbytes(t), _itemsize(t.data_type)
     if t.HasField("raw_data"):
         if t.data_type in _PACKED_4BIT:    # two values per byte: compare in values
             return (None, 1) if len(t.raw_data) == (count + 1) // 2 else (len(t.raw_data) * 2, 1)

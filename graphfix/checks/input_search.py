@@ -88,13 +88,15 @@ def _raise(minima: Dict[str, int], symbol, need: int) -> None:
 def symbol_minima(model: onnx.ModelProto) -> Dict[str, int]:
     """Smallest size per dim symbol that the pooling windows, convolution kernels and reflect/edge
     pads reading that dim allow (where shape inference carries the symbol to the node)."""
+    from ..weights import weightless_model   # windows and pads are small: big weights need no bytes here
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        inferred = onnx.shape_inference.infer_shapes(weightless_model(model), strict_mode=False)
     except Exception:
-        inferred = model
+        inferred = weightless_model(model)
     g = inferred.graph
     dims: Dict[str, list] = {}
-    for v in list(g.input) + list(g.value_info):
+    declared = {v.name for v in model.graph.input}   # not the weights weightless_model made inputs
+    for v in [v for v in g.input if v.name in declared] + list(g.value_info):
         if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
             dims[v.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                             for d in v.type.tensor_type.shape.dim]

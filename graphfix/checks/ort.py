@@ -90,7 +90,7 @@ def run_ort(model: onnx.ModelProto, feeds: Dict[str, np.ndarray]) -> Dict[str, n
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(model, opts)
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(names, feeds)))
 
@@ -135,8 +135,7 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
         return Comparator.run([runner(reference, "reference"), runner(candidate, "candidate")],
                               data_loader=feeds)
 
-    from ..model_io import over_protobuf_limit
-    if over_protobuf_limit(reference) or over_protobuf_limit(candidate):   # before any copy
+    if too_big_for_ort(reference) or too_big_for_ort(candidate):   # before any copy
         return EquivalenceResult(False, error=TOO_BIG, unchecked=True)
     reference, candidate = runnable_copy(reference), with_reference_float_io(reference, runnable_copy(candidate))
     note = None
@@ -241,7 +240,8 @@ def accuracy_stats(results, tolerances: Dict[str, Tuple[float, float]]) -> Dict[
 
 REFERENCE_NOT_RUNNABLE = "unchecked: the installed ONNX Runtime cannot run the model before the rewrite: "
 TOO_BIG = ("unchecked: the model is over protobuf's 2 GiB limit, and graphfix hands ONNX Runtime "
-           "serialized models")
+           "serialized models (only a model given by its path, with its weights in external data, "
+           "keeps them in their files for ONNX Runtime to read)")
 NON_TENSOR_IO = "unchecked: graph inputs/outputs that are not tensors (optional, sequence) cannot be compared: "
 
 
@@ -305,7 +305,43 @@ def _session(model: onnx.ModelProto):
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort_session(model, opts)
+
+
+def ort_session(model: onnx.ModelProto, opts):
+    """A CPU InferenceSession of `model` with the SessionOptions `opts`. Weights that stayed in the
+    input's files (graphfix/mapped_data.py) are not copied: ONNX Runtime reads them from the
+    validated files, mapped read-only, and does not pre-pack them (a packed copy of every MatMul
+    weight). Over 2 GiB of weights works so too: only the graph is serialized."""
+    import onnxruntime as ort
+    from ..mapped_data import embedded_model, ort_view
+    view = ort_view(model) if ort_reads_folder() else None
+    if view is None:   # (an older ONNX Runtime would look for the files in the current directory)
+        return ort.InferenceSession(embedded_model(model).SerializeToString(), opts,
+                                    providers=["CPUExecutionProvider"])
+    proto, folder = view
+    opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+    opts.add_session_config_entry("session.disable_prepacking", "1")
+    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def ort_reads_folder() -> bool:
+    """Whether ONNX Runtime resolves external data of a model given as bytes in the folder named by
+    session.model_external_initializers_file_folder_path (1.21 and newer, onnxruntime PR 23557)."""
+    import onnxruntime as ort
+    try:
+        return tuple(int(p) for p in ort.__version__.split(".")[:2]) >= (1, 21)
+    except ValueError:
+        return True
+
+
+def too_big_for_ort(model: onnx.ModelProto) -> bool:
+    """Whether what graphfix serializes for ONNX Runtime (all but the weights left in the input's
+    files) is over protobuf's limit; estimated without encoding the weights."""
+    from .. import weights
+    from ..mapped_data import mapped_bytes
+    return weights.approx_byte_size(model) - (mapped_bytes(model) if ort_reads_folder() else 0) \
+        > weights.PROTOBUF_LIMIT
 
 
 def _one_line(exc: BaseException) -> str:
@@ -315,8 +351,7 @@ def _one_line(exc: BaseException) -> str:
 
 def load_error(model: onnx.ModelProto) -> Optional[str]:
     """Why ONNX Runtime refuses the model (plugin ops make it refuse), or None when it loads it."""
-    from ..model_io import over_protobuf_limit
-    if over_protobuf_limit(model):   # serializing would fail only after encoding 2 GiB
+    if too_big_for_ort(model):   # serializing would fail only after encoding 2 GiB
         return TOO_BIG
     try:
         _session(model)

@@ -16,12 +16,10 @@ import tempfile
 import time
 from typing import Any, Dict, Optional, Sequence
 
-from ..errors import UsageError
 from ..model_io import load_model
-from .trt import TrtCheckResult, _fold_events, options_from_args
+from .trt import TrtCheckResult, fold_events
 from .trt_backends import get_backend
 from .trt_child import run_worker
-from .trt_env import backend_unavailable_reason
 from .trt_profile import derive_profile
 
 
@@ -49,46 +47,9 @@ def build_only(model_path: str, *, backend: str = "rtx", shapes=None, min_shapes
         "engine_path": os.path.abspath(engine_path) if engine_path else None, "feeds": []}
     with tempfile.TemporaryDirectory(prefix="graphfix-rtx-") as workdir:
         child = run_worker(request, workdir, timeout=timeout, progress=progress, label=spec.name)
-        _fold_events(result, child, model)
+        fold_events(result, child, model)
     result.passed = bool(result.parsed and result.built and not result.crashed and not result.timed_out)
     if not result.passed:
         result.log_tail = child.log_tail
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _build_options(args) -> Dict[str, Any]:
-    """options_from_args without the precision flags, which strongly typed networks do not have."""
-    if getattr(args, "fp16", False) or getattr(args, "tf32", False):
-        raise UsageError("--fp16/--tf32: TensorRT-RTX builds strongly typed networks, whose precision is the "
-                         "ONNX's types (rewrite the model's types instead)")
-    options = options_from_args(args)
-    for key in ("fp16", "tf32", "inputs"):   # input values shape the ONNX Runtime side, absent here
-        options.pop(key, None)
-    return options
-
-
-def add_rtx_check(report, fixed: str, args) -> Optional[TrtCheckResult]:
-    """`graphfix fix --check rtx`: append {"kind": "rtx", "passed": ...} to report.checks."""
-    options = _build_options(args)
-    reason = backend_unavailable_reason("rtx")
-    if reason is not None:
-        report.checks.append({"kind": "rtx", "passed": False, "error": reason,
-                              "detail": f"TensorRT-RTX check could not run: {reason}"})
-        return None
-    result = build_only(fixed, **options)
-    report.checks.append({"kind": "rtx", **result.to_json()})
-    return result
-
-
-def validate_rtx(args) -> int:
-    """`graphfix validate --backend rtx [ORIGINAL] MODEL`: 0 parsed and built, 1 not, 2 bad input."""
-    import json
-    options = _build_options(args)
-    reason = backend_unavailable_reason("rtx")
-    if reason is not None:
-        raise UsageError(f"TensorRT-RTX is not available here: {reason}")
-    model = args.fixed or args.original
-    result = build_only(model, **options)
-    print(json.dumps(result.to_json(), indent=2) if getattr(args, "json", False) else result.summary())
-    return 0 if result.passed else 1

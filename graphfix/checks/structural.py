@@ -8,7 +8,7 @@ import onnx
 from ..errors import InputError
 
 
-def _subgraph_outer_refs(node: onnx.NodeProto) -> Set[str]:
+def subgraph_outer_refs(node: onnx.NodeProto) -> Set[str]:
     """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing scope."""
     refs: Set[str] = set()
     for attr in node.attribute:
@@ -19,7 +19,7 @@ def _subgraph_outer_refs(node: onnx.NodeProto) -> Set[str]:
                 local.update(n.output)
             for n in g.node:
                 refs.update(x for x in n.input if x and x not in local)
-                refs.update(r for r in _subgraph_outer_refs(n) if r not in local)
+                refs.update(r for r in subgraph_outer_refs(n) if r not in local)
     return refs
 
 
@@ -48,7 +48,7 @@ def validate_input(model: onnx.ModelProto, source: str) -> None:
                                              f"'{node.name or node.op_type}')")
                 producer[out] = idx
     for node in graph.node:
-        for name in list(node.input) + sorted(_subgraph_outer_refs(node)):
+        for name in list(node.input) + sorted(subgraph_outer_refs(node)):
             if name and name not in available and name not in producer:
                 raise InputError(source, f"node '{node.name or node.op_type}' reads '{name}', "
                                          "which no node, initializer or graph input provides")
@@ -64,7 +64,7 @@ def find_cycle(model: onnx.ModelProto) -> List[str]:
     """Node names on one cycle of the data-flow graph, or [] when it is acyclic."""
     nodes = list(model.graph.node)
     producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
-    deps = [sorted({producer[x] for x in list(n.input) + sorted(_subgraph_outer_refs(n)) if x in producer})
+    deps = [sorted({producer[x] for x in list(n.input) + sorted(subgraph_outer_refs(n)) if x in producer})
             for n in nodes]
     state = [0] * len(nodes)  # 0 new, 1 on stack, 2 done
     for start in range(len(nodes)):

@@ -21,7 +21,6 @@ Defaults, all documented in the README:
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -29,17 +28,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import UsageError
 from ..model_io import load_model
 # imported here, not in the functions: rig scripts call build_and_compare from several threads, and a
 # first import racing in two threads fails with "partially initialized module" (seen on the rig)
 from .inputs import graph_inputs, make_feeds
 from .ort import EXACT as EXACT_TOLERANCE, OutputStats, _quiet_polygraphy, accuracy_stats, run_ort, runnable_copy
-from .trt_child import STAGE_WORDS, ChildRun, _size, run_worker
-from .trt_env import trt_unavailable_reason
+from .trt_child import STAGE_WORDS, ChildRun, byte_size_text, run_worker
+from .trt_env import trt_unavailable_reason  # noqa: F401  (looked up here by graphfix.commandline.trt)
 from .trt_errors import attribute_message, map_parser_errors
 from .trt_profile import derive_profile, dims_text as _x, output_tolerances, precision_name
-from .trt_args import add_trt_arguments  # noqa: F401  (kept here for callers of the old place)
 
 
 
@@ -130,7 +127,7 @@ class TrtCheckResult:
             lines.append(f"  profile {name}: min {_x(dims['min'])}, opt {_x(dims['opt'])}, max {_x(dims['max'])}")
         lines.append(f"  parse   {'ok' if self.parsed else 'FAILED'}")
         if self.parsed:
-            size = f", engine {_size(self.engine_bytes)}" if self.engine_bytes else ""
+            size = f", engine {byte_size_text(self.engine_bytes)}" if self.engine_bytes else ""
             took = f" in {self.build_seconds:.1f}s" if self.build_seconds is not None else ""
             lines.append(f"  build   {'ok' if self.built else 'FAILED'}{took}{size}")
         if self.built:
@@ -269,7 +266,7 @@ def build_and_compare(original_model_path: str, fixed_model_path: str, *, fp16: 
             child = run_worker(request, workdir, timeout=timeout, progress=progress, label=precision)
         result.clocks = watch.summary()
         result.warnings.extend(watch.warnings())
-        candidate = _fold_events(result, child, fixed)
+        candidate = fold_events(result, child, fixed)
         if candidate is not None and reference is not None:
             result.outputs, problems = compare_outputs(reference, candidate, output_tolerances(original, precision))
             result.errors.extend({"node": None, "op": None, "message": p} for p in problems)
@@ -303,7 +300,7 @@ def reference_outputs(original, feeds) -> Tuple[Optional[List[Dict[str, Any]]], 
     return None, f"ONNX Runtime could not run the original model: {first}", None
 
 
-def _fold_events(result: TrtCheckResult, child: ChildRun, fixed) -> Optional[List[Dict[str, Any]]]:
+def fold_events(result: TrtCheckResult, child: ChildRun, fixed) -> Optional[List[Dict[str, Any]]]:
     """Copy what the child reported into `result`; return the engine's outputs when it ran."""
     import numpy as np
     start = child.last("start") or {}
@@ -389,60 +386,3 @@ def compare_outputs(reference: List[Dict[str, Any]], candidate: List[Dict[str, A
             if name in comparable:
                 problems.append(f"output '{name}': not compared")
     return outs, problems
-
-
-# ---------------------------------------------------------------------------------------- CLI
-
-def options_from_args(args) -> Dict[str, Any]:
-    from ..cli import parse_shapes
-    from ..console import progress_enabled
-    for lib in getattr(args, "plugins", None) or []:
-        if not os.path.isfile(lib):
-            raise UsageError(f"--plugins: {lib}: no such file")
-    return {"fp16": bool(getattr(args, "fp16", False)), "tf32": bool(getattr(args, "tf32", False)),
-            "shapes": parse_shapes(getattr(args, "shapes", None)),
-            "min_shapes": parse_shapes(getattr(args, "min_shapes", None)),
-            "opt_shapes": parse_shapes(getattr(args, "opt_shapes", None)),
-            "max_shapes": parse_shapes(getattr(args, "max_shapes", None)),
-            "timing_cache": getattr(args, "timing_cache", None),
-            "plugins": list(getattr(args, "plugins", None) or []),
-            "timeout": getattr(args, "trt_timeout", None), "progress": progress_enabled(),
-            "inputs": getattr(args, "inputs", None)}
-
-
-def add_trt_check(report, original: str, fixed: str, args) -> Optional[TrtCheckResult]:
-    """`graphfix fix --check trt`: append {"kind": "trt", "passed": ...} to report.checks."""
-    reason = trt_unavailable_reason()
-    if reason is not None:
-        report.checks.append({"kind": "trt", "passed": False, "error": reason,
-                              "detail": f"TensorRT check could not run: {reason}"})
-        return None
-    options = options_from_args(args)
-    chosen = (getattr(report, "inputs", None) or {}).get("shapes")
-    if chosen and not (options["shapes"] or options["opt_shapes"]):
-        options["opt_shapes"] = chosen    # the sizes on which ONNX Runtime ran the original
-    result = build_and_compare(original, fixed, **options)
-    report.checks.append({"kind": "trt", **result.to_json()})
-    return result
-
-
-def validate_command(args) -> int:
-    """`graphfix validate ORIGINAL FIXED`: 0 passed, 1 failed, 2 bad input or no TensorRT here."""
-    if getattr(args, "backend", "trt") == "rtx":
-        from .rtx import validate_rtx
-        return validate_rtx(args)
-    if not getattr(args, "fixed", None):
-        raise UsageError("validate needs ORIGINAL and FIXED (only --backend rtx builds a single model)")
-    from ..console import QUIET, out, verbosity
-    from .trt_env import require_tensorrt
-    options = options_from_args(args)
-    require_tensorrt("validate", trt_unavailable_reason)
-    result = build_and_compare(args.original, args.fixed, **options)
-    if getattr(args, "json", False):
-        out(json.dumps(result.to_json(), indent=2))
-    elif verbosity() > QUIET:
-        out(result.summary())
-    elif not result.passed:
-        from ..console import LOG
-        LOG.error("validate: %s", result.detail)
-    return 0 if result.passed else 1

@@ -23,7 +23,7 @@ STAGE_WORDS = {"import": "loading TensorRT", "plugins": "loading plugins", "pars
                "build": "building engine", "run": "running engine"}
 
 
-def _size(n: int) -> str:
+def byte_size_text(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
@@ -114,7 +114,7 @@ class _Progress:
                 extra = f" ({self.label})" if self.stage == "build" and self.label else ""
                 self._say(f"TensorRT {STAGE_WORDS[self.stage]}{extra}...")
         elif kind == "built" and ev.get("ok"):
-            self._say(f"engine built in {ev.get('seconds', 0):.1f}s ({_size(ev.get('engine_bytes', 0))})")
+            self._say(f"engine built in {ev.get('seconds', 0):.1f}s ({byte_size_text(ev.get('engine_bytes', 0))})")
 
     def tick(self) -> None:
         now = time.monotonic()

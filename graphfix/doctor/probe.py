@@ -36,6 +36,20 @@ def mapped_libraries() -> List[str]:
     return sorted(p for p in paths if p.startswith("/") and any(k in p.rsplit("/", 1)[-1] for k in keep))
 
 
+
+def message_logger(trt, messages: List[str]):
+    """A TensorRT logger that keeps warnings and errors in `messages` (8.6 logs "CUDA initialization
+    failure with error: 35" as a warning, then returns no builder)."""
+    class Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+
+        def log(self, severity, msg):
+            if severity in (trt.Logger.INTERNAL_ERROR, trt.Logger.ERROR, trt.Logger.WARNING):
+                messages.append(str(msg))
+    return Logger()
+
+
 def probe(module: str, libraries: List[str]) -> Dict[str, Any]:
     out: Dict[str, Any] = {"module": module, "imported": False, "libraries": {}}
     if module == "-":       # no Python bindings (a C++ install): only try to load the libraries
@@ -49,17 +63,7 @@ def probe(module: str, libraries: List[str]) -> Dict[str, Any]:
     out.update(imported=True, version=getattr(trt, "__version__", None), file=getattr(trt, "__file__", None))
     out["libraries"] = _load(libraries)
     messages: List[str] = []
-
-    class Logger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-
-        def log(self, severity, msg):
-            # 8.6 logs "CUDA initialization failure with error: 35" as a warning, then returns no builder
-            if severity in (trt.Logger.INTERNAL_ERROR, trt.Logger.ERROR, trt.Logger.WARNING):
-                messages.append(str(msg))
-
-    logger = Logger()
+    logger = message_logger(trt, messages)
     try:
         builder = trt.Builder(logger)
     except BaseException as exc:

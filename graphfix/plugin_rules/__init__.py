@@ -6,9 +6,10 @@ Public API (see docs/plugins.md):
     register_rule(rule)                 add a rule (class or instance; also a class decorator)
     load_rule_file(path)                import a user's rule module (``graphfix fix --plugin-rules``)
     registered_rules(kind, family)      the rules, sorted by name
-    passes_for_op(op, domain, target)   the passes whose rules rewrite an op
-    passes_for_finding(op, check, target)  the passes whose rules remove a `graphfix check` finding
     Builder                             what a rule's rewrite() builds with (build.py)
+
+Which pass fixes what (the ops a rule rewrites away, the `check` findings it removes, its flag) is
+read from the rules by graphfix.remedies, the table of remedies.
 
 Built-in families: nms (EfficientNMS_TRT), roi_align (ROIAlign_TRT), group_norm
 (GroupNormalizationPlugin), contrib (ONNX Runtime com.microsoft ops: plugins and decompositions),
@@ -19,11 +20,11 @@ from __future__ import annotations
 
 import importlib
 
-# Loaded on first use (PEP 562): `graphfix -h` imports cli_args from this package and must not pay
+# Loaded on first use (PEP 562): importing this package must not pay
 # for onnx and numpy, which build.py needs.
 _LAZY = {"PLUGIN_DOMAIN": "build", "Builder": "build", "FieldError": "build", "FunctionBody": "build",
          "default_function_body": "build", "plugin_attr": "build", "get_rule": "registry",
-         "load_rule_file": "registry", "passes_for_finding": "registry", "passes_for_op": "registry", "register_rule": "registry",
+         "load_rule_file": "registry", "register_rule": "registry",
          "registered_rules": "registry", "unregister_rule": "registry", "DECOMPOSE": "rule", "PLUGIN": "rule",
          "Match": "rule", "NearMiss": "rule", "PluginSpec": "rule", "Rule": "rule"}
 
@@ -38,6 +39,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["Rule", "PluginSpec", "Match", "NearMiss", "Builder", "FunctionBody", "FieldError",
-           "register_rule", "unregister_rule", "registered_rules", "get_rule", "load_rule_file", "passes_for_op",
-           "passes_for_finding",
+           "register_rule", "unregister_rule", "registered_rules", "get_rule", "load_rule_file",
            "default_function_body", "plugin_attr", "PLUGIN", "DECOMPOSE", "PLUGIN_DOMAIN"]

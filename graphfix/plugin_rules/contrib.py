@@ -271,6 +271,7 @@ class SkipLayerNormToPlugin(Rule):
     plugin = SKIP_LN_PLUGIN
     default = False
     option = CONTRIB_PLUGINS
+    flag = "--contrib-plugins"
     max_epsilon = 1e-5
 
     def match(self, graph, node, ctx):
@@ -332,6 +333,7 @@ class FastGeluToPlugin(Rule):
     plugin = GELU_PLUGIN
     default = False
     option = CONTRIB_PLUGINS
+    flag = "--contrib-plugins"
     function_ok = True
 
     def match(self, graph, node, ctx):

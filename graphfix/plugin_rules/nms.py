@@ -54,7 +54,9 @@ class NmsToEfficientNms(Rule):
     anchor_ops = ("NonMaxSuppression",)
     plugin = EFFICIENT_NMS
     needed = TrtRange(below="9.0")     # reported: 8.6 builds, then "Invalid Context" at run time
+    fixes_checks = ("always",)         # 8.6 profile: the 'Invalid Context' warning on every NMS
     option = "nms"
+    flag = "--nms-plugin"
     # Opt-in (--nms-plugin): on the rig (TensorRT 8.6.0, H200) ONNX NonMaxSuppression built, ran
     # and matched in 8 of 9 node tests and in all three NMS-head fixtures, and the rewrite changes
     # the graph's outputs, so it is not applied unasked; `graphfix check` still points to it.

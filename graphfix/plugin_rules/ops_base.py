@@ -39,12 +39,12 @@ def node_display(graph: gs.Graph, node: gs.Node) -> str:
 @contextlib.contextmanager
 def profile_findings(graph: gs.Graph, target):
     """Within the block, rules know which nodes the target's profile flags (and with which check)."""
-    from ..diagnose import _Checker
+    from ..diagnosis import static_findings
     from ..profiles import load_profile
     _FLAGGED.clear()
     try:
         model = gs.export_onnx(graph, do_type_check=False)
-        for f in _Checker(model, load_profile(target)).run():
+        for f in static_findings(model, load_profile(target)):
             if f.node is not None and f.severity in ("error", "wrong-result"):
                 _FLAGGED.setdefault(f.node, set()).add(f.rule)
         yield
@@ -70,12 +70,23 @@ class OpsDecompose(Rule):
                 return True
         return False
 
-    def fixes(self, op: str, check: str) -> bool:
-        return op in self.anchor_ops and (check in self.fixes_checks or check == "unsupported-op")
+    def refuses(self, site) -> bool:
+        """The pass rewrites main-graph nodes only, and leaves those its rules' match refuses."""
+        ref = site.ref
+        if ref is None:
+            return False
+        if ref.graph_path:
+            return True
+        memo = site.facts.memo
+        key = ("ops-refusals", str(site.profile.version))
+        if key not in memo:
+            memo[key] = refusals(site.facts.model, site.profile.version)
+        return ref.display in memo[key]
 
     def match(self, graph, node, ctx):
         checks = _FLAGGED.get(node_display(graph, node), set())
-        if not any(self.fixes(node.op, c) for c in checks):
+        if not any(self.fixes(node.op, c) or (c == "unsupported-op" and node.op in self.anchor_ops)
+                   for c in checks):
             return None
         return self.match_node(graph, node, ctx)
 

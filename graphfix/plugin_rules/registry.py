@@ -72,30 +72,6 @@ def _load_builtins() -> None:
         importlib.import_module(f"{__package__}.{module}")
 
 
-def passes_for_op(op: str, domain: Optional[str] = None, target=None) -> List[str]:
-    """The passes (pipeline order) whose rules rewrite `op` (of `domain`; any when None) where
-    `target` (a TrtVersion; any when None) needs it. Rules applied by default win over opt-in ones
-    (FastGelu: the decomposition, not the plugin). Used by `graphfix check` and the fix loop."""
-    from ..registry import PIPELINE_ORDER
-    _load_builtins()
-
-    def same_domain(rule: Rule) -> bool:
-        return domain is None or (rule.anchor_domain or "") == ("" if domain == "ai.onnx" else domain)
-    rules = [r for r in _RULES.values() if op in r.anchor_ops and same_domain(r)
-             and (target is None or r.needs(target))]
-    names = {r.pass_name for r in ([r for r in rules if r.default] or rules)}
-    return [p for p in PIPELINE_ORDER if p in names]
-
-
-def passes_for_finding(op: str, check: str, target=None) -> List[str]:
-    """The passes (pipeline order) whose rules remove a `graphfix check` finding of rule `check`
-    on a default-domain `op` where `target` needs them (Rule.fixes; e.g. ScatterElements' reduction)."""
-    from ..registry import PIPELINE_ORDER
-    _load_builtins()
-    names = {r.pass_name for r in _RULES.values() if r.fixes(op, check) and (target is None or r.needs(target))}
-    return [p for p in PIPELINE_ORDER if p in names]
-
-
 def registered_rules(kind: Optional[str] = None, family: Optional[str] = None) -> List[Rule]:
     """Rules sorted by name (deterministic application order), filtered by kind/family."""
     _load_builtins()

@@ -76,8 +76,12 @@ class Rule:
     needed: ClassVar[TrtRange] = TrtRange()  # TensorRT versions that need the rewrite
     default: ClassVar[bool] = True           # applied where needed without being asked
     option: ClassVar[Optional[str]] = None   # PassContext.options key that asks for it on any target
+    flag: ClassVar[Optional[str]] = None     # the `graphfix fix` flag that sets ``option`` (default: --rules NAME)
     changes_outputs: ClassVar[bool] = False  # the replacement produces different graph outputs (NMS)
     function_ok: ClassVar[bool] = False      # may be emitted as an ONNX local function (TensorRT >= 10.7)
+    # `graphfix check` findings (profile check names, e.g. "attr_in") on the anchor ops that this
+    # rule's rewrite removes where the target needs it: rows of the table of remedies (graphfix.remedies)
+    fixes_checks: ClassVar[Tuple[str, ...]] = ()
 
     def match(self, graph: "gs.Graph", node: "gs.Node", ctx: "PassContext") -> Union[Match, NearMiss, None]:
         raise NotImplementedError
@@ -106,8 +110,17 @@ class Rule:
 
     def fixes(self, op: str, check: str) -> bool:
         """Whether this rule's rewrite removes a `graphfix check` finding (`check`: the finding's
-        rule, e.g. a profile check name) on `op`. Plugin and contrib rules declare none."""
+        kind, e.g. a profile check name) on `op` (default: ``fixes_checks`` on ``anchor_ops``)."""
+        return op in self.anchor_ops and check in self.fixes_checks
+
+    def refuses(self, site) -> bool:
+        """Whether the rule's own match refuses the node at `site` (a graphfix.remedies.Site), so that
+        `check` names no fix for it there. Default: never."""
         return False
+
+    def ask_flag(self) -> str:
+        """The `graphfix fix` flag that asks for this rule."""
+        return self.flag or f"--rules {self.name}"
 
     def asked(self, ctx: "PassContext") -> bool:
         return bool(self.option) and bool(ctx.options.get(self.option))

@@ -20,9 +20,10 @@ JSON schema of a file (all keys but ``ops`` and ``citations`` are also Profile f
     sources: [text], citations: {key: text}, notes,
     ops: {OpType: {supported (default true), available_since, types: [ONNX dtype names],
                    typed_inputs: [indices] | "all" | "outputs", doc, source,
-                   rules: [{check, ...params, severity, reason, fix, source, since, below, when}]}}
+                   rules: [{check, ...params, severity, reason, source, since, below, when}]}}
 
-The rule vocabulary (``check``) is implemented by graphfix.diagnose.
+The check vocabulary (``check``) is implemented by graphfix.diagnosis.predicates; which pass fixes
+a finding is not profile data: the passes declare it (graphfix.remedies).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from ..target import TrtVersion
 _HERE = os.path.dirname(__file__)
 
 SEVERITIES = ("error", "wrong-result", "warning")
+SEVERITY_ORDER = {s: i for i, s in enumerate(SEVERITIES)}   # the order `check` lists findings in
 
 
 @dataclass(frozen=True)

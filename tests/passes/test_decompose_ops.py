@@ -6,7 +6,7 @@ import pytest
 
 import graphfix
 
-from graphfix.diagnose import check_model
+from graphfix.diagnosis import check_model
 from graphfix.fixtures import build
 from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops
 

@@ -9,14 +9,14 @@ from gf_testing import apply_pass, assert_idempotent, elem_types
 from graphfix.checks.ort import compare_models
 from graphfix.checks.structural import io_signature, validity_problems
 from graphfix.cli import main
-from graphfix.diagnose import check_model
+from graphfix.diagnosis import check_model
 from graphfix.fixtures import build
 from graphfix.pass_api import PassContext
 from graphfix.passes.precision import builder_fp16_flag
 
 FP16 = {"precision": "fp16"}
 FIXTURES = ["prec_layernorm_overflow", "prec_attention_masks", "prec_exp_large", "prec_small_cnn",
-            "prec_int_cast_shared", "prec_resize_scales"]
+            "prec_int_cast_shared", "prec_resize_scales", "prec_noop_cast"]
 
 
 def _convert(name, trt="10.0", **options):
@@ -119,6 +119,18 @@ def test_cast_chain_is_folded():
     assert [c.details["folded"] for c in result.changes if c.action == "insert-cast" and c.details["tensor"] == "ids"] \
         == [True]
     assert "Exp" in _kept(result)["exp"]
+    assert compare_models(model, out, tolerance=result.tolerance).passed
+
+
+def test_noop_cast_is_bypassed():
+    """Llama's `.to(float32)` on an FP32 tensor: in the FP16 model no Cast reads a tensor of its own type."""
+    model, out, result = _convert("prec_noop_cast")
+    types = elem_types(out)
+    types.update({i.name: i.data_type for i in out.graph.initializer})
+    assert [n.name for n in out.graph.node if n.op_type == "Cast" and types.get(n.input[0]) == n.attribute[0].i] == []
+    assert "to_float" not in {n.name for n in out.graph.node}
+    assert [c.target for c in result.changes if c.action == "drop-cast"] == ["to_float"]
+    assert _node_types(out)["gain"] == T.FLOAT16
     assert compare_models(model, out, tolerance=result.tolerance).passed
 
 
@@ -229,7 +241,7 @@ def test_fixed_float_input_stays_float():
 
 def test_check_trt_gets_the_fp16_flag_where_the_target_needs_it():
     from argparse import Namespace
-    from graphfix.precision_args import precision_options
+    from graphfix.commandline.precision import precision_options
     for trt, flag in (("8.6", True), ("10.3", True), ("11.0", False)):
         args = Namespace(precision="fp16", keep_io_types=True, calibration_data=None, check="trt", trt=trt,
                          fp16=False, until_parses=False)
@@ -240,5 +252,5 @@ def test_check_trt_gets_the_fp16_flag_where_the_target_needs_it():
 def test_cli_precision_choices_are_the_pass_types():
     """The CLI's choices (kept light for `graphfix -h`) name exactly the pass's low types."""
     from graphfix.passes._precision_rules import LOW_TYPES
-    from graphfix.precision_args import PRECISIONS
+    from graphfix.commandline.precision import PRECISIONS
     assert sorted(LOW_TYPES) == list(PRECISIONS)

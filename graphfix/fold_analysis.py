@@ -1,4 +1,5 @@
 """Which nodes fold-constants can compute before run time, and how (numpy now, or ONNX Runtime).
+`graphfix check` asks the same question (graphfix.diagnosis.facts), so both share this module.
 
 Works on tensor names (taken from the nodes' own protos where the graph still matches its model,
 which is much faster than walking graphsurgeon objects on 100k-node graphs) and resolves a name to
@@ -15,14 +16,13 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
 
-NONDETERMINISTIC_OPS = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
-                                  "Multinomial", "Bernoulli"})
+from graphfix.onnx_values import CONSTANT_VALUE_ATTRS, DEFAULT_DOMAINS, NONDETERMINISTIC_OPS, constant_attr_value
+
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 NON_TENSOR_OPS = frozenset({"SequenceConstruct", "SequenceEmpty", "SequenceInsert", "SequenceErase",
                             "SplitToSequence", "Optional", "OptionalGetElement"})
 SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
-STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
-SIMPLE_CONSTANT_ATTRS = frozenset({"value", "value_float", "value_floats", "value_int", "value_ints"})
+STANDARD_DOMAINS = frozenset(DEFAULT_DOMAINS)
 SHAPE_STEERING_OPS = frozenset({"Resize", "Upsample"})  # float inputs that decide an output shape
 
 # How a foldable node gets its value.
@@ -31,7 +31,7 @@ NUMPY, ORT = "numpy", "ort"
 Dims = Tuple[Optional[int], ...]
 
 
-class Facts:
+class InferredShapes:
     """What ONNX shape inference found, by tensor name, decoded on demand."""
 
     def __init__(self, value_infos: Optional[Mapping[str, onnx.ValueInfoProto]] = None):
@@ -54,7 +54,7 @@ class Analysis:
     """The foldable nodes of the current graph (positions in topological order) and how to get
     each one's value; the frontier (values a kept node reads); the cones to evaluate and remove."""
 
-    def __init__(self, graph: gs.Graph, facts: Facts, excluded: Set[int] = frozenset(),
+    def __init__(self, graph: gs.Graph, facts: InferredShapes, excluded: Set[int] = frozenset(),
                  protos: Optional[Mapping[int, onnx.NodeProto]] = None):
         self.facts = facts
         self.excluded = excluded
@@ -414,16 +414,9 @@ def _unfoldable_reason(node: gs.Node) -> Optional[str]:
 def _constant_node_value(node: gs.Node) -> Optional[np.ndarray]:
     """A Constant node's value from its attribute; None for kinds numpy does not mirror (strings,
     sparse): those go to ONNX Runtime."""
-    if len(node.attrs) != 1 or len(node.outputs) != 1:
+    if len(node.attrs) != 1 or len(node.outputs) != 1 or next(iter(node.attrs)) not in CONSTANT_VALUE_ATTRS:
         return None
-    (key, value), = node.attrs.items()
-    if key not in SIMPLE_CONSTANT_ATTRS:
-        return None
-    if key == "value":
-        return np.asarray(value.values) if isinstance(value, gs.Constant) else None
-    if key in ("value_float", "value_floats"):
-        return np.asarray(value, dtype=np.float32)
-    return np.asarray(value, dtype=np.int64)
+    return constant_attr_value(node.attrs)
 
 
 def _shape_slice(dims: Sequence[Optional[int]], start, end) -> List[Optional[int]]:

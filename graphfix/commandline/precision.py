@@ -24,10 +24,10 @@ def precision_options(args) -> dict:
     With ``--check trt``, the engine gets the FP16 flag where the target needs it (builder_fp16_flag)."""
     if not getattr(args, "precision", None):
         return {}
-    from .errors import UsageError
-    from .passes._precision_rules import load_calibration
-    from .passes.precision import builder_fp16_flag
-    from .target import resolve_target
+    from ..errors import UsageError
+    from ..passes._precision_rules import load_calibration
+    from ..passes.precision import builder_fp16_flag
+    from ..target import resolve_target
     if getattr(args, "until_parses", False):   # the loop runs the passes parser errors call for, only
         raise UsageError("--precision does not combine with --until-parses: run graphfix fix --precision "
                          "on the loop's output")

@@ -1,8 +1,8 @@
 """Many models at once: `graphfix fix a.onnx b.onnx DIR/ -o OUTDIR/`.
 
-Each model runs the single-model path (cli.cmd_fix) in a worker process, so a model that crashes
-its worker (TensorRT and ONNX Runtime can segfault on bad graphs) or exhausts memory costs only
-that model. Workers are spawned, not forked: the parent may already hold ONNX Runtime threads.
+Each model runs the single-model path (the CLI hands its cmd_fix to run_batch) in a worker process,
+so a model that crashes its worker (TensorRT and ONNX Runtime can segfault on bad graphs) or
+exhausts memory costs only that model. Workers are spawned, not forked: the parent may already hold ONNX Runtime threads.
 Per model: OUTDIR/<name>.onnx and OUTDIR/<name>.report.json; at the end a table and
 OUTDIR/summary.json. The exit code is the worst per-model code.
 """
@@ -17,9 +17,9 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
-from .errors import UsageError
+from ..errors import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, UsageError, printable
 
 SUMMARY_SCHEMA = "graphfix.batch/1"
 ERROR_REPORT_SCHEMA = "graphfix.batch-error/1"
@@ -32,6 +32,7 @@ class Job:
     output: str
     report: str
     args: argparse.Namespace      # the fix options, shared by every model
+    command: Optional[Callable] = None   # the single-model command (cli.cmd_fix; pickled by name)
 
 
 @dataclass
@@ -115,21 +116,20 @@ def _expand(paths: List[str]) -> List[str]:
 
 def fix_one(job: Job) -> Outcome:
     """Worker entry (top level, picklable): the single-model path with this model's paths."""
-    from .cli import EXIT_BAD_INPUT, EXIT_CHECK_FAILED, _printable, cmd_fix
-    from .errors import GraphfixError, InputError, OutputError
+    from ..errors import GraphfixError, InputError, OutputError
     started = time.perf_counter()
     args = argparse.Namespace(**vars(job.args))
     args.input, args.output, args.report, args.quiet = job.input, job.output, job.report, True
     error, verdict = None, None
     try:
-        code = cmd_fix(args)
+        code = job.command(args)
     except (InputError, OutputError, UsageError) as exc:
-        code, verdict, error = EXIT_BAD_INPUT, BAD_INPUT, _printable(exc)
+        code, verdict, error = EXIT_BAD_INPUT, BAD_INPUT, printable(exc)
     except GraphfixError as exc:
-        code, verdict, error = EXIT_CHECK_FAILED, NOT_OK, _printable(exc)
+        code, verdict, error = EXIT_CHECK_FAILED, NOT_OK, printable(exc)
     except Exception as exc:   # a bug or MemoryError: this model failed, the batch goes on
         code, verdict = EXIT_CHECK_FAILED, CRASHED
-        error = f"{type(exc).__name__}: {_printable(exc)[:500]}"
+        error = f"{type(exc).__name__}: {printable(exc)[:500]}"
     seconds = round(time.perf_counter() - started, 3)
     if error is None:
         with open(job.report) as f:
@@ -142,15 +142,18 @@ def fix_one(job: Job) -> Outcome:
 
 
 def _write_error_report(outcome: Outcome) -> None:
-    from .model_io import write_atomic
+    from ..model_io import write_atomic
     doc = {"schema": ERROR_REPORT_SCHEMA, "ok": False, **asdict(outcome)}
     write_atomic(outcome.report, (json.dumps(doc, indent=2) + "\n").encode(), what="report")
 
 
 # --- the parent -------------------------------------------------------------------------------------
 
-def run_batch(args) -> int:
+def run_batch(args, command: Callable) -> int:
+    """Fix every model of the request with `command` (the single-model path, cli.cmd_fix)."""
     jobs = plan(args)
+    for job in jobs:
+        job.command = command
     workers = min(args.jobs or default_jobs(), len(jobs))
     progress = _Progress(len(jobs), enabled=sys.stderr.isatty() and not args.quiet)
     started = time.perf_counter()
@@ -163,7 +166,7 @@ def run_batch(args) -> int:
                "seconds": round(time.perf_counter() - started, 3),
                "counts": {v: sum(o.verdict == v for o in ordered) for v in (OK, NOT_OK, BAD_INPUT, CRASHED)},
                "models": [dict(asdict(o), seconds=round(o.seconds, 3)) for o in ordered]}
-    from .model_io import write_atomic
+    from ..model_io import write_atomic
     summary_path = os.path.join(out_dir, "summary.json")
     write_atomic(summary_path, (json.dumps(summary, indent=2) + "\n").encode(), what="summary")
     if not args.quiet:

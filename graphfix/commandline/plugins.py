@@ -3,14 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-# PassContext.options key -> the flag that sets it (other opt-in rules: --rules NAME)
-OPTION_FLAGS = {"nms": "--nms-plugin", "contrib_plugins": "--contrib-plugins"}
-
-
-def flag_for_rule(rule) -> str:
-    """The `graphfix fix` flag that asks for an opt-in rule."""
-    return OPTION_FLAGS.get(rule.option or "", f"--rules {rule.name}")
-
 
 def add_plugin_arguments(parser) -> None:
     g = parser.add_argument_group("plugins and decompositions")
@@ -40,7 +32,7 @@ def add_plugin_arguments(parser) -> None:
 def plugin_options(args) -> Dict[str, Any]:
     """Load the user's rule files and return the PassContext.options the flags ask for."""
     from ..errors import UsageError
-    from .registry import get_rule, load_rule_file
+    from ..plugin_rules.registry import get_rule, load_rule_file
     for path in getattr(args, "plugin_rules", None) or []:
         load_rule_file(path)
     options: Dict[str, Any] = {}

@@ -37,9 +37,14 @@ MANUAL_BY_RULE = {
     "cast_to_supported": "cast to FLOAT or FLOAT16 instead (export the model in a type TensorRT has)",
     "local-function": "inline the model-local functions first (onnx.inliner.inline_local_functions, onnx >= 1.15)",
     "dtype": "cast the input to a type the op takes (documented types in the reason), in the exporter",
-    "const_input": "make that input a constant: `graphfix fix --freeze NAME=VALUE` (e.g. axes=[1]) where it "
-                   "is a graph input with one value in deployment, else export with static axes or compute it "
-                   "outside the model",
+    "const_input": "make that input a constant: a graph input whose value is fixed for your use becomes one "
+                   "with `graphfix fix --freeze NAME=VALUE`; a value computed from run-time sizes needs static "
+                   "input shapes at export, or the computation moved outside the model",
+    "topk_k_counted": "if the engine fails with 'Invalid Context', `graphfix fix --nms-plugin` replaces the NMS head "
+                      "with EfficientNMS_TRT (its outputs become num_detections, boxes, scores, classes), or bound "
+                      "K in the exporter (K = Min(count, C) with a constant C, which bound-topk then rewrites)",
+    "if_branch_shapes": "make the sizes the If's condition tests static (export with fixed input shapes), or "
+                        "freeze the configuration input it reads (`graphfix fix --freeze NAME=VALUE`)",
     "int64-out-of-range": "keep the values within INT32, or target TensorRT >= 9 (native INT64)",
     "reduce_axes_ignored": "pass the axes as a constant (initializer) and run graphfix fix, or reduce over all axes "
                            "on purpose",

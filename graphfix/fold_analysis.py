@@ -192,18 +192,39 @@ class Analysis:
             picked = _shape_slice(dims, node.attrs.get("start", 0), node.attrs.get("end"))
             return np.array(picked, np.int64) if None not in picked else None
         if node.op in ("Gather", "Slice") and ins and len(outs) == 1:
-            shape_pos = self.producer.get(ins[0])
-            if shape_pos is None or self.nodes[shape_pos].op != "Shape" or shape_pos in self.foldable:
-                return None
-            shape_node = self.nodes[shape_pos]
-            dims = self.dims(self.input_names[shape_pos][0])
+            dims = self._partial_vector(ins[0])
             if dims is None or not all(self.is_const(name) for name in ins[1:]):
                 return None
-            dims = _shape_slice(dims, shape_node.attrs.get("start", 0), shape_node.attrs.get("end"))
-            picked = _pick_dims(node, dims, [self._known_value(name) for name in ins[1:]])
+            picked = _pick_dims(node, list(dims), [self._known_value(name) for name in ins[1:]])
             if picked is None or None in picked.flat:
                 return None
             return picked.astype(np.int64)
+        return None
+
+    def _partial_vector(self, name: str, depth: int = 0) -> Optional[List[Optional[int]]]:
+        """A 1-D integer vector whose length is known and whose entries may be (None = run-time): a
+        partly static Shape, and Concat/Cast/Identity/Unsqueeze of such vectors and constants (an
+        exporter's Concat(Shape(x), [3]) -> Gather(2)). None when not such a vector."""
+        if depth > 16:
+            return None
+        if self.is_const(name):
+            value = self._known_value(name)
+            if value is None or value.ndim > 1 or not np.issubdtype(value.dtype, np.integer):
+                return None
+            return [int(v) for v in value.reshape(-1)]
+        pos = self.producer.get(name)
+        if pos is None or pos in self.foldable:
+            return None
+        node, ins = self.nodes[pos], self.input_names[pos]
+        if node.op == "Shape" and len(ins) == 1:
+            dims = self.dims(ins[0])
+            return None if dims is None else _shape_slice(dims, node.attrs.get("start", 0), node.attrs.get("end"))
+        if node.op == "Concat" and int(node.attrs.get("axis", 0)) in (0, -1):
+            parts = [self._partial_vector(i, depth + 1) for i in ins]
+            return None if any(p is None for p in parts) else [d for p in parts for d in p]
+        if node.op in ("Identity", "Cast") and ins and (node.op == "Identity" or int(node.attrs.get("to", 0)) in (
+                onnx.TensorProto.INT64, onnx.TensorProto.INT32)):
+            return self._partial_vector(ins[0], depth + 1)
         return None
 
     def _known_value(self, name: str) -> Optional[np.ndarray]:

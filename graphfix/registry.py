@@ -10,6 +10,8 @@ from .pass_api import Pass
 PIPELINE_ORDER: List[str] = [
     "normalize",
     "fold-constants",
+    "unify-if",
+    "bound-topk",
     "decompose-contrib",
     "decompose-quantized",
     "decompose-ops",

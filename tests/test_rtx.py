@@ -37,6 +37,8 @@ _NMS = ("NonMaxSuppression", "has no runners that implement it", "no implementat
 _ROI = ("RoiAlign", "ROIAlign plugin was not found", "does not ship the ROIAlign plugin")
 KNOWN_RTX_FAILURES = {
     "check_nms": _NMS, "nms_gather_head": _NMS, "nms_scores_bcn": _NMS, "nms_topk_head": _NMS,
+    "nms_topk_dynamic_boxes": _NMS, "nms_topk_unbounded": _NMS,
+    "if_rank_depends_on_input": ("If", "Must have inputs with equal ranks", "outputs of different ranks"),
     "check_roialign": _ROI, "roi_align_10": _ROI, "roi_align_16": _ROI,
     "attention_bool_mask_4d": ("Attention", "Key and Value must have the same shape",
                                "Key and Value must have the same shape"),

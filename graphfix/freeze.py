@@ -125,6 +125,7 @@ def freeze_inputs(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> T
     out = onnx.ModelProto()
     out.CopyFrom(fed)
     counter = [0]
+    taken = {n.name for n in out.graph.node if n.name}   # node names stay unique (the checker wants it)
     for _ in range(MAX_ROUNDS):
         decided = _decided_conditions(out)
         if not decided:
@@ -134,7 +135,7 @@ def freeze_inputs(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> T
             if node.op_type == "If" and node.input[0] in decided:
                 branch = "then_branch" if decided[node.input[0]] else "else_branch"
                 body = next(a.g for a in node.attribute if a.name == branch)
-                inlined, inits = _inline(node, body, counter)
+                inlined, inits = _inline(node, body, counter, taken)
                 nodes.extend(inlined)
                 out.graph.initializer.extend(inits)
                 changes.append({"action": "inline-if", "target": node.name or node.output[0],
@@ -205,9 +206,10 @@ def _evaluate(model: onnx.ModelProto, name: str, cone: List[onnx.NodeProto]) -> 
         return None    # ONNX Runtime cannot decide it: the If stays
 
 
-def _inline(node: onnx.NodeProto, body: onnx.GraphProto, counter) -> Tuple[List[onnx.NodeProto], List[onnx.TensorProto]]:
-    """The branch's nodes and initializers in place of the If: names made unique, its outputs
-    written to the If's outputs."""
+def _inline(node: onnx.NodeProto, body: onnx.GraphProto, counter,
+            taken: set) -> Tuple[List[onnx.NodeProto], List[onnx.TensorProto]]:
+    """The branch's nodes and initializers in place of the If: names made unique (node names
+    against `taken`, which grows), its outputs written to the If's outputs."""
     counter[0] += 1
     prefix = f"gf.freeze.{counter[0]}."
     produced = {o for n in body.node for o in n.output if o}
@@ -227,7 +229,7 @@ def _inline(node: onnx.NodeProto, body: onnx.GraphProto, counter) -> Tuple[List[
     for n in body.node:
         copy = onnx.NodeProto()
         copy.CopyFrom(n)
-        copy.name = f"{node.name or 'if'}/{n.name or n.op_type}"
+        copy.name = _unique(f"{node.name or 'if'}/{n.name or n.op_type}", taken)
         _rename_refs(copy, rename)
         nodes.append(copy)
     inits = []
@@ -237,6 +239,16 @@ def _inline(node: onnx.NodeProto, body: onnx.GraphProto, counter) -> Tuple[List[
         copy.name = rename[t.name]
         inits.append(copy)
     return nodes + extra, inits
+
+
+def _unique(name: str, taken: set) -> str:
+    """`name`, or `name.2`, `name.3`, ... when taken (unnamed nodes of one op in a branch, nested Ifs)."""
+    out, k = name, 1
+    while out in taken:
+        k += 1
+        out = f"{name}.{k}"
+    taken.add(out)
+    return out
 
 
 def _rename_refs(node: onnx.NodeProto, rename: Mapping[str, str]) -> None:

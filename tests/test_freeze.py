@@ -60,6 +60,31 @@ def test_an_if_the_values_do_not_decide_stays_and_an_outer_value_output_is_copie
     assert all(np.array_equal(ref[k], got[k]) for k in ("a", "b"))
 
 
+def test_inlined_nodes_get_unique_names():
+    """Silero VAD's branches hold unnamed Constants and each If is called If_0 in its own scope:
+    inlined, they would all be 'If_0/Constant' (the checker refuses duplicate node names)."""
+    def branch(name, scale):
+        nodes = [helper.make_node("Constant", [], [f"{name}_c{k}"], value=helper.make_tensor("v", T.FLOAT, [], [scale]))
+                 for k in range(2)]
+        nodes += [helper.make_node("Add", [f"{name}_c0", f"{name}_c1"], [f"{name}_s"]),
+                  helper.make_node("Mul", ["x", f"{name}_s"], [f"{name}_y"])]
+        return helper.make_graph(nodes, name, [], [vi(f"{name}_y", T.FLOAT, [2])])
+    nodes = [helper.make_node("Greater", ["flag", "zero"], ["cond"], name="positive"),
+             helper.make_node("If", ["cond"], ["a"], name="If_0", then_branch=branch("t1", 1.0),
+                              else_branch=branch("e1", 2.0)),
+             helper.make_node("If", ["cond"], ["b"], name="If_0_b", then_branch=branch("t2", 3.0),
+                              else_branch=branch("e2", 4.0)),
+             helper.make_node("Add", ["a", "b"], ["y"], name="If_0/Constant")]   # a name inlining would make
+    model = make_model(nodes, [vi("x", T.FLOAT, [2]), vi("flag", T.INT32, [])], [vi("y", T.FLOAT, [2])],
+                       [const("zero", 0, np.int32)])
+    frozen, _ = freeze_inputs(model, frozen_values(model, {"flag": 1}))
+    names = [n.name for n in frozen.graph.node]
+    assert len(names) == len(set(names)) and "If" not in [n.op_type for n in frozen.graph.node]
+    onnx.checker.check_model(frozen, full_check=True)
+    x = np.array([-1.0, 2.0], np.float32)
+    np.testing.assert_array_equal(run_ort(frozen, {"x": x})["y"], x * 2 + x * 6)
+
+
 def test_pipeline_reports_the_freeze_checks_it_and_changes_only_the_asked_signature():
     model = sample_rate_config()
     fixed, report = graphfix.fix(model, trt="8.6", freeze={"sr": 16000})

@@ -43,8 +43,9 @@ MANUAL_BY_RULE = {
     "topk_k_counted": "if the engine fails with 'Invalid Context', `graphfix fix --nms-plugin` replaces the NMS head "
                       "with EfficientNMS_TRT (its outputs become num_detections, boxes, scores, classes), or bound "
                       "K in the exporter (K = Min(count, C) with a constant C, which bound-topk then rewrites)",
-    "if_branch_shapes": "make the sizes the If's condition tests static (export with fixed input shapes), or "
-                        "freeze the configuration input it reads (`graphfix fix --freeze NAME=VALUE`)",
+    "if_branch_shapes": "make the sizes the If's condition tests static (`graphfix fix --static-shapes "
+                        "NAME:1x576`, or export with fixed input shapes), or freeze the configuration input it "
+                        "reads (`graphfix fix --freeze NAME=VALUE`)",
     "int64-out-of-range": "keep the values within INT32, or target TensorRT >= 9 (native INT64)",
     "reduce_axes_ignored": "pass the axes as a constant (initializer) and run graphfix fix, or reduce over all axes "
                            "on purpose",

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     fx.add_argument("--inputs", metavar="FILE.npz", help="input values for the checks (arrays named like the inputs)")
     fx.add_argument("--freeze", action="append", metavar="NAME=VALUE",
                     help="make a configuration input a constant and inline the If branches it decides, e.g. sr=16000")
+    fx.add_argument("--static-shapes", metavar="SHAPES",
+                    help="pin dynamic input dims (as --shapes: input:1x576 or seq=128); the model then takes only "
+                         "those sizes, and Ifs decided by sizes go")
     from .commandline.plugins import add_plugin_arguments
     add_plugin_arguments(fx)
     from .commandline.precision import add_precision_arguments
@@ -129,8 +132,10 @@ def _fix_one(args) -> int:
     check = "ort" if args.check in ("trt", "rtx") else args.check
     from .freeze import parse_freeze
     freeze = parse_freeze(args.freeze)
-    if freeze and args.until_parses:
-        raise UsageError("--freeze and --until-parses cannot be combined yet: freeze first, then run the loop")
+    static_shapes = parse_shapes(args.static_shapes)
+    if (freeze or static_shapes) and args.until_parses:
+        raise UsageError("--freeze/--static-shapes and --until-parses cannot be combined yet: "
+                         "specialize first, then run the loop")
     if args.until_parses:
         from .fix_loop import fix_until_parses
         model, report = fix_until_parses(loaded, trt=args.trt, passes=args.passes, skip=args.skip,
@@ -138,7 +143,8 @@ def _fix_one(args) -> int:
                                          inputs=args.inputs, plugins=args.plugins, timeout=args.trt_timeout)
     else:
         model, report = fix(loaded, trt=args.trt, passes=args.passes, skip=args.skip, check=check,
-                            context=context, shapes=parse_shapes(args.shapes), inputs=args.inputs, freeze=freeze)
+                            context=context, shapes=parse_shapes(args.shapes), inputs=args.inputs, freeze=freeze,
+                            static_shapes=static_shapes)
     save_model(model, args.output, input_path=loaded, overwrite_input=args.in_place)
     report.output["path"] = args.output
     if args.check == "trt":

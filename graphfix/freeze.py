@@ -8,6 +8,10 @@ inputs, as asked; nothing else in the signature changes.
 
 The result is checked against the model *fed* with the value: the same model with the input turned
 into an initializer and nothing else changed (``feed_as_constant``), which needs no proof.
+
+`--static-shapes` pins dynamic input dims the same way (``pin_shapes``): the Ifs a model takes on
+its input sizes (PyTorch's squeeze of a dim that may be 1, RNN rank tests) become decidable, and
+fold-constants and unify-if remove them. The model is then only valid for those sizes, as asked.
 """
 from __future__ import annotations
 
@@ -87,6 +91,42 @@ def frozen_values(model: onnx.ModelProto, freeze: Mapping[str, object]) -> Dict[
     return out
 
 
+def pin_shapes(model: onnx.ModelProto, static_shapes: Mapping[str, object]) -> Tuple[onnx.ModelProto, List[dict]]:
+    """(a copy of the model whose inputs have the given static dims, report records). Sizes per
+    input ({"x": [1, 576]}) or per dim symbol ({"seq": 128}, also in the outputs); UsageError for
+    unknown names, a wrong rank or a size that contradicts a static dim."""
+    from .checks.inputs import split_shapes
+    per_input, per_symbol = split_shapes(model, static_shapes, flag="--static-shapes")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    changes = []
+    for vi in graph_inputs(out):
+        dims = vi.type.tensor_type.shape.dim
+        before = _dims_text(dims)
+        wanted = per_input.get(vi.name)
+        if wanted is not None and len(wanted) != len(dims):
+            raise UsageError(f"--static-shapes: {vi.name} has rank {len(dims)} ({before}); got {len(wanted)} dims")
+        for k, d in enumerate(dims):
+            size = wanted[k] if wanted is not None else per_symbol.get(d.dim_param) if d.dim_param else None
+            if size is None:
+                continue
+            if d.HasField("dim_value") and d.dim_value != size:
+                raise UsageError(f"--static-shapes: dim {k} of {vi.name} is {d.dim_value}, not {size}")
+            d.dim_value = int(size)
+        if _dims_text(dims) != before:
+            changes.append({"action": "static-shape", "target": vi.name,
+                            "details": {"from": before, "to": _dims_text(dims)}})
+    for vi in out.graph.output:     # a symbol given a size is that size everywhere
+        for d in vi.type.tensor_type.shape.dim:
+            if d.dim_param in per_symbol:
+                d.dim_value = per_symbol[d.dim_param]
+    return out, changes
+
+
+def _dims_text(dims) -> str:
+    return "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims) or "scalar"
+
+
 def feed_as_constant(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
     """The model with each input in `values` turned into an initializer of the same name."""
     out = onnx.ModelProto()
@@ -153,24 +193,37 @@ def input_changes(values: Mapping[str, np.ndarray]) -> List[dict]:
 
 
 def _decided_conditions(model: onnx.ModelProto) -> Dict[str, bool]:
-    """If conditions of the main graph computable from initializers alone -> their value."""
+    """If conditions of the main graph computable from initializers and the shapes of static
+    inputs alone -> their value."""
     g = model.graph
     producers = {o: n for n in g.node for o in n.output if o}
     consts = {t.name for t in g.initializer}
+    static = _static_input_dims(model)
     wanted = [n.input[0] for n in g.node if n.op_type == "If" and n.input and n.input[0]]
     decided: Dict[str, bool] = {}
     for cond in dict.fromkeys(wanted):
-        cone = _constant_cone(cond, producers, consts)
+        cone = _constant_cone(cond, producers, consts, static)
         if cone is None:
             continue
-        value = _evaluate(model, cond, cone)
+        value = _evaluate(model, cond, cone, static)
         if value is not None and value.size == 1:
             decided[cond] = bool(value.reshape(-1)[0])
     return decided
 
 
-def _constant_cone(name: str, producers, consts) -> Optional[List[onnx.NodeProto]]:
-    """Nodes computing `name` from initializers only (in graph order), or None."""
+def _static_input_dims(model: onnx.ModelProto) -> Dict[str, List[int]]:
+    """Graph inputs whose dims are all static (after --static-shapes) -> their dims."""
+    out = {}
+    for vi in graph_inputs(model):
+        t = vi.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+            out[vi.name] = [d.dim_value for d in t.shape.dim]
+    return out
+
+
+def _constant_cone(name: str, producers, consts, static) -> Optional[List[onnx.NodeProto]]:
+    """Nodes computing `name` from initializers and Shapes of static inputs only (in graph order),
+    or None."""
     seen, order, stack = set(), [], [name]
     while stack:
         t = stack.pop()
@@ -178,6 +231,9 @@ def _constant_cone(name: str, producers, consts) -> Optional[List[onnx.NodeProto
             continue
         seen.add(t)
         node = producers.get(t)
+        if node is not None and node.op_type == "Shape" and node.input[0] in static:
+            order.append(node)       # a leaf: its value is known (see _evaluate)
+            continue
         if node is None or any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute) \
                 or node.op_type.startswith("Random") or len(order) >= MAX_CONE:
             return None        # a graph input, a subgraph, randomness: not decided here
@@ -187,9 +243,10 @@ def _constant_cone(name: str, producers, consts) -> Optional[List[onnx.NodeProto
     return sorted({id(n): n for n in order}.values(), key=lambda n: position.get(id(n), 0))
 
 
-def _evaluate(model: onnx.ModelProto, name: str, cone: List[onnx.NodeProto]) -> Optional[np.ndarray]:
+def _evaluate(model: onnx.ModelProto, name: str, cone: List[onnx.NodeProto], static) -> Optional[np.ndarray]:
     from .checks.ort import run_ort
     from .graph_utils import OUTPUT_IR_VERSION
+    cone = [_shape_as_constant(n, static) if n.op_type == "Shape" and n.input[0] in static else n for n in cone]
     needed = {i for n in cone for i in n.input}
     inits = [t for t in model.graph.initializer if t.name in needed or t.name == name]
     if not cone:   # the condition is an initializer itself
@@ -204,6 +261,13 @@ def _evaluate(model: onnx.ModelProto, name: str, cone: List[onnx.NodeProto]) -> 
         return np.asarray(run_ort(mini, {})[name])
     except Exception:
         return None    # ONNX Runtime cannot decide it: the If stays
+
+
+def _shape_as_constant(node: onnx.NodeProto, static) -> onnx.NodeProto:
+    """Shape(x) of a static input as the Constant it is (start/end as in Shape-15)."""
+    attrs = {a.name: a.i for a in node.attribute}
+    dims = np.array(static[node.input[0]], np.int64)[attrs.get("start", 0):attrs.get("end", None)]
+    return helper.make_node("Constant", [], [node.output[0]], value=numpy_helper.from_array(dims, "value"))
 
 
 def _inline(node: onnx.NodeProto, body: onnx.GraphProto, counter,

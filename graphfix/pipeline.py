@@ -68,7 +68,7 @@ def select_passes(target: Target, passes=None, skip=None, options=None) -> Tuple
 
 def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
         context: Optional[PassContext] = None, shapes=None, seed: int = 1,
-        inputs=None, freeze=None) -> Tuple[onnx.ModelProto, Report]:
+        inputs=None, freeze=None, static_shapes=None) -> Tuple[onnx.ModelProto, Report]:
     """Run graphfix on a model (path, bytes, ModelProto or gs.Graph); return (fixed model, report).
 
     ``trt``: target TensorRT version ("8.6", "10.3"); default: installed tensorrt, else DEFAULT_TRT.
@@ -77,7 +77,8 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
     ``shapes``: sizes for the checks, per input (``{"ids": [1, 128]}``) or per dim symbol
     (``{"seq": 128}``); ``inputs``: input values for the checks (an .npz path or name -> array).
     ``freeze``: {input: value}: those inputs become constants, the Ifs they decide are inlined
-    (graphfix.freeze); the only signature change.
+    (graphfix.freeze); ``static_shapes`` (per input or dim symbol, as ``shapes``) pins dynamic
+    input dims. These are the only signature changes.
     """
     if check not in CHECK_MODES:
         raise UsageError(f"unknown check mode '{check}' (expected one of {', '.join(CHECK_MODES)})")
@@ -98,8 +99,9 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
 
     original = loaded.model
     current = original
-    if freeze:
-        rec, original, current, shapes, given = _freeze(loaded.model, freeze, check, shapes, given, seed)
+    if freeze or static_shapes:
+        rec, original, current, shapes, given = _freeze(loaded.model, freeze or {}, check, shapes, given, seed,
+                                                        static_shapes)
         report.passes.append(rec)
     choice = None
     if check in ("ort", "trt") and to_run:   # once: every pass is checked on the same inputs
@@ -139,15 +141,21 @@ def _check_user_inputs(model: onnx.ModelProto, shapes, inputs):
     return load_input_values(model, inputs) or None
 
 
-def _freeze(model: onnx.ModelProto, freeze, check: str, shapes, given, seed: int):
-    """Specialize the frozen inputs; return (record, the model fed with the values, the specialized
-    model, shapes and values without the frozen inputs). The later checks compare with the fed model."""
+def _freeze(model: onnx.ModelProto, freeze, check: str, shapes, given, seed: int, static_shapes=None):
+    """Specialize the frozen inputs (and pin the static shapes); return (record, the model fed with
+    the values, the specialized model, shapes and values without the frozen inputs). The later
+    checks compare with the fed model."""
     from .checks.inputs import dim_symbols, graph_inputs
     from .checks.structural import check_rewrite
-    from .freeze import feed_as_constant, freeze_inputs, frozen_values, input_changes
+    from .freeze import feed_as_constant, freeze_inputs, frozen_values, input_changes, pin_shapes
     t0 = time.perf_counter()
+    pinned: List[dict] = []
+    unpinned = model
+    if static_shapes:   # the reference stays unpinned (its dead branches may not take those sizes), run at them
+        model, pinned = pin_shapes(model, static_shapes)
+        shapes = {**static_shapes, **(shapes or {})}
     values = frozen_values(model, freeze)
-    fed = feed_as_constant(model, values)
+    fed = feed_as_constant(unpinned, values)
     kept = {i.name for i in graph_inputs(fed)} | set(dim_symbols(fed))
     shapes = {k: v for k, v in (shapes or {}).items() if k in kept} or None
     given = {k: v for k, v in (given or {}).items() if k not in values} or None
@@ -157,9 +165,10 @@ def _freeze(model: onnx.ModelProto, freeze, check: str, shapes, given, seed: int
     except Exception as exc:   # inlining failed: the inputs are still frozen, as asked
         rec.status, rec.error = FAILED, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}; inputs " \
                                         "frozen without inlining"
-        frozen, rec.changes = fed, input_changes(values)
-    rec.counts = {"inputs_frozen": len(values),
-                  "ifs_inlined": sum(c["action"] == "inline-if" for c in rec.changes)}
+        frozen, rec.changes, pinned = fed, input_changes(values), []
+    rec.changes = pinned + rec.changes
+    rec.counts = {"inputs_frozen": len(values), "ifs_inlined": sum(c["action"] == "inline-if" for c in rec.changes),
+                  **({"inputs_pinned": len(pinned)} if pinned else {})}
     problems = check_rewrite(fed, frozen)
     if not problems and check in ("ort", "trt") and frozen is not fed:
         from .checks.ort import compare_models
@@ -170,8 +179,9 @@ def _freeze(model: onnx.ModelProto, freeze, check: str, shapes, given, seed: int
         elif not eq.passed:
             problems.append(f"ONNX Runtime outputs differ from the model fed with the values: {eq.worst()}")
     if problems:
-        rec.status, rec.error = ROLLED_BACK, "; ".join(problems) + "; inputs frozen without inlining"
-        frozen = fed
+        rec.status, rec.error = ROLLED_BACK, "; ".join(problems) + "; inputs frozen without inlining" + \
+            ("; sizes not pinned" if pinned else "")
+        frozen, rec.changes = fed, input_changes(values)
     rec.seconds = time.perf_counter() - t0
     return rec, fed, frozen, shapes, given
 

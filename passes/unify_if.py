@@ -140,9 +140,9 @@ def explain(kind: str, detail) -> str:
                 "inputs only (measured on TensorRT-RTX: 'Network input ... is a shape tensor and must have "
                 "type Int32 or Int64'); no rewrite keeps it; freeze or move the decision out of the model")
     return (f"branch outputs differ ({detail}) under a run-time condition: their rank depends on "
-            "run-time values, which no rewrite can give one shape; export with static input "
-            "shapes (so the condition becomes a constant) or freeze the input the condition reads "
-            "(graphfix fix --freeze NAME=VALUE)")
+            "run-time values, which no rewrite can give one shape; pin the input sizes "
+            "(graphfix fix --static-shapes NAME:1x576, or export with static shapes) so the condition "
+            "becomes a constant, or freeze the input the condition reads (graphfix fix --freeze NAME=VALUE)")
 
 
 # -- facts ----------------------------------------------------------------------------------------------

@@ -142,3 +142,48 @@ def test_tensorrt_check_of_a_frozen_output_compares_with_the_original_fed_the_va
     assert code == 0
     assert seen["inputs"] == ["x"] and seen["sr"] == [8000]
     assert list(seen["options"]["inputs"]) == ["x"] and seen["options"]["opt_shapes"] == {"x": [1, 6]}
+
+
+def test_static_shapes_pin_dims_per_input_and_per_symbol():
+    from graphfix.fixtures import build
+    from graphfix.freeze import pin_shapes
+    model = build("if_rank_depends_on_input")                      # x[2,T]
+    pinned, changes = pin_shapes(model, {"x": [2, 5]})
+    assert [d.dim_value for d in pinned.graph.input[0].type.tensor_type.shape.dim] == [2, 5]
+    assert changes == [{"action": "static-shape", "target": "x", "details": {"from": "2xT", "to": "2x5"}}]
+    by_symbol, _ = pin_shapes(model, {"T": 1})
+    assert [d.dim_value for d in by_symbol.graph.input[0].type.tensor_type.shape.dim] == [2, 1]
+    assert model.graph.input[0].type.tensor_type.shape.dim[1].dim_param == "T"     # the input is untouched
+    for bad, text in [({"x": [2]}, "rank 2"), ({"x": [3, 5]}, "dim 0 of x is 2, not 3"), ({"y": [1]}, "no model input"),
+                      ({"S": 4}, "no dim symbol")]:
+        with pytest.raises(UsageError, match=text):
+            pin_shapes(model, bad)
+
+
+@pytest.mark.parametrize("size, squeezed", [(1, True), (5, False)])
+def test_static_shapes_let_the_pipeline_decide_a_size_test(size, squeezed):
+    """x.squeeze(1) of a dynamic dim is a TensorRT error (branch ranks differ at run time); with the
+    size pinned the If is decided and goes, and the outputs match the original at that size."""
+    from graphfix.diagnosis import check_model
+    from graphfix.fixtures import build
+    model = build("if_rank_depends_on_input")
+    fixed, report = graphfix.fix(model, trt="8.6", static_shapes={"T": size})
+    assert "If" not in [n.op_type for n in fixed.graph.node] and report.ok, report.summary()
+    rec = next(p for p in report.passes if p.name == "freeze-inputs")
+    assert rec.counts["inputs_pinned"] == 1 and rec.changes[0]["details"]["to"] == f"2x{size}"
+    assert not [f for f in check_model(fixed, trt="8.6").findings if f.rule == "if_branch_shapes"]
+    x = np.linspace(-1, 1, 2 * size, dtype=np.float32).reshape(2, size)
+    np.testing.assert_allclose(run_ort(fixed, {"x": x})["y"], run_ort(model, {"x": x})["y"], rtol=1e-6)
+    assert [f for f in check_model(model, trt="8.6").findings if f.rule == "if_branch_shapes"]   # before: flagged
+
+
+def test_static_shapes_on_the_command_line(tmp_path, capsys):
+    from graphfix.fixtures import build
+    from graphfix.model_io import save_model
+    src, out = str(tmp_path / "m.onnx"), str(tmp_path / "o.onnx")
+    save_model(build("if_rank_depends_on_input"), src)
+    assert main(["fix", src, "-o", out, "--trt", "8.6"]) == 1            # the If stays: NOT OK
+    assert main(["fix", src, "-o", out, "--trt", "8.6", "--static-shapes", "x:2x4"]) == 0
+    assert "If" not in [n.op_type for n in onnx.load(out).graph.node]
+    assert main(["fix", src, "-o", out, "--static-shapes", "x:4"]) == 2
+    assert "--static-shapes: x has rank 2" in capsys.readouterr().err

@@ -135,7 +135,7 @@ def test_check_predicts_the_parser_error_and_its_fix(name, fix):
     assert found and all(f.severity == "error" and f.fix_pass == fix for f in found)
     assert all("must have the same shape" in f.reason for f in found)
     if fix is None:
-        assert "static input shapes" in found[0].reason and "--freeze" in found[0].reason
+        assert "--static-shapes" in found[0].reason and "--freeze" in found[0].reason
 
 
 @pytest.mark.parametrize("name", ["if_nested_shape_tests", "if_static_dims_differ"])

@@ -849,6 +849,7 @@ class _Checker:
         self._seen: Set[Tuple] = set()
         self._doc = profile.sources[0] if profile.sources else ""   # the line's operators.md
         self._refusals: Optional[Dict[str, str]] = None   # decompose-ops near misses (lazy)
+        self._emulated: Optional[Set[str]] = None           # tensors emulate-types moves (lazy)
 
     def add(self, node: Optional[str], op: Optional[str], severity: str, reason: str,
             fix: Optional[str], source: str, rule_name: str) -> None:
@@ -967,19 +968,40 @@ class _Checker:
             if eff in p.io_only_dtypes:
                 if self._io_only_ok(name):
                     continue
+                fix, note = self._dtype_fix(name, dt, self._rewritten_with(name))
                 self.add(*where, "error", f"{label} is {dt}: TensorRT {p.version} supports {dt} only for network "
-                         "inputs/outputs that go straight through a Cast", self._rewritten_with(name), self._doc,
-                         "io-only-dtype")
+                         f"inputs/outputs that go straight through a Cast{note}", fix, self._doc, "io-only-dtype")
                 continue
             if eff in p.quantized_only_dtypes:
                 if self._quantized_ok(name):
                     continue
+                fix, note = self._dtype_fix(name, dt, self._rewritten_with(name))
                 self.add(*where, "error", f"{label} is {dt}: TensorRT {p.version} supports {dt} only as the "
-                         "output of QuantizeLinear / input of DequantizeLinear", self._rewritten_with(name), self._doc,
+                         f"output of QuantizeLinear / input of DequantizeLinear{note}", fix, self._doc,
                          "quantized-only-dtype")
                 continue
-            self.add(*where, "error", f"{label} is {dt}, a type TensorRT {p.version} does not have", None,
+            fix, note = self._dtype_fix(name, dt, None)
+            self.add(*where, "error", f"{label} is {dt}, a type TensorRT {p.version} does not have{note}", fix,
                      self._doc, "unsupported-dtype")
+
+    def _dtype_fix(self, name: str, dt: str, fix: Optional[str]) -> Tuple[Optional[str], str]:
+        """(pass, note for the reason) for a tensor of a type the target lacks: a rewrite rule that
+        replaces its ops, else emulate-types for the integer types it computes in INT32. Graph
+        inputs/outputs of types TensorRT cannot bind change only with --int32-io, so there the
+        finding names no default fix, only the flag (UINT8 ones are fine once a Cast reads them)."""
+        if fix is not None:
+            return fix, ""
+        from .passes.emulate_types import INTEGER_OLD, emulated_types, planned_tensors
+        if onnx.TensorProto.DataType.Value(dt) not in set(emulated_types(self.profile.version)) & set(INTEGER_OLD):
+            return None, ""
+        if self._emulated is None:
+            self._emulated = planned_tensors(self.facts.model, self.profile.version)
+        f = self.facts
+        if name not in self._emulated:
+            return None, ""
+        if (name in f.graph_inputs or name in f.graph_outputs) and dt not in self.profile.io_only_dtypes:
+            return None, " (a graph input/output: `graphfix fix --int32-io` makes it INT32, pass emulate-types)"
+        return "emulate-types", ""
 
     def _rewritten_with(self, name: str) -> Optional[str]:
         """The pass whose rewrite rules replace the op producing `name`, or every op reading it: the

@@ -88,6 +88,7 @@ class EmulateTypes(Pass):
     )
 
     def run(self, graph: gs.Graph) -> PassResult:
+        self.moved: Set[str] = set()    # tensors of the islands emulated (planned_tensors reads it)
         result = PassResult()
         wanted = emulated_types(self.context.target)
         if not wanted:
@@ -126,6 +127,7 @@ class EmulateTypes(Pass):
                 result.count("islands_kept")
                 continue
             stats = retyper.retype(island, lambda name, values: _convert(values, new))
+            self.moved.update(island.tensors)
             for name in needs_wrap:
                 wraps[name] = _wrap_nodes(analysis.tensors[name], old, needs_wrap[name], namer)
             if io and not io_new and integer:
@@ -156,6 +158,18 @@ class EmulateTypes(Pass):
                             "(it would become inf)"), {}
             return None, {}
         return _integer_ranges(island, old, analysis, constants)
+
+
+def planned_tensors(model, version) -> Set[str]:
+    """Names of the tensors the pass would move out of their type on `model` (a ModelProto) for
+    TensorRT `version`: `graphfix check` names this pass only for those (same analysis, no copy
+    of the rules)."""
+    from graphfix.graph_utils import to_graph
+    from graphfix.pass_api import PassContext
+    from graphfix.target import TrtVersion
+    emulate = EmulateTypes(PassContext(target=TrtVersion.parse(str(version)), model=model))
+    emulate.run(to_graph(model))
+    return emulate.moved
 
 
 # -- binding ---------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ inputs/outputs become INT32 instead: TensorRT cannot bind INT16/UINT16 (or INT8 
 inputs at all, so without it such inputs keep failing; the pass says so in a warning.
 
 Exactness (integers): only ops whose INT32 result equals the narrow type's are emulated
-(data movement, Max/Min/Clip/Relu/Sign/Where, comparisons, and Add/Sub/Mul/Neg/Abs); Div, Mod,
-reductions, MatMul and bit ops stay boundaries. Value ranges are tracked per tensor (constants by
+(data movement, Max/Min/Clip/Relu/Sign/Where, comparisons, Add/Sub/Mul/Neg/Abs, and Div of
+non-negative values: UINT8/UINT16 always, signed types where constants show it); Mod, reductions,
+MatMul and bit ops stay boundaries. Value ranges are tracked per tensor (constants by
 their values, everything else by its type's range): where Add/Sub/Mul/Neg/Abs can leave the narrow
 type's range, ONNX wraps around (INT8 100 + 100 = -56) and INT32 would not, so the pass re-wraps
 that result in INT32 arithmetic (subtract 2^bits * floor((x - min) / 2^bits); divisions of
@@ -59,7 +60,8 @@ _MOVES = {"Identity", "Reshape", "Transpose", "Concat", "Slice", "Gather", "Gath
 _COMPARES = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"}   # outputs are BOOL
 _RING = {"Add", "Sub", "Mul", "Neg", "Abs"}   # may leave the narrow range: re-wrapped
 _CASTS = {"Cast", "CastLike"}
-INTEGER_OPS = _MOVES | _COMPARES | _RING | _CASTS | {"Sign"}
+_DIVIDE = {"Div"}   # exact on non-negative operands only (truncating and flooring division agree)
+INTEGER_OPS = _MOVES | _COMPARES | _RING | _CASTS | _DIVIDE | {"Sign"}
 
 Range = Tuple[int, int]
 
@@ -130,7 +132,7 @@ class EmulateTypes(Pass):
             self.moved.update(island.tensors)
             for name in needs_wrap:
                 wraps[name] = _wrap_nodes(analysis.tensors[name], old, needs_wrap[name], namer)
-            if io and not io_new and integer:
+            if io and not io_new and integer and type_name(old) not in load_profile(self.context.target).io_only_dtypes:
                 result.warn(f"{island.anchor}: graph input/output {_short(io)} stays {type_name(old)} (signature "
                             f"kept); TensorRT cannot bind {type_name(old)}: `graphfix fix --int32-io` makes it INT32")
             result.change("emulate", island.anchor, {
@@ -253,6 +255,9 @@ def _integer_ranges(island: Island, old: int, analysis: TypeVarAnalysis, constan
         ins = [ranges.get(t.name, full) for j, t in enumerate(node.inputs)
                if t.name in members and any(u.bound and u.node is node and u.slot == j
                                             for u in analysis.uses.get(t.name, []))]
+        if node.op in _DIVIDE and any(r[0] < 0 for r in ins):
+            return (f"Div '{node.name}' may divide negative values (ONNX truncates; TensorRT's INT32 "
+                    "division is not documented to), only non-negative ones are emulated"), {}
         raw = _output_range(node, ins, full)
         if raw[0] < INT32_MIN or raw[1] > INT32_MAX:
             return (f"{node.op} '{node.name}' can reach {raw[0]}..{raw[1]}, beyond INT32 (ONNX wraps in "
@@ -283,6 +288,8 @@ def _output_range(node: gs.Node, ins: List[Range], full: Range) -> Range:
     if op == "Abs":
         top = max(abs(a[0]), abs(a[1]))
         return (0 if a[0] <= 0 <= a[1] else min(abs(a[0]), abs(a[1])), top)
+    if op == "Div":   # both non-negative (checked): x / y <= x for y >= 1 (y = 0 is undefined in ONNX)
+        return (0, a[1])
     if op in ("Add", "Sub", "Mul") and len(ins) == 2:
         b = ins[1]
         if op == "Add":

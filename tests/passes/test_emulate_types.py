@@ -15,7 +15,7 @@ from gf_testing import apply_pass, assert_equivalent, assert_idempotent, elem_ty
 
 PASS = "emulate-types"
 FIXTURES = ["double_mlp_chain", "double_out_of_float_range", "int16_arithmetic", "int8_add_mul_io",
-            "uint16_out_of_int32_product", "castlike_to_double"]
+            "uint16_out_of_int32_product", "castlike_to_double", "uint8_add_div_io", "int8_div_signed"]
 NARROW = {T.INT8, T.UINT8, T.INT16, T.UINT16}
 
 
@@ -114,6 +114,25 @@ def test_full_range_wrap_all_int8_pairs():
     fixed.graph.output[0].type.tensor_type.shape.dim[0].dim_value = a.size
     got = run_ort(fixed, {"a": a.astype(np.int32), "b": b.astype(np.int32)})["y"]
     np.testing.assert_array_equal(got, want.astype(np.int32))
+
+
+def test_uint8_add_wraps_then_divides_exactly_with_uint8_io_kept():
+    model = build("uint8_add_div_io")
+    fixed, result = apply_pass(PASS, model)
+    assert io_types(fixed) == [T.UINT8] * 3 and not (NARROW & inner_types(fixed))
+    assert not result.warnings     # UINT8 I/O is bindable when it goes straight through a Cast
+    a = np.array([200, 255, 0, 7, 128, 1], np.uint8)
+    b = np.array([100, 255, 1, 3, 128, 2], np.uint8)
+    ref = run_exact(model, {"a": a, "b": b})["y"]
+    assert ref[0] == 0           # (200 + 100) mod 256 = 44; 44 // 100 = 0
+    np.testing.assert_array_equal(run_ort(fixed, {"a": a, "b": b})["y"], ref)
+    assert not [f for f in check_model(fixed, trt="8.6").findings if f.severity == "error"]
+
+
+def test_signed_division_is_kept_with_the_reason():
+    fixed, result = apply_pass(PASS, build("int8_div_signed"))
+    assert not result.modified
+    assert any("Div 'div' may divide negative values" in w for w in result.warnings), result.warnings
 
 
 def test_product_beyond_int32_is_kept_with_the_reason():

@@ -43,6 +43,9 @@ class Rule:
 RULES: Tuple[Rule, ...] = (
     Rule("int64-to-int32", r"\bINT64\b",
          "TensorRT 8.6 has no INT64 (\"generated with INT64 weights\", mixed INT32/INT64 inputs)"),
+    Rule("emulate-types", r"Failed to convert ONNX date type|Unsupported data type for the Cast operator|"
+         r"requires inputs with activation or Int32 type|(?:invalid|unsupported) input type of U?INT8",
+         "TensorRT has no INT16/UINT16 and computes INT8/UINT8 only through Q/DQ or I/O Casts"),
     Rule("cast-bool", r"requires bool I/O|\bBOOL\b",
          "a TensorRT region (Myelin) cannot take or give BOOL tensors"),
     Rule("target-opset", r"No importer registered for op|\bopset\b",

@@ -163,6 +163,16 @@ def test_check_names_int32_io_for_narrow_graph_inputs():
     assert io and "--int32-io" in io[0].reason and io[0].fix_pass is None   # not by default
 
 
+@pytest.mark.parametrize("message", [    # onnx-tensorrt release/8.6-GA texts; the second measured on the rig
+    "Assertion failed: convertDtype(onnxDtype.elem_type(), &trtDtype) && \"Failed to convert ONNX date type to "
+    "TensorRT data type.\"",                                      # an INT16/UINT16 input or output
+    "Invalid Node - add: operation SUM requires inputs with activation or Int32 type",   # UINT8 arithmetic
+    "Assertion failed: convertDtype(onnxType, &newType) && \"Unsupported data type for the Cast operator!\""])
+def test_fix_until_parses_maps_type_errors_to_the_pass(message):
+    from graphfix.fix_loop import passes_for_error
+    assert "emulate-types" in passes_for_error({"node": "add", "op": "Add", "message": message})
+
+
 # -- on real TensorRT (the rig): `pytest tests/passes/test_emulate_types.py -m trt` -------------------
 @pytest.mark.trt
 @pytest.mark.parametrize("name,int32_io", [("double_mlp_chain", False), ("castlike_to_double", False),

@@ -44,6 +44,7 @@ KNOWN_RTX_FAILURES = {
     "attention_kv_cache_softcap": ("Attention", "softcap is not supported", "softcap is not supported"),
     "bitwise_int16_and": ("Cast", "Unsupported data type for the Cast operator",
                           "Cast to a data type TensorRT does not have"),
+    "uint16_out_of_int32_product": ("Mul", "Failed to convert ONNX date type", "is UINT16, a type TensorRT"),
     "check_reduce_axes_runtime": ("ReduceSum", "Axis input must resolve to a build-time constant",
                                   "Reduce axes must be an initializer"),
     "opset18_reduce_computed_axes_refused": ("ReduceMean", "Axis input must resolve to a build-time constant",

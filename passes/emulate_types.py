@@ -118,6 +118,9 @@ class EmulateTypes(Pass):
             if any(types.get(n) != old for n in island.tensors):
                 result.warn(f"{island.anchor}: not emulated, its island mixes element types")
                 continue
+            if _quantized_path(island, analysis):
+                result.count("quantized_islands_kept")   # Q -> (data movement) -> DQ: the target's own
+                continue
             computing = _computing_nodes(island, analysis)
             io = [n for n in island.tensors if n in analysis.graph_inputs or n in analysis.graph_outputs]
             if not computing and not (io_new and io):
@@ -214,6 +217,21 @@ def _computing_nodes(island: Island, analysis: TypeVarAnalysis) -> List[str]:
         if node is not None and node.op not in _CASTS and analysis.bound_output(name):
             names.add(node.name or node.op)
     return sorted(names)
+
+
+_QUANTIZE = {"QuantizeLinear", "DynamicQuantizeLinear"}
+
+
+def _quantized_path(island: Island, analysis: TypeVarAnalysis) -> bool:
+    """The island carries quantized data (made by a QuantizeLinear or read by a DequantizeLinear):
+    TensorRT takes INT8 there, and Casts would break the Q/DQ pairs it fuses."""
+    for name in island.tensors:
+        node = analysis.producer_node(name)
+        if node is not None and node.op in _QUANTIZE:
+            return True
+        if any(u.node.op == "DequantizeLinear" for u in analysis.uses.get(name, [])):
+            return True
+    return False
 
 
 def _constant_values(name: str, analysis: TypeVarAnalysis) -> Optional[np.ndarray]:

@@ -15,7 +15,8 @@ from gf_testing import apply_pass, assert_equivalent, assert_idempotent, elem_ty
 
 PASS = "emulate-types"
 FIXTURES = ["double_mlp_chain", "double_out_of_float_range", "int16_arithmetic", "int8_add_mul_io",
-            "uint16_out_of_int32_product", "castlike_to_double", "uint8_add_div_io", "int8_div_signed"]
+            "uint16_out_of_int32_product", "castlike_to_double", "uint8_add_div_io", "int8_div_signed",
+            "int8_qdq_transpose"]
 NARROW = {T.INT8, T.UINT8, T.INT16, T.UINT16}
 
 
@@ -133,6 +134,11 @@ def test_signed_division_is_kept_with_the_reason():
     fixed, result = apply_pass(PASS, build("int8_div_signed"))
     assert not result.modified
     assert any("Div 'div' may divide negative values" in w for w in result.warnings), result.warnings
+
+
+def test_quantized_int8_between_q_and_dq_is_left_alone():
+    fixed, result = apply_pass(PASS, build("int8_qdq_transpose"))
+    assert not result.modified and result.counts == {"quantized_islands_kept": 1}
 
 
 def test_product_beyond_int32_is_kept_with_the_reason():

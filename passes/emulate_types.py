@@ -23,7 +23,8 @@ that result in INT32 arithmetic (subtract 2^bits * floor((x - min) / 2^bits); di
 non-negative values only, so truncating and flooring division agree), which keeps every emulated
 tensor equal to the original. An island whose values could leave INT32 itself is kept, with the
 reason. DOUBLE -> FLOAT is not exact: the pass declares FLOAT's usual tolerance for its check, and
-keeps an island whose constants do not fit FLOAT (finite values beyond 3.4e38 would become inf).
+keeps an island whose constants do not fit FLOAT (the parsers clamp values beyond 3.4e38 to
+FLT_MAX: onnx-tensorrt convertDouble / operators.md 10.x), with the reason.
 """
 from __future__ import annotations
 
@@ -83,8 +84,9 @@ class EmulateTypes(Pass):
         name="emulate-types",
         summary="Compute INT8/UINT8/INT16/UINT16 arithmetic in INT32 (range-checked, re-wrapped where ONNX "
                 "wraps) and DOUBLE in FLOAT, with Casts where values leave; graph I/O kept unless --int32-io",
-        fixes="Unsupported ONNX data type: INT16 / UINT16 (convertDtype); ElementWiseOperation SUM requires "
-              "inputs with activation or Int32 type (UINT8/INT8 arithmetic)",
+        fixes="Failed to convert ONNX date type to TensorRT data type (INT16/UINT16); operation SUM requires "
+              "inputs with activation or Int32 type (UINT8/INT8 arithmetic); Your ONNX model has been generated "
+              "with double-typed weights ... Attempting to cast down to float",
         after=("fold-constants", "target-opset", "int64-to-int32"),
         before=("cast-bool",),
     )
@@ -160,7 +162,7 @@ class EmulateTypes(Pass):
                 finite = values[np.isfinite(values)]
                 if finite.size and np.abs(finite).max() > FLOAT_MAX:
                     return (f"constant '{name}' holds {float(finite[np.abs(finite).argmax()]):.3g}, beyond FLOAT "
-                            "(it would become inf)"), {}
+                            "(TensorRT's parser clamps it to +-3.4e38)"), {}
             return None, {}
         return _integer_ranges(island, old, analysis, constants)
 

@@ -110,7 +110,9 @@ class EmulateTypes(Pass):
                  result: PassResult) -> None:
         integer = old in INTEGER_OLD
         io_new = integer and self.context.int32_io
-        analysis = TypeVarAnalysis(graph, _binder(old, new, types))
+        if integer and _clip_relu_as_max_min(graph, old, types, load_profile(self.context.target), namer, result):
+            types = infer_elem_types(graph)
+        analysis = TypeVarAnalysis(graph, _binder(old, new, types, load_profile(self.context.target)))
         seeds = sorted(name for name, elem in types.items() if elem == old and name in analysis.tensors)
         retyper = Retyper(graph, analysis, namer, result, old, new, io_new=io_new, retarget_cast=True)
         wraps: Dict[str, List[gs.Node]] = {}
@@ -180,15 +182,21 @@ def planned_tensors(model, version) -> Set[str]:
 
 
 # -- binding ---------------------------------------------------------------------------------------
-def _binder(old: int, new: int, types: Dict[str, int]):
-    """Which schema type variables join tensors into an island for old -> new."""
+def _binder(old: int, new: int, types: Dict[str, int], profile):
+    """Which schema type variables join tensors into an island for old -> new: ops emulated for
+    the old type whose target importer takes the new type (the profile's documented types: 8.6's
+    Clip and Relu take INT8 but not INT32, so they stay boundaries there)."""
     integer = old in INTEGER_OLD
     old_range = type_range(old) if integer else None
+    new_name = type_name(new)
 
     def binds(index: int, node: gs.Node, slot) -> bool:
         if old not in slot.allowed or new not in slot.allowed:
             return False
         if integer and node.op not in INTEGER_OPS:
+            return False
+        documented = (profile.op(node.op) or {}).get("types")
+        if documented and new_name not in documented and node.op not in _CASTS:
             return False
         if node.op in _CASTS and slot.var == "T2":
             # A Cast into the island is retargeted where that is exact: from floats (ONNX: a value
@@ -206,6 +214,44 @@ def _binder(old: int, new: int, types: Dict[str, int]):
             return old_range[0] <= lo and hi <= old_range[1]
         return True
     return binds
+
+
+def _clip_relu_as_max_min(graph: gs.Graph, old: int, types: Dict[str, int], profile, namer: NameMaker,
+                          result: PassResult) -> int:
+    """Integer Clip/Relu where the target's importer takes no INT32 for them (8.6) become Max/Min,
+    which it does take: Clip(x, lo, hi) = Min(Max(x, lo), hi), Relu(x) = Max(x, 0), exact."""
+    nodes: List[gs.Node] = []
+    rewritten = 0
+    for node in graph.nodes:
+        documented = (profile.op(node.op) or {}).get("types") if node.op in ("Clip", "Relu") else None
+        if not documented or "INT32" in documented or not node.inputs or types.get(node.inputs[0].name) != old:
+            nodes.append(node)
+            continue
+        x, out = node.inputs[0], node.outputs[0]
+        if node.op == "Relu":
+            bounds = [("Max", gs.Constant(namer("zero"), np.array(0, dtype=np_dtype(old))))]
+        else:
+            given = [t if i < len(node.inputs) and not t.is_empty() else None
+                     for i, t in ((1, node.inputs[1] if len(node.inputs) > 1 else None),
+                                  (2, node.inputs[2] if len(node.inputs) > 2 else None))]
+            bounds = [(op, t) for op, t in zip(("Max", "Min"), given) if t is not None]
+        current = x
+        for k, (op, bound) in enumerate(bounds):
+            last = k == len(bounds) - 1
+            made = out if last else gs.Variable(namer(op.lower()), dtype=out.dtype, shape=out.shape)
+            nodes.append(gs.Node(op, name=node.name if last else namer(op.lower()), inputs=[current, bound],
+                                 outputs=[made]))
+            current = made
+        if not bounds:
+            nodes.append(gs.Node("Identity", name=node.name, inputs=[x], outputs=[out]))
+        node.outputs = []    # the replacement writes `out` now
+        result.change("rewrite", node.name or node.op, {"op": node.op, "as": "+".join(b[0] for b in bounds) or
+                                                        "Identity", "why": f"no INT32 {node.op} on the target"})
+        rewritten += 1
+    if rewritten:
+        graph.nodes = nodes
+        result.count("clip_relu_rewritten", rewritten)
+    return rewritten
 
 
 def _computing_nodes(island: Island, analysis: TypeVarAnalysis) -> List[str]:
@@ -318,8 +364,14 @@ def _output_range(node: gs.Node, ins: List[Range], full: Range) -> Range:
             return (a[0] - b[1], a[1] - b[0])
         corners = [x * y for x in a for y in b]
         return (min(corners), max(corners))
+    if op == "Max":
+        return (max(r[0] for r in ins), max(r[1] for r in ins))
+    if op == "Min":
+        return (min(r[0] for r in ins), min(r[1] for r in ins))
+    if op == "Relu":
+        return (max(a[0], 0), max(a[1], 0))
     lo, hi = min(r[0] for r in ins), max(r[1] for r in ins)
-    if op in ("Pad", "Relu"):   # Pad's default value and Relu's floor are 0
+    if op == "Pad":   # its default value is 0
         lo, hi = min(lo, 0), max(hi, 0)
     return (lo, hi)
 

@@ -16,7 +16,7 @@ from gf_testing import apply_pass, assert_equivalent, assert_idempotent, elem_ty
 PASS = "emulate-types"
 FIXTURES = ["double_mlp_chain", "double_out_of_float_range", "int16_arithmetic", "int8_add_mul_io",
             "uint16_out_of_int32_product", "castlike_to_double", "uint8_add_div_io", "int8_div_signed",
-            "int8_qdq_transpose"]
+            "int8_qdq_transpose", "int8_clip_relu"]
 NARROW = {T.INT8, T.UINT8, T.INT16, T.UINT16}
 
 
@@ -134,6 +134,19 @@ def test_signed_division_is_kept_with_the_reason():
     fixed, result = apply_pass(PASS, build("int8_div_signed"))
     assert not result.modified
     assert any("Div 'div' may divide negative values" in w for w in result.warnings), result.warnings
+
+
+def test_clip_and_relu_become_max_min_where_the_target_lacks_int32_ones():
+    model = build("int8_clip_relu")
+    fixed, result = apply_pass(PASS, model, int32_io=True)
+    assert ops(fixed) == ["Max", "Min", "Sub", "Max"] and result.counts["clip_relu_rewritten"] == 2
+    assert io_types(fixed) == [T.INT32, T.INT32] and not (NARROW & inner_types(fixed))
+    x = np.array([-128, -6, 0, 7, 100, 127], np.int8)
+    want = run_exact(model, {"x": x})["y"]
+    np.testing.assert_array_equal(run_ort(fixed, {"x": x.astype(np.int32)})["y"], want.astype(np.int32))
+    # TensorRT 10 imports neither either (operators.md 10.x: Clip FP32/FP16/BF16); 11.x has INT8 natively
+    assert "Clip" not in ops(apply_pass(PASS, model, trt="10.3")[0])
+    assert not apply_pass(PASS, model, trt="11.0")[1].modified
 
 
 def test_quantized_int8_between_q_and_dq_is_left_alone():

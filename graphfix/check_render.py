@@ -106,6 +106,8 @@ def _bare_op(op: Optional[str]) -> Optional[str]:
 def remedy(group: Group, target) -> str:
     """The exact thing to do: a `graphfix fix` flag, or a manual step."""
     op = _bare_op(group.op)
+    if group.fix_pass is None and "`graphfix fix --int32-io`" in group.reason:   # emulate-types' graph I/O
+        return "`graphfix fix --int32-io` (pass emulate-types; the graph's signature changes)"
     if group.fix_pass is None:
         if group.severity == "warning" and group.rule not in MANUAL_BY_RULE and op not in MANUAL_BY_OP:
             return "no action needed (a caveat, not a failure)"

@@ -1000,7 +1000,7 @@ class _Checker:
         if name not in self._emulated:
             return None, ""
         if (name in f.graph_inputs or name in f.graph_outputs) and dt not in self.profile.io_only_dtypes:
-            return None, " (a graph input/output: `graphfix fix --int32-io` makes it INT32, pass emulate-types)"
+            return None, "; `graphfix fix --int32-io` makes such graph inputs/outputs INT32 (pass emulate-types)"
         return "emulate-types", ""
 
     def _rewritten_with(self, name: str) -> Optional[str]:

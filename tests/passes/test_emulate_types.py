@@ -181,6 +181,9 @@ def test_check_names_int32_io_for_narrow_graph_inputs():
     findings = check_model(build("int8_add_mul_io"), trt="8.6").findings
     io = [f for f in findings if "graph input 'a'" in f.reason]
     assert io and "--int32-io" in io[0].reason and io[0].fix_pass is None   # not by default
+    from graphfix.diagnose import format_table
+    table = format_table(check_model(build("int8_add_mul_io"), trt="8.6"), width=200)
+    assert "fix:   `graphfix fix --int32-io` (pass emulate-types; the graph's signature changes)" in table
 
 
 @pytest.mark.parametrize("message", [    # onnx-tensorrt release/8.6-GA texts; the second measured on the rig

@@ -98,7 +98,9 @@ class EmulateTypes(Pass):
         if not wanted:
             return result
         types = infer_elem_types(graph)
-        present = sorted({e for e in types.values() if e in wanted})
+        # wider types first: a Cast from a narrower one into their island is then still exact to
+        # retarget (UINT8 -> INT16 becomes UINT8 -> INT32 before the UINT8 island moves)
+        present = sorted({e for e in types.values() if e in wanted}, key=lambda e: (-np_dtype(e).itemsize, e))
         namer = NameMaker(graph, "emulate-types")
         for old in present:
             self._emulate(graph, old, wanted[old], types, namer, result)

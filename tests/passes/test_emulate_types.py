@@ -16,7 +16,7 @@ from gf_testing import apply_pass, assert_equivalent, assert_idempotent, elem_ty
 PASS = "emulate-types"
 FIXTURES = ["double_mlp_chain", "double_out_of_float_range", "int16_arithmetic", "int8_add_mul_io",
             "uint16_out_of_int32_product", "castlike_to_double", "uint8_add_div_io", "int8_div_signed",
-            "int8_qdq_transpose", "int8_clip_relu"]
+            "int8_qdq_transpose", "int8_clip_relu", "uint8_to_int16_chain"]
 NARROW = {T.INT8, T.UINT8, T.INT16, T.UINT16}
 
 
@@ -148,6 +148,17 @@ def test_clip_and_relu_become_max_min_where_the_target_lacks_int32_ones():
     # TensorRT 10 imports neither either (operators.md 10.x: Clip FP32/FP16/BF16); 11.x has INT8 natively
     assert "Clip" not in ops(apply_pass(PASS, model, trt="10.3")[0])
     assert not apply_pass(PASS, model, trt="11.0")[1].modified
+
+
+def test_two_types_chained_wider_first():
+    model = build("uint8_to_int16_chain")
+    fixed, result = apply_pass(PASS, model)
+    assert not (NARROW & inner_types(fixed)) and io_types(fixed) == [T.UINT8, T.FLOAT]
+    assert [n.op_type for n in fixed.graph.node if n.op_type == "Cast"] == ["Cast", "Cast"]   # no Cast added
+    a = np.array([0, 125, 250, 255], np.uint8)          # 255 * 200 = 51000 wraps in INT16; so does - 25000
+    want = run_exact(model, {"a": a})["y"]
+    np.testing.assert_array_equal(run_ort(fixed, {"a": a})["y"], want)
+    assert not [f for f in check_model(fixed, trt="8.6").findings if f.severity == "error"]
 
 
 def test_quantized_int8_between_q_and_dq_is_left_alone():

@@ -112,9 +112,10 @@ class EmulateTypes(Pass):
                  result: PassResult) -> None:
         integer = old in INTEGER_OLD
         io_new = integer and self.context.int32_io
-        if integer and _clip_relu_as_max_min(graph, old, types, load_profile(self.context.target), namer, result):
+        profile = load_profile(self.context.target)
+        if integer and _clip_relu_as_max_min(graph, old, types, profile, namer, result):
             types = infer_elem_types(graph)
-        analysis = TypeVarAnalysis(graph, _binder(old, new, types, load_profile(self.context.target)))
+        analysis = TypeVarAnalysis(graph, _binder(old, new, types, profile))
         seeds = sorted(name for name, elem in types.items() if elem == old and name in analysis.tensors)
         retyper = Retyper(graph, analysis, namer, result, old, new, io_new=io_new, retarget_cast=True)
         wraps: Dict[str, List[gs.Node]] = {}
@@ -141,7 +142,7 @@ class EmulateTypes(Pass):
             self.moved.update(island.tensors)
             for name in needs_wrap:
                 wraps[name] = _wrap_nodes(analysis.tensors[name], old, needs_wrap[name], namer)
-            if io and not io_new and integer and type_name(old) not in load_profile(self.context.target).io_only_dtypes:
+            if io and not io_new and integer and type_name(old) not in profile.io_only_dtypes:
                 result.warn(f"{island.anchor}: graph input/output {_short(io)} stays {type_name(old)} (signature "
                             f"kept); TensorRT cannot bind {type_name(old)}: `graphfix fix --int32-io` makes it INT32")
             result.change("emulate", island.anchor, {
@@ -233,9 +234,8 @@ def _clip_relu_as_max_min(graph: gs.Graph, old: int, types: Dict[str, int], prof
         if node.op == "Relu":
             bounds = [("Max", gs.Constant(namer("zero"), np.array(0, dtype=np_dtype(old))))]
         else:
-            given = [t if i < len(node.inputs) and not t.is_empty() else None
-                     for i, t in ((1, node.inputs[1] if len(node.inputs) > 1 else None),
-                                  (2, node.inputs[2] if len(node.inputs) > 2 else None))]
+            given = [node.inputs[i] if len(node.inputs) > i and not node.inputs[i].is_empty() else None
+                     for i in (1, 2)]   # Clip's optional min and max (min > max gives max: so does Min(Max))
             bounds = [(op, t) for op, t in zip(("Max", "Min"), given) if t is not None]
         current = x
         for k, (op, bound) in enumerate(bounds):

@@ -210,7 +210,8 @@ def test_fix_until_parses_maps_type_errors_to_the_pass(message):
 # -- on real TensorRT (the rig): `pytest tests/passes/test_emulate_types.py -m trt` -------------------
 @pytest.mark.trt
 @pytest.mark.parametrize("name,int32_io", [("double_mlp_chain", False), ("castlike_to_double", False),
-                                           ("int8_add_mul_io", True)])
+                                           ("uint8_add_div_io", False), ("int8_clip_relu", False),
+                                           ("uint8_to_int16_chain", False), ("int8_add_mul_io", True)])
 def test_trt_fixed_builds_and_matches_onnx_runtime(name, int32_io, tmp_path):
     from graphfix.checks.trt import build_and_compare
     from graphfix.checks.trt_env import trt_version

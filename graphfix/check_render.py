@@ -69,6 +69,7 @@ class Group:
     reason: str                 # the first finding's reason (without per-node detail when grouped)
     fix_pass: Optional[str]
     rule: str
+    flag: Optional[str] = None  # the flag the findings' own row names (conditional rows)
     findings: list = field(default_factory=list)
 
     @property
@@ -92,10 +93,10 @@ def _reason_key(reason: str) -> str:
 def group_findings(findings) -> List[Group]:
     groups = {}
     for f in findings:
-        key: Tuple = (f.node is None, f.severity, f.op, _reason_key(f.reason), f.fix_pass, f.rule)
+        key: Tuple = (f.node is None, f.severity, f.op, _reason_key(f.reason), f.fix_pass, f.rule, f.flag)
         g = groups.get(key)
         if g is None:
-            g = groups[key] = Group(f.severity, f.op, f.reason, f.fix_pass, f.rule)
+            g = groups[key] = Group(f.severity, f.op, f.reason, f.fix_pass, f.rule, f.flag)
         g.findings.append(f)
     out = list(groups.values())
     for g in out:
@@ -136,6 +137,8 @@ def fix_flag(group: Group, target) -> Optional[str]:
     """The flag `graphfix fix` needs for this group's pass to act (None: it acts by default), from
     the table of remedies."""
     from .remedies import flag_for
+    if group.flag:
+        return group.flag
     return flag_for(group.rule, group.fix_pass, _bare_op(group.op), target.version) if group.fix_pass else None
 
 

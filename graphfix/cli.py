@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "compare a TensorRT engine; rtx: also parse and build ahead of time with "
                          "TensorRT-RTX (11.x parser, not run); none: no output comparison")
     fx.add_argument("--report", help="write the JSON report here")
-    fx.add_argument("--int32-io", action="store_true", help="allow INT64 graph inputs/outputs to become INT32")
+    fx.add_argument("--int32-io", action="store_true", help="allow INT64 (and, emulated, INT8/UINT8/INT16/UINT16) graph inputs/outputs to become INT32")
     fx.add_argument("--in-place", action="store_true", help="allow the output to replace the input file")
     fx.add_argument("--shapes", help="sizes for the checks, per input or per dim symbol, e.g. input_ids:1x128,seq=128")
     fx.add_argument("--inputs", metavar="FILE.npz", help="input values for the checks (arrays named like the inputs)")

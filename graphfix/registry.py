@@ -17,6 +17,7 @@ PIPELINE_ORDER: List[str] = [
     "decompose-ops",
     "target-opset",
     "int64-to-int32",
+    "emulate-types",
     "cast-bool",
     "fuse-layernorm",
     "precision",

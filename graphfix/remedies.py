@@ -293,7 +293,8 @@ def flag_for(kind: str, pass_name: str, op: Optional[str], target: TrtVersion) -
     acts by default): the flag of its finding row, else that of its rules for `op` where none of
     them applies by default on `target` (e.g. --nms-plugin)."""
     for row in pass_rows():
-        if row.pass_name == pass_name and row.kind == FINDING and row.what == kind and row.flag:
+        if row.pass_name == pass_name and row.kind == FINDING and row.what == kind and row.flag \
+                and row.applies is None:     # a conditional row's flag comes with its finding
             return row.flag
     if not op:
         return None

@@ -30,7 +30,7 @@ def target_check(model: onnx.ModelProto, version: str, passes) -> dict:
     # a plugin node a plugin rule writes is what the user asked for: TensorRT needs its library
     plugins = sorted({f.op for f in problems if f.rule == "custom-op" and f.op in rule_plugins})
     remaining = [{"node": f.node, "op": f.op, "severity": f.severity, "reason": f.reason,
-                  "fix_pass": f.fix_pass, "remedy": remedy(f.fix_pass, f.op, records, version, f.rule)}
+                  "fix_pass": f.fix_pass, "remedy": remedy(f.fix_pass, f.op, records, version, f.rule, f.flag)}
                  for f in problems if not (f.rule == "custom-op" and f.op in plugins)]
     counts: Dict[str, int] = {}
     for r in remaining:
@@ -44,8 +44,11 @@ def target_check(model: onnx.ModelProto, version: str, passes) -> dict:
             "plugins_needed": plugins}
 
 
-def remedy(fix_pass: Optional[str], op: Optional[str], records, version: str, rule: Optional[str] = None) -> str:
+def remedy(fix_pass: Optional[str], op: Optional[str], records, version: str, rule: Optional[str] = None,
+           flag: Optional[str] = None) -> str:
     """What would fix a remaining finding, in words a user can act on."""
+    if fix_pass is not None and flag:
+        return f"pass '{fix_pass}' fixes it with {flag} (graphfix fix {flag})"
     if fix_pass is None:
         rules = _opt_in_rules(op) if op else []
         if rules:

@@ -43,12 +43,12 @@ class Checker:
         self._doc = profile.sources[0] if profile.sources else ""   # the line's operators.md
 
     def add(self, node: Optional[str], op: Optional[str], severity: str, reason: str,
-            fix: Optional[str], source: str, rule_name: str) -> None:
+            fix: Optional[str], source: str, rule_name: str, flag: Optional[str] = None) -> None:
         key = (node, op, severity, reason)
         if key in self._seen:
             return
         self._seen.add(key)
-        self.findings.append(Finding(node, op, severity, reason, fix, self.profile.cite(source), rule_name))
+        self.findings.append(Finding(node, op, severity, reason, fix, self.profile.cite(source), rule_name, flag))
 
     # --- remedies (graphfix.remedies)
     def site(self, ref: Optional[NodeRef] = None, params: Optional[dict] = None,
@@ -60,6 +60,14 @@ class Checker:
         """The pass the table of remedies names for a finding of `kind` here, if any."""
         op = ref.node.op_type if ref is not None else None
         return remedies.fix_for_finding(kind, self.site(ref, params, tensor), op, self.profile.version)
+
+    def fix_and_flag(self, kind: str, ref: Optional[NodeRef] = None, params: Optional[dict] = None,
+                     tensor: Optional[str] = None) -> Tuple[Optional[str], Optional[str]]:
+        """(pass, flag) the table's row names for a finding of `kind` here (a conditional row's flag
+        holds only where the row applies, so it travels with the finding)."""
+        op = ref.node.op_type if ref is not None else None
+        row = remedies.remedy_for_finding(kind, self.site(ref, params, tensor), op, self.profile.version)
+        return (row.pass_name, row.flag) if row is not None else (None, None)
 
     def fix_for_missing_op(self, node: onnx.NodeProto, ref: Optional[NodeRef] = None) -> Optional[str]:
         """The pass that rewrites an op the parser cannot import (a rewrite rule's, else a fallback's)."""
@@ -164,20 +172,29 @@ class Checker:
             if eff in p.io_only_dtypes:
                 if self._io_only_ok(name):
                     continue
+                fix, flag = self._dtype_fix(name, "io-only-dtype", producer)
                 self.add(*where, "error", f"{label} is {dt}: TensorRT {p.version} supports {dt} only for network "
-                         "inputs/outputs that go straight through a Cast",
-                         fix_for("io-only-dtype") or self._rewritten_with(name), self._doc, "io-only-dtype")
+                         "inputs/outputs that go straight through a Cast", fix, self._doc, "io-only-dtype", flag=flag)
                 continue
             if eff in p.quantized_only_dtypes:
                 if self._quantized_ok(name):
                     continue
+                fix, flag = self._dtype_fix(name, "quantized-only-dtype", producer)
                 self.add(*where, "error", f"{label} is {dt}: TensorRT {p.version} supports {dt} only as the "
-                         "output of QuantizeLinear / input of DequantizeLinear",
-                         fix_for("quantized-only-dtype") or self._rewritten_with(name), self._doc,
-                         "quantized-only-dtype")
+                         "output of QuantizeLinear / input of DequantizeLinear", fix, self._doc,
+                         "quantized-only-dtype", flag=flag)
                 continue
+            fix, flag = self.fix_and_flag("unsupported-dtype", ref=producer, params={"dtype": dt}, tensor=name)
             self.add(*where, "error", f"{label} is {dt}, a type TensorRT {p.version} does not have",
-                     fix_for("unsupported-dtype", params={"dtype": dt}), self._doc, "unsupported-dtype")
+                     fix, self._doc, "unsupported-dtype", flag=flag)
+
+    def _dtype_fix(self, name: str, kind: str, producer) -> Tuple[Optional[str], Optional[str]]:
+        """(pass, flag) for a tensor of a type the target holds only at the edges: the rewrite rules
+        that replace its ops first (quantize_dynamic chains), else the table's row."""
+        rewritten = self._rewritten_with(name)
+        if rewritten is not None:
+            return rewritten, None
+        return self.fix_and_flag(kind, ref=producer, tensor=name)
 
     def _rewritten_with(self, name: str) -> Optional[str]:
         """The pass whose rewrite rules replace the op producing `name`, or every op reading it: the

@@ -42,10 +42,14 @@ class Finding:
     fix_pass: Optional[str]
     source: str
     rule: str
+    flag: Optional[str] = None      # the `graphfix fix` flag fix_pass needs here (a conditional row's)
 
     def to_json(self) -> dict:
-        return {"node": self.node, "op": self.op, "severity": self.severity, "reason": self.reason,
-                "fix_pass": self.fix_pass, "source": self.source, "rule": self.rule}
+        out = {"node": self.node, "op": self.op, "severity": self.severity, "reason": self.reason,
+               "fix_pass": self.fix_pass, "source": self.source, "rule": self.rule}
+        if self.flag:
+            out["flag"] = self.flag
+        return out
 
 
 @dataclass

@@ -75,7 +75,8 @@ def run_child(argv: List[str], timeout: float, cwd: str) -> Dict:
         log.seek(0)
         tail = log.read().decode(errors="replace")[-2000:]
     rss_kib = usage.ru_maxrss if sys.platform != "darwin" else usage.ru_maxrss // 1024
-    return {"seconds": round(wall, 2), "max_rss_mib": round(rss_kib / 1024, 1), "returncode": proc.returncode,
+    return {"seconds": round(wall, 2), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+            "max_rss_mib": round(rss_kib / 1024, 1), "returncode": proc.returncode,
             "timed_out": wall > timeout, "log_tail": tail if proc.returncode else ""}
 
 

@@ -38,6 +38,9 @@ class InputChoice:
     tries: int = 0
     error: Optional[str] = None                     # ONNX Runtime's error at the first try
     feeds: Optional[List[Dict[str, np.ndarray]]] = None
+    # the model's ONNX Runtime outputs on the feeds (Polygraphy IterationResults, one per feed), for
+    # the checks to reuse instead of running the original again; not part of the JSON
+    outputs: Optional[list] = field(default=None, repr=False)
     config_inputs: List[str] = field(default_factory=list)
     searched: bool = True                           # False: every dynamic size was given
 
@@ -261,26 +264,27 @@ def choose_inputs(model: onnx.ModelProto, *, shapes: Optional[Mapping[str, objec
             choice.error = choice.error or f"cannot generate values for the inputs: {_one_line(exc)}"
             break
         try:
-            empty = []
-            for feed in feeds:
-                empty += [n for n, v in zip(out_names, session.run(out_names, feed, quiet)) if np.size(v) == 0]
+            outputs = [dict(zip(out_names, session.run(out_names, feed, quiet))) for feed in feeds]
         except Exception as exc:
             if choice.error is None:
                 choice.error = _one_line(exc)
             continue
+        empty = [n for out in outputs for n, v in out.items() if np.size(v) == 0]
         if empty:   # an empty output compares equal to anything: look on, keep this as a last resort
-            fallback = fallback or (feeds, dims, symbols)
+            fallback = fallback or (feeds, dims, symbols, outputs)
             if choice.error is None:
                 choice.error = f"output(s) {', '.join(sorted(set(empty)))} empty at {_sizes_text(sizes)}"
             continue
-        return _chosen(choice, feeds, dims, symbols)
+        return _chosen(choice, feeds, dims, symbols, outputs)
     if fallback is not None:
         return _chosen(choice, *fallback)
     return choice
 
 
-def _chosen(choice: InputChoice, feeds, dims, symbols) -> InputChoice:
+def _chosen(choice: InputChoice, feeds, dims, symbols, outputs) -> InputChoice:
+    from polygraphy.comparator.struct import IterationResult
     choice.runnable, choice.feeds, choice.shapes = True, feeds, dims
+    choice.outputs = [IterationResult(out, runner_name="reference") for out in outputs]
     choice.symbols = {k: v for k, v in symbols.items() if ":" not in k}
     return choice
 

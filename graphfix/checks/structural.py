@@ -1,7 +1,7 @@
 """Structural checks: the graph is well formed (input validation) and stays so (after each pass)."""
 from __future__ import annotations
 
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set
 
 import onnx
 
@@ -120,16 +120,18 @@ def repeated_node_names(model: onnx.ModelProto) -> List[str]:
     return sorted(name for name, n in Counter(n.name for n in model.graph.node if n.name).items() if n > 1)
 
 
-def check_rewrite(before: onnx.ModelProto, after: onnx.ModelProto, *, allow_io_change: bool = False) -> List[str]:
+def check_rewrite(before: onnx.ModelProto, after: onnx.ModelProto, *, allow_io_change: bool = False,
+                  found: Optional[Dict[str, str]] = None, already: Optional[Dict[str, str]] = None) -> List[str]:
     """Problems a rewrite introduced: checker, shape inference, unique names, I/O signature.
 
     A check the model already failed before the rewrite (e.g. a function body that strict shape
-    inference rejects) is not held against the pass; only new failures count.
+    inference rejects) is not held against the pass; only new failures count. ``found``/``already``:
+    validity_problems of `after`/`before` where known (each model state is validated once).
     """
     problems: List[str] = []
-    found = validity_problems(after)
+    found = validity_problems(after) if found is None else found
     if found:
-        already = validity_problems(before)
+        already = validity_problems(before) if already is None else already
         problems.extend(f"{check}: {msg}" for check, msg in found.items() if check not in already)
     repeated = repeated_node_names(after)
     if repeated:

@@ -53,12 +53,13 @@ POLYGRAPHY_CHILD = ("import sys; from polygraphy.tools import main; sys.argv[0] 
                     "sys.exit(main())")
 
 
-def run_child(argv: List[str], timeout: float, cwd: str) -> Dict:
+def run_child(argv: List[str], timeout: float, cwd: str, env: Optional[Dict[str, str]] = None) -> Dict:
     """Run a subprocess; its wall time and its own peak RSS (os.wait4 reports that child alone).
-    It runs in `cwd` (the work directory), so a source checkout is not on its sys.path."""
+    It runs in `cwd` (the work directory), so a source checkout is not on its sys.path; `env`: its
+    environment (default: this one's)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         deadline = start + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)

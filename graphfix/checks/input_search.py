@@ -91,6 +91,8 @@ def _raise(minima: Dict[str, int], symbol, need: int) -> None:
 def symbol_minima(model: onnx.ModelProto) -> Dict[str, int]:
     """Smallest size per dim symbol that the pooling windows, convolution kernels and reflect/edge
     pads reading that dim allow (where shape inference carries the symbol to the node)."""
+    if not any(n.op_type in POOL_OPS or n.op_type == "Pad" for n in model.graph.node):
+        return {}     # nothing sets a minimum: no shape inference, no weights read
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except Exception:
@@ -101,12 +103,12 @@ def symbol_minima(model: onnx.ModelProto) -> Dict[str, int]:
         if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
             dims[v.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                             for d in v.type.tensor_type.shape.dim]
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    consts = {t.name: t for t in g.initializer}     # TensorProtos, read when a Pad needs one
     for node in g.node:
         if node.op_type == "Constant":
             for a in node.attribute:
                 if a.name == "value":
-                    consts[node.output[0]] = numpy_helper.to_array(a.t)
+                    consts[node.output[0]] = a.t
     minima: Dict[str, int] = {}
     for node in g.node:
         x = dims.get(node.input[0]) if node.input else None
@@ -127,13 +129,13 @@ def symbol_minima(model: onnx.ModelProto) -> Dict[str, int]:
         elif node.op_type == "Pad" and _text(node, "mode", "constant") in ("reflect", "edge"):
             pads = _ints(node, "pads")
             if pads is None and len(node.input) > 1 and node.input[1] in consts:
-                pads = [int(p) for p in consts[node.input[1]].reshape(-1)]
+                pads = [int(p) for p in numpy_helper.to_array(consts[node.input[1]]).reshape(-1)]
             if not pads:
                 continue
             rank = len(pads) // 2
             axes = list(range(rank))
             if len(node.input) > 3 and node.input[3] in consts:
-                axes = [int(a) % len(x) for a in consts[node.input[3]].reshape(-1)]
+                axes = [int(a) % len(x) for a in numpy_helper.to_array(consts[node.input[3]]).reshape(-1)]
             reflect = _text(node, "mode", "constant") == "reflect"
             for i, axis in enumerate(axes):
                 if axis < len(x):

@@ -11,7 +11,8 @@ Each tool runs in its own Python subprocess, one after the other, started the sa
 imports, load and save count on every side); wall time, CPU time (user + system) and the child's
 peak RSS (os.wait4):
 
-  graphfix:         graphfix fix SRC -o OUT --report R   (the CLI's defaults: all default passes, ORT checks)
+  graphfix:         graphfix fix SRC -o OUT --report R   (the CLI's defaults: all default passes, ORT checks;
+                    --after: that checkout first on PYTHONPATH, else the installed graphfix)
   graphfix-before:  the same, with the checkout given by --before first on PYTHONPATH (its graphfix/
                     needs passes and fixtures linked to ../passes and ../fixtures, as setuptools maps them)
   polygraphy:       polygraphy surgeon sanitize --fold-constants SRC -o OUT
@@ -44,11 +45,12 @@ ONNXSLIM_CHILD = ("import sys; import onnxslim; from onnxslim.cli import main; s
                   "sys.exit(main())")
 
 
-def tools(before: Optional[str]) -> Dict[str, dict]:
-    """name -> {"child": code, "env": environment}: graphfix without PYTHONPATH (the installed one),
-    graphfix-before with --before first on it, the anchors that are importable."""
+def tools(before: Optional[str], after: Optional[str] = None) -> Dict[str, dict]:
+    """name -> {"child": code, "env": environment}: graphfix (the installed one, or --after first on
+    PYTHONPATH), graphfix-before with --before first on it, the anchors that are importable."""
     plain = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    found = {"graphfix": {"child": GRAPHFIX_CHILD, "env": plain}}
+    found = {"graphfix": {"child": GRAPHFIX_CHILD,
+                          "env": {**plain, "PYTHONPATH": os.path.abspath(after)} if after else plain}}
     if before:
         found["graphfix-before"] = {"child": GRAPHFIX_CHILD, "env": {**plain, "PYTHONPATH": os.path.abspath(before)}}
     found["polygraphy"] = {"child": POLYGRAPHY_CHILD, "env": plain}
@@ -66,12 +68,12 @@ def weight_bytes(path: str) -> int:
     return sum(tensor_bytes(t) for t in model.graph.initializer)
 
 
-def bench_model(label: str, src: str, workdir: str, timeout: float, only: Optional[List[str]],
-                before: Optional[str]) -> Dict:
+def bench_model(label: str, src: str, workdir: str, timeouts, only: Optional[List[str]],
+                before: Optional[str], after: Optional[str]) -> Dict:
     import onnx
     nodes = len(onnx.load(src, load_external_data=False).graph.node)
     row = {"model": label, "nodes_in": nodes, "weight_mib": round(weight_bytes(src) / 2 ** 20, 1), "tools": {}}
-    for name, tool in tools(before).items():
+    for name, tool in tools(before, after).items():
         if only and name not in only:
             continue
         out = os.path.join(workdir, f"{name}_{label}.onnx")
@@ -84,7 +86,7 @@ def bench_model(label: str, src: str, workdir: str, timeout: float, only: Option
         else:
             argv += [src, out]
         print(f"[{label}] {name} ...", flush=True)
-        res = run_child(argv, timeout, workdir, env=tool["env"])
+        res = run_child(argv, timeouts[0] if name.startswith("graphfix") else timeouts[1], workdir, env=tool["env"])
         ops = op_counts(out)
         res["nodes_out"] = sum(ops.values()) if ops else None
         if name.startswith("graphfix") and os.path.exists(report):
@@ -123,11 +125,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--models", default="all", help="exported models from fixtures/exported: all, none or "
                         "comma-separated file names")
     parser.add_argument("--before", help="a second checkout: run as graphfix-before (first on PYTHONPATH)")
+    parser.add_argument("--after", help="a checkout to run as graphfix (first on PYTHONPATH; default: the "
+                        "installed graphfix)")
     parser.add_argument("--only", help="comma-separated tools to run (graphfix, graphfix-before, polygraphy, "
                         "onnxsim, onnxslim)")
     parser.add_argument("--out", default="bench_pipeline.json", help="where to write the JSON results")
     parser.add_argument("--workdir", help="keep the models here (default: a temporary directory, removed)")
-    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per tool per model")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per graphfix run")
+    parser.add_argument("--anchor-timeout", type=float, default=600.0, help="seconds per anchor run (onnxsim and "
+                        "onnxslim take many minutes on 100k nodes)")
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in LAYERS]
@@ -140,24 +146,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     workdir = os.path.abspath(args.workdir or tempfile.mkdtemp(prefix="graphfix-bench-pipeline-"))
     os.makedirs(workdir, exist_ok=True)
-    rows = []
+    rows, timeouts = [], (args.timeout, args.anchor_timeout)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     try:
         import onnx
         from graphfix.fixtures.shapes import transformer_like
         for name in exported:
-            rows.append(bench_model(name, os.path.join(EXPORTED, name), workdir, args.timeout, only, args.before))
+            rows.append(bench_model(name, os.path.join(EXPORTED, name), workdir, timeouts, only, args.before, args.after))
         for label in sizes:
             src = os.path.join(workdir, f"transformer_{label}.onnx")
             onnx.save(transformer_like(LAYERS[label], seed=0), src)
-            rows.append(bench_model(f"transformer_{label}", src, workdir, args.timeout, only, args.before))
+            rows.append(bench_model(f"transformer_{label}", src, workdir, timeouts, only, args.before, args.after))
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     import graphfix
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "started": started,
                           "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
-              "graphfix": graphfix.__file__, "before": args.before, "versions": versions(),
+              "graphfix": args.after or graphfix.__file__, "before": args.before, "versions": versions(),
               "method": "each tool in its own subprocess of the same Python, one after the other; wall and CPU "
                         "time include start-up, imports, load and save; peak memory is the child's max RSS "
                         "(os.wait4)",

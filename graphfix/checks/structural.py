@@ -64,8 +64,10 @@ def find_cycle(model: onnx.ModelProto) -> List[str]:
     """Node names on one cycle of the data-flow graph, or [] when it is acyclic."""
     nodes = list(model.graph.node)
     producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
-    deps = [sorted({producer[x] for x in list(n.input) + sorted(_subgraph_outer_refs(n)) if x in producer})
-            for n in nodes]
+    reads = [list(n.input) + sorted(_subgraph_outer_refs(n)) for n in nodes]
+    if all(producer.get(x, -1) < i for i, names in enumerate(reads) for x in names):
+        return []   # in topological order already (the usual case): no cycle, no search
+    deps = [sorted({producer[x] for x in names if x in producer}) for names in reads]
     state = [0] * len(nodes)  # 0 new, 1 on stack, 2 done
     for start in range(len(nodes)):
         if state[start]:

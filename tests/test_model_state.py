@@ -111,9 +111,20 @@ def test_each_state_runs_in_onnx_runtime_once(monkeypatch):
     real = Comparator.run
     monkeypatch.setattr(Comparator, "run", lambda runners, **kw: runs.append([r.name for r in runners])
                         or real(runners, **kw))
+    from graphfix.checks import structural
+    exports, validations = [], []
+    real_export, real_validate = pipeline.to_model, structural.validity_problems
+    monkeypatch.setattr(pipeline, "to_model", lambda *a, **k: exports.append(1) or real_export(*a, **k))
+    monkeypatch.setattr(structural, "validity_problems", lambda m: validations.append(1) or real_validate(m))
+    checkers, real_checker = [], onnx.checker.check_model
+    monkeypatch.setattr(onnx.checker, "check_model", lambda m, *a, **k: checkers.append(1) or real_checker(m, *a, **k))
     fixed, report = graphfix.fix(build("identity_chain"), trt="10.0")
     applied = [p.name for p in report.passes if p.status == "applied"]
-    assert len(applied) >= 1 and report.ok
+    ran = [p.name for p in report.passes if p.status != "skipped"]
+    assert len(applied) >= 1 and len(ran) > len(applied) and report.ok
+    # a pass that changed nothing cost no export and no validation; the final checker reused the last one
+    assert len(exports) == len(applied) and len(validations) == len(applied) == len(checkers)
+    assert next(c for c in report.checks if c["kind"] == "onnx-checker")["passed"] is True
     # each new state once; the original ran in the input search, and the whole check runs nothing new
     assert sum(len(r) for r in runs) == len(applied), runs
     assert all(r == ["candidate"] for r in runs), runs

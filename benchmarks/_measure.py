@@ -6,15 +6,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 
-def run_child(argv: List[str], timeout: float, cwd: str) -> Dict:
-    """Run a subprocess; its wall time and its own peak RSS (os.wait4 reports that child alone).
-    It runs in `cwd` (the work directory), so a source checkout is not on its sys.path."""
+def run_child(argv: List[str], timeout: float, cwd: str, env: Optional[Dict[str, str]] = None) -> Dict:
+    """Run a subprocess; its wall time, CPU time and its own peak RSS (os.wait4 reports that child
+    alone). It runs in `cwd` (the work directory), so a source checkout is not on its sys.path;
+    `env`: its environment (default: this one's)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         deadline = start + timeout
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -31,5 +32,6 @@ def run_child(argv: List[str], timeout: float, cwd: str) -> Dict:
         log.seek(0)
         tail = log.read().decode(errors="replace")[-2000:]
     rss_kib = usage.ru_maxrss if sys.platform != "darwin" else usage.ru_maxrss // 1024
-    return {"seconds": round(wall, 2), "max_rss_mib": round(rss_kib / 1024, 1), "returncode": proc.returncode,
+    return {"seconds": round(wall, 2), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+            "max_rss_mib": round(rss_kib / 1024, 1), "returncode": proc.returncode,
             "timed_out": wall > timeout, "log_tail": tail if proc.returncode else ""}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import UsageError
-from .report import Report, model_summary
+from .report import Report, input_facts, model_differences, model_summary
 
 MAX_ROUNDS = 5
 
@@ -190,7 +190,8 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
     from .console import progress
     from .model_io import load_model
     from .pass_api import PassContext
-    from .pipeline import fix as pipeline_fix, whole_model_check
+    from .model_state import ModelState
+    from .pipeline import finish, fix as pipeline_fix
     from .target import resolve_target
 
     started = time.perf_counter()
@@ -246,10 +247,8 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
             rnd["stop"] = "no progress: the passes changed nothing"
             break
         current, previous = fixed, signature
-    if current is not original and check != "none":
-        report.checks.append(whole_model_check(original, current, shapes, seed, given=inputs))
-    from .verdict import target_check
-    report.checks.append(target_check(current, str(target.version), report.passes))
-    report.output = model_summary(current)
+    # the same whole-model checks as graphfix fix (the tolerance the applied passes declared included)
+    finish(report, ModelState(original), ModelState(current), target, check, shapes=shapes, seed=seed, given=inputs)
+    report.differences = model_differences(input_facts(loaded.model), current, report.passes)
     report.seconds = time.perf_counter() - started
     return current, report

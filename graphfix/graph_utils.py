@@ -124,12 +124,12 @@ def _graph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
                 yield from _graph_protos(body)
 
 
-def _gs_graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
+def gs_graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
     yield graph
     for node in graph.nodes:
         for value in node.attrs.values():
             if isinstance(value, gs.Graph):
-                yield from _gs_graphs(value)
+                yield from gs_graphs(value)
 
 
 def _export(graph: gs.Graph, value_types: Dict[str, onnx.TypeProto], place_weights=None) -> onnx.ModelProto:
@@ -137,7 +137,7 @@ def _export(graph: gs.Graph, value_types: Dict[str, onnx.TypeProto], place_weigh
     Big constants are exported as stubs, then `place_weights(model, fill)` (default: fill(model))
     puts their bytes in (weights.export_in_place keeps them in the model they came from instead)."""
     hidden: List[Tuple[gs.Tensor, object]] = []
-    for g in _gs_graphs(graph):
+    for g in gs_graphs(graph):
         for tensor in g.tensors().values():
             if isinstance(tensor, gs.Variable) and tensor.dtype is not None \
                     and tensor.type not in _GS_VALUE_KINDS:

@@ -1,8 +1,12 @@
 """The pipeline: load, validate, run the selected passes in the written order, check, report.
 
-Each pass gets a fresh gs.Graph of the current model and mutates it. When it reports changes,
-the new model is checked structurally and, where ONNX Runtime can run it, against the model
-before the pass. A failing check or an exception rolls the pass back; the run goes on.
+One model state travels through the passes (model_state.ModelState): the model, its gs.Graph and
+what the checks learned about it. Each pass mutates the state's graph in place; a pass that reports
+no change costs nothing more (no export, no check, no session: a contract test holds that it left
+the graph byte-identical). When it reports changes, the graph is exported once, checked
+structurally and, where ONNX Runtime can run it, run once and compared with the outputs of the
+state before it, computed once. A failing check or an exception rolls the pass back (the graph is
+imported again from the model before it when the next pass needs it); the run goes on.
 """
 from __future__ import annotations
 
@@ -16,11 +20,13 @@ import onnx
 from .checks.structural import check_rewrite, validate_input
 from .console import progress
 from .errors import UsageError
-from .graph_utils import to_graph, to_model
+from .graph_utils import to_model
 from .model_io import load_model
+from .model_state import ModelState
 from .pass_api import PassContext
 from .registry import ordered_passes, registered
-from .report import APPLIED, FAILED, ROLLED_BACK, SKIPPED, UNCHANGED, PassReport, Report, model_summary
+from .report import (APPLIED, FAILED, ROLLED_BACK, SKIPPED, UNCHANGED, PassReport, Report, input_facts,
+                     model_differences, model_summary)
 from .target import Target, resolve_target
 from .weights import big_bytes, export_in_place
 
@@ -73,7 +79,8 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
 
     ``trt``: target TensorRT version ("8.6", "10.3"); default: installed tensorrt, else DEFAULT_TRT.
     ``passes``/``skip``: pass names (list or comma-separated). ``check``: "ort" (default) compares
-    ONNX Runtime outputs before/after each checkable pass and for the whole result; "none" skips it.
+    ONNX Runtime outputs before/after each checkable pass and for the whole result; "trt" also builds
+    and runs the result in TensorRT (UsageError where TensorRT is absent); "none" skips them.
     ``shapes``: sizes for the checks, per input (``{"ids": [1, 128]}``) or per dim symbol
     (``{"seq": 128}``); ``inputs``: input values for the checks (an .npz path or name -> array).
     ``freeze``: {input: value}: those inputs become constants, the Ifs they decide are inlined
@@ -82,6 +89,9 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
     """
     if check not in CHECK_MODES:
         raise UsageError(f"unknown check mode '{check}' (expected one of {', '.join(CHECK_MODES)})")
+    if check == "trt":   # the TensorRT check: refuse before any work where it cannot run
+        from .checks.trt_env import require_tensorrt
+        require_tensorrt("fix(check='trt')")
     started = time.perf_counter()
     progress("loading %s", model if isinstance(model, (str, os.PathLike)) else "the model")
     from .mapped_data import closer, embedded_model
@@ -96,6 +106,7 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
     to_run, skipped = select_passes(target, passes, skip, ctx.options)
     report = Report(input=model_summary(loaded.model, loaded.path), target=target.to_json())
     report.passes.extend(skipped)
+    facts = input_facts(loaded.model)
 
     original = loaded.model
     current = original
@@ -108,29 +119,76 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
         from .checks.input_search import choose_inputs
         choice = choose_inputs(original, shapes=shapes, values=given, seed=seed)
         report.inputs = choice.to_json()
+    reference = ModelState(original, run=_choice_run(choice, original))
+    state = reference if current is original else ModelState(current)
     for i, cls in enumerate(to_run, 1):
         progress("pass %d/%d: %s", i, len(to_run), cls.info.name)
-        rec, current = _run_one(cls, ctx, current, check, shapes, seed, ran_before=_names_run(report),
-                                choice=choice, given=given)
+        rec, state = _run_one(cls, ctx, state, check, shapes, seed, ran_before=_names_run(report),
+                              choice=choice, given=given)
         report.passes.append(rec)
     _sort_records(report)
+    finish(report, reference, state, target, check, shapes=shapes, seed=seed, choice=choice, given=given)
+    if check == "trt":
+        _trt_check(report, original, state.model, given)
+    report.differences = model_differences(facts, state.model, report.passes)
+    report.seconds = time.perf_counter() - started
+    fixed = embedded_model(state.model) if given_path else state.model   # the caller's copy: self-contained
+    close_files()
+    return fixed, report
+
+
+def finish(report: Report, reference: ModelState, final: ModelState, target: Target, check: str, *,
+           shapes=None, seed: int = 1, choice=None, given=None) -> None:
+    """The whole-model checks of a run, appended to the report, and its output summary: ONNX Runtime
+    (the final model against the reference, with the tolerance the applied passes declared, reusing
+    what each state's checks computed), ONNX's checker and `graphfix check` for the target.
+    `fix` and the fix loop (fix_loop) both end with it."""
+    current = final.model
     if check in ("ort", "trt"):   # changed: compare with the input; unchanged: can it be loaded at all?
         if report.changed:
             progress("comparing the fixed model with the original in ONNX Runtime")
-            report.checks.append(_whole_model_check(original, current, shapes, seed, _declared_tolerance(report),
-                                                    choice=choice, given=given))
+            report.checks.append(_whole_model_check(reference.model, current, shapes, seed,
+                                                    _declared_tolerance(report), choice=choice, given=given,
+                                                    states=(reference, final)))
         else:
             report.checks.append(_loadable_check(current))
-    report.checks.append(_checker_check(current))
+    report.checks.append(_checker_check(current, final.problems))
     from .verdict import target_check   # ok means TensorRT-ready: `graphfix check` on the output
     progress("graphfix check on the output for TensorRT %s", target.version)
     report.checks.append(target_check(current, str(target.version), report.passes))
     report.output = model_summary(current)
-    report.seconds = time.perf_counter() - started
-    if given_path:   # the caller gets a self-contained model (an embedded copy of the kept weights)
-        current = embedded_model(current)
-    close_files()
-    return current, report
+
+
+def _choice_run(choice, model: onnx.ModelProto):
+    """The original's outputs from the input search (checks.input_search), where they are what the
+    equivalence check would compute (ONNX Runtime, not the exact reference)."""
+    if choice is None or getattr(choice, "outputs", None) is None:
+        return None
+    from .checks.exact_reference import needs_exact_reference
+    from .checks.ort import ModelRun
+    return None if needs_exact_reference(model) else ModelRun(choice.outputs, "onnxruntime")
+
+
+def _trt_check(report: Report, original: onnx.ModelProto, fixed: onnx.ModelProto, given) -> None:
+    """fix(check="trt"): build and run the output in TensorRT, compare it with the original in ONNX
+    Runtime and append the check to the report, as `graphfix fix --check trt` does with its default
+    engine options (the CLI passes its own engine flags: commandline.trt.add_trt_check)."""
+    import tempfile
+    from .checks import trt as trt_check
+    from .model_io import save_model
+    with tempfile.TemporaryDirectory(prefix="graphfix-trt-check-") as tmp:
+        paths = []
+        for name, model in (("original.onnx", original), ("fixed.onnx", fixed)):
+            paths.append(os.path.join(tmp, name))
+            save_model(model, paths[-1])
+        values = None
+        if given:
+            import numpy as np
+            values = os.path.join(tmp, "inputs.npz")
+            np.savez(values, **given)
+        chosen = (report.inputs or {}).get("shapes")    # the sizes on which ONNX Runtime ran the original
+        result = trt_check.build_and_compare(paths[0], paths[1], opt_shapes=chosen or None, inputs=values)
+        report.checks.append({"kind": "trt", **result.to_json()})
 
 
 def _check_user_inputs(model: onnx.ModelProto, shapes, inputs):
@@ -200,38 +258,46 @@ def _sort_records(report: Report) -> None:
     report.passes.sort(key=lambda p: order.get(p.name, len(order)))
 
 
-def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, seed: int,
-             ran_before: List[str], choice=None, given=None) -> Tuple[PassReport, onnx.ModelProto]:
+def _run_one(cls, ctx: PassContext, state: ModelState, check: str, shapes, seed: int,
+             ran_before: List[str], choice=None, given=None) -> Tuple[PassReport, ModelState]:
+    """Run one pass on the state; return its record and the state after it (the same state when it
+    changed nothing, failed or was rolled back). ``state`` may also be a bare ModelProto."""
+    if not isinstance(state, ModelState):
+        state = ModelState(state)
+    model = state.model
     info = cls.info
     missing = [m for m in info.needs if not _importable(m)]
     if missing:
-        return PassReport(info.name, SKIPPED, error=f"needs {', '.join(missing)}, not installed"), model
+        return PassReport(info.name, SKIPPED, error=f"needs {', '.join(missing)}, not installed"), state
     t0 = time.perf_counter()
     rec = PassReport(info.name, UNCHANGED)
     try:
-        graph = to_graph(model)
+        graph = state.take_graph()
         ctx.model = model
         result = cls(ctx).run(graph)
         rec.counts, rec.warnings = dict(sorted(result.counts.items())), list(result.warnings)
         rec.changes = [c.to_json() for c in result.changes]
-        if not result.modified:
+        if not result.modified:   # the graph is as it was (the pass contract): keep it
+            state.unread()
             rec.seconds = time.perf_counter() - t0
-            return rec, model
+            return rec, state
+        state.drop_graph()        # changed: it belongs to the next state, or is thrown away
         undo, before = None, model
         if check == "none" and big_bytes(model) >= IN_PLACE_BYTES:   # nothing compares two models
             new_model, undo, before = export_in_place(model, lambda place: to_model(graph, model, place))
         else:
             new_model = to_model(graph, model)
     except Exception as exc:  # a pass bug must not end the run: roll back, report, go on
+        state.drop_graph()        # whatever it did to the graph is dropped: imported again when needed
         rec.status = FAILED
         rec.error = (f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]} "
                      f"(passes run before it: {', '.join(ran_before) or 'none'}); "
                      f"at {_where(exc)}")
+        rec.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         rec.seconds = time.perf_counter() - t0
-        return rec, model
-    io_declared = any(c.get("action") == "change-io-type" for c in rec.changes)   # asked for (--no-keep-io-types)
-    problems = check_rewrite(before, new_model, allow_io_change=ctx.int32_io or io_declared) if info.ort_checkable \
-        else _light_problems(before, new_model, ctx, rec.changes)
+        return rec, state
+    new_state = ModelState(new_model, graph)
+    problems = _structural_problems(info, ctx, rec, state, before, new_state)
     if not problems and info.ort_checkable and check in ("ort", "trt") and _unchecked(choice):
         # the original does not run in ONNX Runtime: the pass is neither confirmed nor blamed
         rec.check = {"kind": "ort", "passed": None, "unchecked": True, "error": choice.explain(), "outputs": []}
@@ -242,7 +308,10 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
         progress("%s: checking the rewrite in ONNX Runtime", info.name)
         feeds = choice.feeds if choice is not None and choice.runnable else None
         eq = compare_models(model, new_model, seed=seed, shapes=shapes, tolerance=result.tolerance,
-                            inputs=given, feeds=feeds)
+                            inputs=given, feeds=feeds, known={"reference": state.run} if state.run else None)
+        if feeds is not None:     # each state runs once: its outputs serve the next comparison
+            state.run = state.run or eq.runs.get("reference")
+            new_state.run = eq.runs.get("candidate")
         rec.check = {"kind": "ort", **eq.to_json()}
         if result.tolerance is not None:
             rec.check["tolerance"] = list(result.tolerance)
@@ -254,9 +323,26 @@ def _run_one(cls, ctx: PassContext, model: onnx.ModelProto, check: str, shapes, 
     if problems:
         rec.status = ROLLED_BACK
         rec.error = "; ".join(problems)
-        return rec, undo() if undo else model
+        if undo:
+            state.model = undo()
+        return rec, state
     rec.status = APPLIED
-    return rec, new_model
+    return rec, new_state
+
+
+def _structural_problems(info, ctx: PassContext, rec: PassReport, state: ModelState, before: onnx.ModelProto,
+                         new_state: ModelState) -> List[str]:
+    """check_rewrite for passes ONNX's checker can judge (each state validated once: what the checker
+    and shape inference said of a state is kept with it), _light_problems for the others."""
+    if not info.ort_checkable:
+        return _light_problems(before, new_state.model, ctx, rec.changes)
+    from .checks.structural import validity_problems
+    new_state.problems = validity_problems(new_state.model)
+    if new_state.problems and state.problems is None:
+        state.problems = validity_problems(before)
+    io_declared = any(c.get("action") == "change-io-type" for c in rec.changes)   # asked for (--no-keep-io-types)
+    return check_rewrite(before, new_state.model, allow_io_change=ctx.int32_io or io_declared,
+                         found=new_state.problems, already=state.problems)
 
 
 def _light_problems(before, after, ctx: PassContext, changes=()) -> List[str]:
@@ -279,7 +365,10 @@ def _declared_tolerance(report: Report):
     return (max(t[0] for t in declared), max(t[1] for t in declared)) if declared else None
 
 
-def _whole_model_check(original, final, shapes, seed, tolerance=None, choice=None, given=None) -> dict:
+def _whole_model_check(original, final, shapes, seed, tolerance=None, choice=None, given=None,
+                       states: Optional[Tuple[ModelState, ModelState]] = None) -> dict:
+    """The original against the final model in ONNX Runtime. ``states``: (original's, final's) model
+    states, whose outputs on the choice's feeds, where known, are reused instead of running again."""
     from .checks.input_search import choose_inputs
     from .checks.ort import compare_models
     if choice is None:
@@ -288,7 +377,9 @@ def _whole_model_check(original, final, shapes, seed, tolerance=None, choice=Non
         return {"kind": "ort", "passed": None, "unchecked": True, "error": choice.explain(), "outputs": [],
                 "detail": choice.explain()}
     feeds = choice.feeds if choice is not None and choice.runnable else None
-    eq = compare_models(original, final, seed=seed, shapes=shapes, tolerance=tolerance, inputs=given, feeds=feeds)
+    known = {side: s.run for side, s in zip(("reference", "candidate"), states or ()) if feeds and s.run}
+    eq = compare_models(original, final, seed=seed, shapes=shapes, tolerance=tolerance, inputs=given, feeds=feeds,
+                        known=known)
     if eq.unchecked:
         return {"kind": "ort", **eq.to_json(), "passed": None, "skipped": True, "detail": eq.error}
     if eq.error and "could not run" in eq.error and not _ort_runnable(final):
@@ -301,12 +392,16 @@ def _whole_model_check(original, final, shapes, seed, tolerance=None, choice=Non
     return check
 
 
-def _checker_check(model: onnx.ModelProto) -> dict:
+def _checker_check(model: onnx.ModelProto, problems: Optional[dict] = None) -> dict:
     """ONNX's checker on the result, whether or not a pass changed it: "done" needs a model that
     the checker or ONNX Runtime accepts. Failed when both refuse it (an op no schema knows, an
     unknown attribute); "unchecked" when only the checker does (a deprecated op such as
     GroupNormalization-18 that ONNX Runtime and TensorRT still run). Ops of custom domains
-    (TensorRT plugins) have no schema; the checker lets them through."""
+    (TensorRT plugins) have no schema; the checker lets them through. ``problems``: the model's
+    validity_problems where a pass's check found them already (the checker is not run again when
+    it passed)."""
+    if problems is not None and "onnx.checker" not in problems:
+        return {"kind": "onnx-checker", "passed": True}
     from .model_io import over_protobuf_limit
     from .weights import weightless_model
     model = weightless_model(model)   # the checker reads types and dims, not weight bytes
@@ -358,6 +453,3 @@ def _where(exc: BaseException) -> str:
     frame = tb[-1]
     return f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
 
-
-# The whole-model ONNX Runtime check, public for the fix loop (graphfix.fix_loop).
-whole_model_check = _whole_model_check

@@ -160,6 +160,18 @@ def _inputs_line(inputs: Optional[dict]) -> List[str]:
     return [f"  inputs for the checks: {shapes or 'none that run'} ({inputs['tries']} size choice(s) tried{given})"]
 
 
+def _differences_lines(diff: dict) -> List[str]:
+    """What the output differs in beyond the passes' changes (report.differences)."""
+    out = []
+    if "ir_version" in diff:
+        out.append(f"  also       IR version {diff['ir_version']['from']} -> {diff['ir_version']['to']}")
+    dropped = diff.get("dropped_unused_initializers") or []
+    if dropped:
+        out.append(f"  also       {len(dropped)} unused initializer(s) dropped: {', '.join(dropped[:5])}"
+                   + (", ..." if len(dropped) > 5 else ""))
+    return out
+
+
 def fix_summary(report, verbose: bool = False, report_path: Optional[str] = None) -> str:
     target = report.target
     src = report.input.get("path") or "<model>"
@@ -189,6 +201,7 @@ def fix_summary(report, verbose: bool = False, report_path: Optional[str] = None
             lines.extend(_warning_lines(p, verbose, report_path))
     if unchanged:
         lines.append(f"  nothing to do: {', '.join(unchanged)}")
+    lines.extend(_differences_lines(getattr(report, "differences", None) or {}))
     if not_needed:
         lines.append(f"  not needed for TensorRT {target['version']}: {', '.join(p.name for p in not_needed)}")
     for p in skipped:

@@ -33,6 +33,45 @@ def model_summary(model: onnx.ModelProto, path: Optional[str] = None) -> Dict[st
     }
 
 
+def input_facts(model: onnx.ModelProto) -> Dict[str, Any]:
+    """What model_differences needs of the input, taken before any pass runs (a large model's
+    passes may rewrite it in place)."""
+    return {"ir_version": model.ir_version, "unused_initializers": _unused_initializers(model)}
+
+
+def model_differences(before: Dict[str, Any], after: onnx.ModelProto, passes=()) -> Dict[str, Any]:
+    """What differs between the input (its ``input_facts``) and the output that no pass records as a
+    change of its own: the IR version (the export stamps at most graph_utils.OUTPUT_IR_VERSION) and
+    initializers no node read, which the export drops (those a record in ``passes`` names as its
+    change target aside). Empty when nothing of the kind differs."""
+    diff: Dict[str, Any] = {}
+    if before["ir_version"] != after.ir_version:
+        diff["ir_version"] = {"from": before["ir_version"], "to": after.ir_version}
+    if before["unused_initializers"]:
+        kept = {t.name for t in after.graph.initializer}
+        recorded = {c.get("target") for p in passes if p.status == APPLIED for c in p.changes}
+        dropped = sorted(n for n in before["unused_initializers"] - recorded if n not in kept)
+        if dropped:
+            diff["dropped_unused_initializers"] = dropped
+    return diff
+
+
+def _unused_initializers(model: onnx.ModelProto) -> set:
+    """Initializers that no node (subgraphs included) and no graph output reads."""
+    names = {t.name for t in model.graph.initializer}
+    if not names:
+        return set()
+    read = {o.name for o in model.graph.output}
+    stack = [model.graph]
+    while stack:
+        g = stack.pop()
+        for node in g.node:
+            read.update(node.input)
+            for attr in node.attribute:
+                stack.extend([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs))
+    return names - read
+
+
 def _io(value_info) -> Dict[str, Any]:
     t = value_info.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
@@ -49,11 +88,15 @@ class PassReport:
     warnings: List[str] = field(default_factory=list)
     check: Optional[dict] = None     # ONNX Runtime equivalence vs the model before this pass
     error: Optional[str] = None      # why it failed, rolled back or was skipped
+    traceback: Optional[str] = None  # a failed pass: the full Python traceback
 
     def to_json(self) -> dict:
-        return {"name": self.name, "status": self.status, "seconds": round(self.seconds, 4),
-                "counts": self.counts, "changes": self.changes, "warnings": self.warnings,
-                "check": self.check, "error": self.error}
+        doc = {"name": self.name, "status": self.status, "seconds": round(self.seconds, 4),
+               "counts": self.counts, "changes": self.changes, "warnings": self.warnings,
+               "check": self.check, "error": self.error}
+        if self.traceback:
+            doc["traceback"] = self.traceback
+        return doc
 
 
 @dataclass
@@ -65,6 +108,7 @@ class Report:
     checks: List[dict] = field(default_factory=list)   # whole-model checks: {"kind", "passed", ...}
     seconds: float = 0.0
     inputs: Optional[dict] = None    # the inputs the ONNX Runtime checks used (checks.input_search)
+    differences: Dict[str, Any] = field(default_factory=dict)   # input vs output beyond the passes' changes
 
     @property
     def ok(self) -> bool:
@@ -93,7 +137,8 @@ class Report:
     def to_json(self) -> dict:
         return {"schema": SCHEMA, "ok": self.ok, "changed": self.changed, "target": self.target,
                 "input": self.input, "output": self.output, "seconds": round(self.seconds, 4),
-                "passes": [p.to_json() for p in self.passes], "checks": self.checks, "inputs": self.inputs}
+                "passes": [p.to_json() for p in self.passes], "checks": self.checks, "inputs": self.inputs,
+                "differences": self.differences}
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=False)

@@ -151,7 +151,32 @@ def test_loop_parses_at_once_changes_nothing(every_pass_allowed):
     model, report = fix_until_parses(int64_model(), trt="8.6", parse=lambda m: ParseOutcome(True, False),
                                      fix_fn=fix)
     assert fix.calls == [] and report.parses and not report.changed
-    assert report.rounds[0]["stop"] == "parses" and [c["kind"] for c in report.checks] == ["trt-check"]
+    # the same whole-model checks as graphfix fix on an unchanged model
+    assert report.rounds[0]["stop"] == "parses"
+    assert [c["kind"] for c in report.checks] == ["ort", "onnx-checker", "trt-check"]
+
+
+def test_loop_whole_model_check_keeps_the_tolerance_a_pass_declared(every_pass_allowed):
+    """graphfix fix and the loop judge a rewrite alike: the loop's final ONNX Runtime check uses the
+    tolerance the applied pass declared for its own check (it used to drop it and fail)."""
+    def inexact_fix(model, trt=None, passes=None, check="ort", **kw):
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        for t in out.graph.initializer:   # INT32 constant, and the sum off by 5e-3 (as a dequantization)
+            t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t).astype(np.int32), t.name))
+        bias = onnx.numpy_helper.from_array(np.full([2, 3], 5e-3, np.float32), "gf_bias")
+        out.graph.initializer.append(bias)
+        out.graph.node[-1].output[0] = "y0"
+        out.graph.node.append(helper.make_node("Add", ["y0", "gf_bias"], ["y"], name="bias"))
+        report = Report(input={}, target={"version": trt, "source": "flag"})
+        report.passes = [PassReport(p, APPLIED, changes=[{"action": "retype"}],
+                                    check={"kind": "ort", "passed": True, "tolerance": [1e-2, 1e-2]}) for p in passes]
+        return out, report
+    _, report = fix_until_parses(int64_model(), trt="8.6", parse=FakeParser(), fix_fn=inexact_fix)
+    whole = report.checks[0]
+    assert whole["kind"] == "ort" and whole["tolerance"] == [1e-2, 1e-2]
+    assert whole["passed"] is True and whole["outputs"][0]["max_abs"] > 4e-3
+    assert report.parses and report.ok
 
 
 def test_loop_stops_when_passes_change_nothing(every_pass_allowed):

@@ -38,6 +38,9 @@ class InputChoice:
     tries: int = 0
     error: Optional[str] = None                     # ONNX Runtime's error at the first try
     feeds: Optional[List[Dict[str, np.ndarray]]] = None
+    # the model's ONNX Runtime outputs on the feeds (Polygraphy IterationResults, one per feed), for
+    # the checks to reuse instead of running the original again; not part of the JSON
+    outputs: Optional[list] = field(default=None, repr=False)
     config_inputs: List[str] = field(default_factory=list)
     searched: bool = True                           # False: every dynamic size was given
 
@@ -88,6 +91,8 @@ def _raise(minima: Dict[str, int], symbol, need: int) -> None:
 def symbol_minima(model: onnx.ModelProto) -> Dict[str, int]:
     """Smallest size per dim symbol that the pooling windows, convolution kernels and reflect/edge
     pads reading that dim allow (where shape inference carries the symbol to the node)."""
+    if not any(n.op_type in POOL_OPS or n.op_type == "Pad" for n in model.graph.node):
+        return {}     # nothing sets a minimum: no shape inference, no weights read
     from ..weights import weightless_model   # windows and pads are small: big weights need no bytes here
     try:
         inferred = onnx.shape_inference.infer_shapes(weightless_model(model), strict_mode=False)
@@ -100,12 +105,12 @@ def symbol_minima(model: onnx.ModelProto) -> Dict[str, int]:
         if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape"):
             dims[v.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                             for d in v.type.tensor_type.shape.dim]
-    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    consts = {t.name: t for t in g.initializer}     # TensorProtos, read when a Pad needs one
     for node in g.node:
         if node.op_type == "Constant":
             for a in node.attribute:
                 if a.name == "value":
-                    consts[node.output[0]] = numpy_helper.to_array(a.t)
+                    consts[node.output[0]] = a.t
     minima: Dict[str, int] = {}
     for node in g.node:
         x = dims.get(node.input[0]) if node.input else None
@@ -126,13 +131,13 @@ def symbol_minima(model: onnx.ModelProto) -> Dict[str, int]:
         elif node.op_type == "Pad" and _text(node, "mode", "constant") in ("reflect", "edge"):
             pads = _ints(node, "pads")
             if pads is None and len(node.input) > 1 and node.input[1] in consts:
-                pads = [int(p) for p in consts[node.input[1]].reshape(-1)]
+                pads = [int(p) for p in numpy_helper.to_array(consts[node.input[1]]).reshape(-1)]
             if not pads:
                 continue
             rank = len(pads) // 2
             axes = list(range(rank))
             if len(node.input) > 3 and node.input[3] in consts:
-                axes = [int(a) % len(x) for a in consts[node.input[3]].reshape(-1)]
+                axes = [int(a) % len(x) for a in numpy_helper.to_array(consts[node.input[3]]).reshape(-1)]
             reflect = _text(node, "mode", "constant") == "reflect"
             for i, axis in enumerate(axes):
                 if axis < len(x):
@@ -263,26 +268,27 @@ def choose_inputs(model: onnx.ModelProto, *, shapes: Optional[Mapping[str, objec
             choice.error = choice.error or f"cannot generate values for the inputs: {_one_line(exc)}"
             break
         try:
-            empty = []
-            for feed in feeds:
-                empty += [n for n, v in zip(out_names, session.run(out_names, feed, quiet)) if np.size(v) == 0]
+            outputs = [dict(zip(out_names, session.run(out_names, feed, quiet))) for feed in feeds]
         except Exception as exc:
             if choice.error is None:
                 choice.error = _one_line(exc)
             continue
+        empty = [n for out in outputs for n, v in out.items() if np.size(v) == 0]
         if empty:   # an empty output compares equal to anything: look on, keep this as a last resort
-            fallback = fallback or (feeds, dims, symbols)
+            fallback = fallback or (feeds, dims, symbols, outputs)
             if choice.error is None:
                 choice.error = f"output(s) {', '.join(sorted(set(empty)))} empty at {_sizes_text(sizes)}"
             continue
-        return _chosen(choice, feeds, dims, symbols)
+        return _chosen(choice, feeds, dims, symbols, outputs)
     if fallback is not None:
         return _chosen(choice, *fallback)
     return choice
 
 
-def _chosen(choice: InputChoice, feeds, dims, symbols) -> InputChoice:
+def _chosen(choice: InputChoice, feeds, dims, symbols, outputs) -> InputChoice:
+    from polygraphy.comparator.struct import IterationResult
     choice.runnable, choice.feeds, choice.shapes = True, feeds, dims
+    choice.outputs = [IterationResult(out, runner_name="reference") for out in outputs]
     choice.symbols = {k: v for k, v in symbols.items() if ":" not in k}
     return choice
 

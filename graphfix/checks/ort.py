@@ -44,6 +44,15 @@ class OutputStats:
 
 
 @dataclass
+class ModelRun:
+    """One model's outputs on a list of feeds as a check computed them, for a later comparison on
+    exactly those feeds to reuse instead of running the model again (one run per model state)."""
+    results: list                    # Polygraphy IterationResults, one per feed
+    evaluator: str                   # EXACT_EVALUATOR or "onnxruntime"
+    unusable: Optional[str] = None   # why the exact reference could not run it (ONNX Runtime did)
+
+
+@dataclass
 class EquivalenceResult:
     passed: bool
     outputs: List[OutputStats] = field(default_factory=list)
@@ -54,6 +63,9 @@ class EquivalenceResult:
     # what computed each side ("reference"/"candidate" -> EXACT_EVALUATOR or "onnxruntime")
     evaluators: Dict[str, str] = field(default_factory=dict)
     note: Optional[str] = None       # how the check ran where it is not plain (BF16 emulated, CPU-dependent ORT)
+    # "reference"/"candidate" -> its ModelRun, for the sides that ran as they are (not the candidate
+    # with casts at its I/O or BF16 emulated); not part of the JSON
+    runs: Dict[str, ModelRun] = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> dict:
         doc = {"passed": self.passed, "error": self.error, "outputs": [o.to_json() for o in self.outputs]}
@@ -98,13 +110,16 @@ def run_ort(model: onnx.ModelProto, feeds: Dict[str, np.ndarray]) -> Dict[str, n
 def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, seed: int = 1,
                    iterations: int = 1, shapes: Optional[Dict[str, Sequence[int]]] = None,
                    tolerance: Optional[Tuple[float, float]] = None, inputs=None,
-                   feeds: Optional[List[Dict[str, np.ndarray]]] = None) -> EquivalenceResult:
+                   feeds: Optional[List[Dict[str, np.ndarray]]] = None,
+                   known: Optional[Dict[str, ModelRun]] = None) -> EquivalenceResult:
     """Both models on the same seeded inputs in ONNX Runtime; per-output error figures.
 
     ``tolerance``: (atol, rtol) for floating outputs instead of the per-dtype defaults.
     ``shapes`` (per input or per dim symbol) and ``inputs`` (given values) shape the inputs, which
     are chosen so that the reference runs (checks.input_search); ``feeds`` gives them ready-made.
-    When the reference cannot run on any of them, the result is unchecked, never a failure."""
+    When the reference cannot run on any of them, the result is unchecked, never a failure.
+    ``known``: "reference"/"candidate" -> that model's ModelRun on exactly these ``feeds`` (an earlier
+    result's ``runs``): that side is not run again. Only used together with ``feeds``."""
     _quiet_polygraphy()
     from polygraphy.backend.onnxrt import OnnxrtRunner
     from polygraphy.comparator import Comparator
@@ -132,21 +147,33 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
         return OnnxrtRunner(lambda: sessions.pop(name, None) or _session(model), name=name)
 
     def run_both():
-        return Comparator.run([runner(reference, "reference"), runner(candidate, "candidate")],
-                              data_loader=feeds)
+        from polygraphy.comparator import RunResults
+        models = [(reference, "reference"), (candidate, "candidate")]
+        to_run = [runner(m, name) for m, name in models if name not in known]
+        fresh = dict(Comparator.run(to_run, data_loader=feeds).items()) if to_run else {}
+        results = RunResults()
+        for _, name in models:
+            results.append((name, known[name].results if name in known else fresh[name]))
+        return results
 
-    if too_big_for_ort(reference) or too_big_for_ort(candidate):   # before any copy
+    known = dict(known or {}) if feeds is not None else {}
+    sides = [m for m, name in ((reference, "reference"), (candidate, "candidate")) if name not in known]
+    if any(too_big_for_ort(m) for m in sides):   # before any copy (a side that ran is under it)
         return EquivalenceResult(False, error=TOO_BIG, unchecked=True)
-    reference, candidate = runnable_copy(reference), with_reference_float_io(reference, runnable_copy(candidate))
+    reference, as_is = runnable_copy(reference), runnable_copy(candidate)
+    candidate = with_reference_float_io(reference, as_is)
     note = None
     from .emulate import emulate_bf16, has_bf16
-    if has_bf16(candidate) and not ort_can_load(candidate):   # ONNX Runtime's CPU lacks BF16 kernels
+    if "candidate" not in known and has_bf16(candidate) and not ort_can_load(candidate):   # no BF16 CPU kernels
         candidate, note = emulate_bf16(candidate), "BF16 emulated: FP32 arithmetic, BF16 storage"
+    if candidate is not as_is:    # outputs of the candidate as it is do not stand for this one
+        known.pop("candidate", None)
     sessions = {}     # the reference's session, made once to learn whether ORT loads it at all
-    try:
-        sessions["reference"] = _session(reference)
-    except Exception as exc:
-        return EquivalenceResult(False, error=REFERENCE_NOT_RUNNABLE + _one_line(exc), unchecked=True)
+    if "reference" not in known:
+        try:
+            sessions["reference"] = _session(reference)
+        except Exception as exc:
+            return EquivalenceResult(False, error=REFERENCE_NOT_RUNNABLE + _one_line(exc), unchecked=True)
     not_tensors = [v.name for v in graph_inputs(reference) + list(reference.graph.output)
                    if v.type.WhichOneof("value") != "tensor_type"]
     if not_tensors:   # optional/sequence values: the seeded inputs and the comparator are for tensors
@@ -160,6 +187,7 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
         if not choice.runnable:
             return EquivalenceResult(False, error="unchecked: " + choice.explain(), unchecked=True)
         feeds = choice.feeds
+    unusable.update({name: run.unusable for name, run in known.items() if run.unusable})
     try:
         while True:
             try:
@@ -171,27 +199,37 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
                     raise
                 unusable.update(failed)  # the exact reference failed at run time: ORT runs that side
     except Exception as exc:
-        return _result(False, exact, unusable, error=f"ONNX Runtime could not run the models: {_one_line(exc)}", note=note)
+        return _result(False, exact, unusable, error=f"ONNX Runtime could not run the models: {_one_line(exc)}",
+                       note=note, known=known)
+    ran = dict(results.items())
+    runs = {name: known.get(name) or ModelRun(ran[name], EXACT_EVALUATOR if name in exact else "onnxruntime",
+                                              unusable.get(name))
+            for name in ("reference", "candidate") if name != "candidate" or candidate is as_is}
     try:
         stats = accuracy_stats(results, tolerances)
     except Exception as exc:
-        return _result(False, exact, unusable, error=f"comparison failed: {_one_line(exc)}", note=note)
+        return _result(False, exact, unusable, error=f"comparison failed: {_one_line(exc)}", note=note, known=known,
+                       runs=runs)
     missing = [o.name for o in reference.graph.output if o.name not in stats]
     if missing:
-        return _result(False, exact, unusable, list(stats.values()), error=f"outputs not compared: {missing}", note=note)
+        return _result(False, exact, unusable, list(stats.values()), error=f"outputs not compared: {missing}",
+                       note=note, known=known, runs=runs)
     outs = [stats[o.name] for o in reference.graph.output]
-    return _result(all(o.passed for o in outs), exact, unusable, outs, note=note)
+    return _result(all(o.passed for o in outs), exact, unusable, outs, note=note, known=known, runs=runs)
 
 
 def _result(passed: bool, exact: dict, unusable: Dict[str, str], outputs=(), error=None,
-            note: Optional[str] = None) -> EquivalenceResult:
+            note: Optional[str] = None, known=None, runs=None) -> EquivalenceResult:
     """The result, saying which side the exact reference computed and, where ONNX Runtime ran a
-    model it may get wrong on this CPU, why (after ``note``, how the check ran otherwise)."""
-    evaluators = {name: EXACT_EVALUATOR if name in exact else "onnxruntime" for name in ("reference", "candidate")}
+    model it may get wrong on this CPU, why (after ``note``, how the check ran otherwise).
+    ``known``: the sides whose outputs an earlier check computed; ``runs``: the sides to keep."""
+    evaluators = {name: (known or {})[name].evaluator if name in (known or {}) else
+                  EXACT_EVALUATOR if name in exact else "onnxruntime" for name in ("reference", "candidate")}
     if unusable and not ort_integer_kernels_exact():
         inexact = INEXACT_NOTE + "; ".join(f"{name}: {why}" for name, why in sorted(unusable.items()))
         note = f"{note}; {inexact}" if note else inexact
-    return EquivalenceResult(passed, list(outputs), error=error, evaluators=evaluators, note=note)
+    return EquivalenceResult(passed, list(outputs), error=error, evaluators=evaluators, note=note,
+                             runs=dict(runs or {}))
 
 
 def run_reference(model: onnx.ModelProto, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

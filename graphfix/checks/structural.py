@@ -1,7 +1,7 @@
 """Structural checks: the graph is well formed (input validation) and stays so (after each pass)."""
 from __future__ import annotations
 
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set
 
 import onnx
 
@@ -64,8 +64,10 @@ def find_cycle(model: onnx.ModelProto) -> List[str]:
     """Node names on one cycle of the data-flow graph, or [] when it is acyclic."""
     nodes = list(model.graph.node)
     producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
-    deps = [sorted({producer[x] for x in list(n.input) + sorted(subgraph_outer_refs(n)) if x in producer})
-            for n in nodes]
+    reads = [list(n.input) + sorted(subgraph_outer_refs(n)) for n in nodes]
+    if all(producer.get(x, -1) < i for i, names in enumerate(reads) for x in names):
+        return []   # in topological order already (the usual case): no cycle, no search
+    deps = [sorted({producer[x] for x in names if x in producer}) for names in reads]
     state = [0] * len(nodes)  # 0 new, 1 on stack, 2 done
     for start in range(len(nodes)):
         if state[start]:
@@ -120,16 +122,18 @@ def repeated_node_names(model: onnx.ModelProto) -> List[str]:
     return sorted(name for name, n in Counter(n.name for n in model.graph.node if n.name).items() if n > 1)
 
 
-def check_rewrite(before: onnx.ModelProto, after: onnx.ModelProto, *, allow_io_change: bool = False) -> List[str]:
+def check_rewrite(before: onnx.ModelProto, after: onnx.ModelProto, *, allow_io_change: bool = False,
+                  found: Optional[Dict[str, str]] = None, already: Optional[Dict[str, str]] = None) -> List[str]:
     """Problems a rewrite introduced: checker, shape inference, unique names, I/O signature.
 
     A check the model already failed before the rewrite (e.g. a function body that strict shape
-    inference rejects) is not held against the pass; only new failures count.
+    inference rejects) is not held against the pass; only new failures count. ``found``/``already``:
+    validity_problems of `after`/`before` where known (each model state is validated once).
     """
     problems: List[str] = []
-    found = validity_problems(after)
+    found = validity_problems(after) if found is None else found
     if found:
-        already = validity_problems(before)
+        already = validity_problems(before) if already is None else already
         problems.extend(f"{check}: {msg}" for check, msg in found.items() if check not in already)
     repeated = repeated_node_names(after)
     if repeated:

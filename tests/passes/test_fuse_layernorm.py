@@ -222,3 +222,21 @@ def test_batchnorm_renamed_statistics_do_not_block_the_raise():
     assert not result.warnings
     assert_equivalent(before, after)
     assert_idempotent(PASS, after)
+
+
+def test_all_fusions_spliced_in_one_walk_equal_fusing_one_chain_at_a_time(monkeypatch):
+    """The pass edits the node lists once for all chains (Splice); the result is byte-identical to
+    editing them chain by chain (fuse without a splice), Constant-node scalars dropped alike."""
+    from graphfix.fixtures.shapes import transformer_like
+    from graphfix.passes import fuse_layernorm
+    model = transformer_like(3, seed=0)   # six chains; epsilon and exponent as Constant nodes
+    batched, result = apply_pass(PASS, model, "10.0")
+    assert result.counts["layernorms_fused"] == 6
+    real = fuse_layernorm.fuse
+    monkeypatch.setattr(fuse_layernorm, "fuse", lambda chain, names, facts, matcher, splice=None:
+                        real(chain, names, facts, matcher))
+    one_by_one, _ = apply_pass(PASS, model, "10.0")
+    assert batched.SerializeToString() == one_by_one.SerializeToString()
+    assert not any(n.op_type == "Constant" and not any(n.output[0] in m.input for m in batched.graph.node)
+                   for n in batched.graph.node)
+    assert_equivalent(model, batched)

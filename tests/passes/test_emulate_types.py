@@ -8,10 +8,10 @@ from onnx import TensorProto as T
 
 from graphfix import fix
 from graphfix.checks.exact_reference import run_exact
-from graphfix.checks.ort import run_ort
+from graphfix.checks.ort import load_error, run_ort
 from graphfix.diagnose import check_model
 from graphfix.fixtures import build
-from gf_testing import apply_pass, assert_equivalent, assert_idempotent, elem_types, ops
+from gf_testing import apply_pass, assert_equivalent, assert_idempotent, elem_types, ops, random_feeds
 
 PASS = "emulate-types"
 FIXTURES = ["double_mlp_chain", "double_out_of_float_range", "int16_arithmetic", "int8_add_mul_io",
@@ -223,5 +223,16 @@ def test_trt_fixed_builds_and_matches_onnx_runtime(name, int32_io, tmp_path):
     raw_path, fixed_path = str(tmp_path / "raw.onnx"), str(tmp_path / "fixed.onnx")
     onnx.save(model, raw_path)
     onnx.save(fixed, fixed_path)
-    compared = build_and_compare(raw_path, fixed_path, timeout=600, progress=False)
+    reference = raw_path
+    if load_error(model) is not None:
+        # the rig's ONNX Runtime (1.19) has no INT8/UINT8 Add/Sub/Mul kernels: the engine is compared
+        # with the fixed model, which equals the exact reference of the original (checked here too)
+        reference = fixed_path
+        feeds = random_feeds(model, seed=3)
+        want = run_exact(model, feeds)
+        got = run_ort(fixed, {k: v.astype(onnx.helper.tensor_dtype_to_np_dtype(t)) for (k, v), t in zip(
+            feeds.items(), [i.type.tensor_type.elem_type for i in fixed.graph.input])})
+        assert all(np.array_equal(np.asarray(want[k]), np.asarray(got[k]).astype(np.asarray(want[k]).dtype))
+                   for k in want)
+    compared = build_and_compare(reference, fixed_path, timeout=600, progress=False)
     assert compared.passed, compared.detail

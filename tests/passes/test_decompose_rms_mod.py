@@ -100,41 +100,49 @@ def _mod_pairs():
     return a.reshape(-1).astype(np.uint8), b.reshape(-1).astype(np.uint8)
 
 
-def test_mod_uint8_through_int32_exhaustively_exact():
-    model = build("mod_uint8")
+def _with_divisor_input(model, size):
+    """The fixture with its constant divisor made a graph input, all tensors [size] (exhaustive tables)."""
+    model.graph.ClearField("initializer")
+    model.graph.input.append(onnx.helper.make_tensor_value_info("b", onnx.TensorProto.UINT8, [size]))
+    for vi in list(model.graph.input) + list(model.graph.output):
+        vi.type.tensor_type.shape.ClearField("dim")
+        vi.type.tensor_type.shape.dim.add().dim_value = size
+    return model
+
+
+@pytest.mark.parametrize("fixture, reference", [("mod_uint8", np.mod), ("mod_uint8_fmod_const", np.fmod)])
+def test_mod_uint8_through_int32_exhaustively_exact(fixture, reference):
+    model = build(fixture)
     flagged = [f for f in check_model(model, trt="8.6").findings if f.node]
     assert flagged and all(f.fix_pass == "decompose-ops" for f in flagged)
     fixed, result = apply_pass("decompose-ops", model)
-    assert result.modified and ops(fixed) == ["Cast", "Cast", "Mod", "Cast"]
+    assert result.modified and ops(fixed) == ["Cast", "Mod", "Cast"]   # the divisor's Cast is computed here
+    assert next(i for i in fixed.graph.initializer).data_type == onnx.TensorProto.INT32
     assert not [f for f in check_model(fixed, trt="8.6").findings if f.severity == "error"]
-    a, b = _mod_pairs()
-    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = a.size   # the whole table in one run
-    model.graph.input[1].type.tensor_type.shape.dim[0].dim_value = a.size
-    model.graph.output[0].type.tensor_type.shape.dim[0].dim_value = a.size
-    fixed, _ = apply_pass("decompose-ops", model)
-    got = _run(fixed, {"a": a, "b": b})[0]
-    assert got.dtype == np.uint8
-    np.testing.assert_array_equal(got, np.mod(a, b))
-    np.testing.assert_array_equal(got, _run(model, {"a": a, "b": b})[0])
-    assert_idempotent("decompose-ops", model)
-
-
-def test_mod_uint8_fmod_constant_divisor():
-    model = build("mod_uint8_fmod_const")
-    fixed, _ = apply_pass("decompose-ops", model)
-    assert "Mod" in ops(fixed) and not [f for f in check_model(fixed, trt="8.6").findings if f.severity == "error"]
-    a = np.array([[0, 200, 255], [13, 7, 254]], np.uint8)
-    got = _run(fixed, {"a": a})[0]
-    np.testing.assert_array_equal(got, np.fmod(a, np.array([7, 1, 255], np.uint8)))
     assert_equivalent(model, fixed)     # constant divisor without zero: seeded inputs are fine
     assert_idempotent("decompose-ops", model)
+    a, b = _mod_pairs()
+    table = _with_divisor_input(model, a.size)
+    fixed, _ = apply_pass("decompose-ops", table)
+    assert ops(fixed) == ["Cast", "Cast", "Mod", "Cast"]
+    got = _run(fixed, {"a": a, "b": b})[0]
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, reference(a, b))
+    np.testing.assert_array_equal(got, _run(table, {"a": a, "b": b})[0])
+
+
+def test_mod_uint8_constant_divisor_values():
+    fixed, _ = apply_pass("decompose-ops", build("mod_uint8_fmod_const"))
+    a = np.array([[0, 200, 255], [13, 7, 254]], np.uint8)
+    np.testing.assert_array_equal(_run(fixed, {"a": a})[0], [[0, 0, 0], [6, 0, 254]])
 
 
 def test_mod_left_alone_where_the_importer_takes_it_or_the_type_cannot_be_held():
     """FLOAT fmod=1 and INT32 are imported by 8.6; INT8 is quantized-only on 8.6 (its graph input stays an
     error whatever Mod becomes): no rewrite, and check names no decompose-ops fix for them."""
     for elem, fmod in ((onnx.TensorProto.FLOAT, 1), (onnx.TensorProto.INT32, 0), (onnx.TensorProto.INT8, 0)):
-        model = build("mod_uint8")
+        model = _with_divisor_input(build("mod_uint8"), 4)
+        del model.graph.node[0].attribute[:]
         model.graph.node[0].attribute.extend([onnx.helper.make_attribute("fmod", fmod)])
         for vi in list(model.graph.input) + list(model.graph.output):
             vi.type.tensor_type.elem_type = elem
@@ -145,7 +153,7 @@ def test_mod_left_alone_where_the_importer_takes_it_or_the_type_cannot_be_held()
 
 # -- on real TensorRT (the rig): `pytest tests/passes/test_decompose_rms_mod.py -m trt` ----------------
 @pytest.mark.trt
-@pytest.mark.parametrize("fixture", ["rms_norm_last_axis", "rms_norm_axis1_4d", "mod_uint8_fmod_const"])
+@pytest.mark.parametrize("fixture", ["rms_norm_last_axis", "rms_norm_axis1_4d", "mod_uint8", "mod_uint8_fmod_const"])
 def test_trt_raw_fails_fixed_builds_and_matches(fixture, tmp_path):
     from graphfix.checks.trt import build_and_compare, parse_in_subprocess
     from graphfix.checks.ort import ort_can_load

@@ -1,9 +1,9 @@
 """Rewrite standard ONNX ops that the target TensorRT lacks or computes wrong into ops it computes right.
 
 ScatterElements/ScatterND with a reduction (TensorRT 8.6 overwrites instead of reducing), Einsum
-with ellipsis, diagonals or broadcasting (wrong results on 8.6), float Mod with fmod=0 (no 8.6
-importer), bitwise ops, CenterCropPad, and the opset-23 RotaryEmbedding / Attention become ops the
-target computes right. Which node needs it comes from the target's profile (graphfix.plugin_rules.
+with ellipsis, diagonals or broadcasting (wrong results on 8.6), UINT8 Mod (integer Mod is imported on
+INT32 only), bitwise ops, CenterCropPad, and the opset-23 RotaryEmbedding / Attention / RMSNormalization
+become ops the target computes right. Which node needs it comes from the target's profile (graphfix.plugin_rules.
 ops_base); ONNX Runtime checks the result.
 
 It runs before target-opset: the opset-23 ops it removes have no older form, so target-opset could
@@ -30,7 +30,8 @@ class DecomposeOps(Pass):
         summary="Standard ops the target lacks or computes wrong (Scatter reductions, Einsum, Mod, ...) "
                 "-> ops it computes right",
         fixes="the reduction attribute is ignored (ScatterElements/ScatterND); Einsum ellipsis/diagonal; "
-              "No importer registered for op: BitwiseAnd / CenterCropPad / Attention / RotaryEmbedding",
+              "No importer registered for op: BitwiseAnd / CenterCropPad / Attention / RotaryEmbedding / "
+              "RMSNormalization; Mod: Found invalid input type of UINT8",
         after=("fold-constants",),
         before=("target-opset",),
         remedies=(),   # each of its rules declares the ops and findings it fixes (graphfix.remedies)

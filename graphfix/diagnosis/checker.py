@@ -206,6 +206,8 @@ class Checker:
                  for r in refs]
         if not found or not all(found):
             return None
+        if any(self.fix_for_missing_op(r.node, r) is None for r in refs):   # a rule's match refuses the node
+            return None
         first = found[0][0]
         return first if all(first in passes for passes in found) else None
 

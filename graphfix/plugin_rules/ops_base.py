@@ -3,7 +3,7 @@
 Which target needs a rewrite is data, not code: a rule of family ``ops`` applies where the
 target's profile (graphfix/profiles) has no importer for its op, or where one of the profile's
 checks named in ``fixes_checks`` flags the node (ScatterElements' ``attr_in`` on reduction,
-Einsum's ``einsum_features``, Mod's ``mod_float_fmod0``). The pass evaluates those checks with
+Einsum's ``einsum_features``, UINT8 Mod's ``io-only-dtype``). The pass evaluates those checks with
 `graphfix check`'s own checker on the graph it rewrites, so the fix column of `check` and the
 rewrite agree node by node. The ``decompose-ops`` pass applies these rules.
 

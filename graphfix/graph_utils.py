@@ -106,7 +106,7 @@ def _value_types(graph: onnx.GraphProto) -> Dict[str, onnx.TypeProto]:
     """Non-tensor ValueInfo types by name, subgraphs included (a name typed two ways is left out)."""
     found: Dict[str, onnx.TypeProto] = {}
     clashes = set()
-    for g in _graph_protos(graph):
+    for g in graph_protos(graph):
         for vi in list(g.input) + list(g.output) + list(g.value_info):
             if vi.type.WhichOneof("value") in (None,) + _GS_VALUE_KINDS:
                 continue
@@ -116,12 +116,17 @@ def _value_types(graph: onnx.GraphProto) -> Dict[str, onnx.TypeProto]:
     return {name: t for name, t in found.items() if name not in clashes}
 
 
-def _graph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            for body in ([attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)):
-                yield from _graph_protos(body)
+def graph_protos(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """The graph and every subgraph (If/Loop/Scan bodies), in pre-order, without recursion (nesting
+    depth is the model's to choose)."""
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        yield g
+        bodies = [b for node in g.node for attr in node.attribute
+                  for b in ([attr.g] if attr.type == AttributeProto.GRAPH else
+                            list(attr.graphs) if attr.type == AttributeProto.GRAPHS else [])]
+        stack.extend(reversed(bodies))
 
 
 def gs_graphs(graph: gs.Graph) -> Iterator[gs.Graph]:
@@ -158,7 +163,7 @@ def _export(graph: gs.Graph, value_types: Dict[str, onnx.TypeProto], place_weigh
         for tensor, dtype in hidden:
             tensor.dtype = dtype
     if value_types:
-        for g in _graph_protos(model.graph):
+        for g in graph_protos(model.graph):
             _retype_values(g, value_types)
     return model
 

@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from graphfix.graph_utils import NameMaker, toposort
+from graphfix.graph_utils import NameMaker, graph_protos, toposort
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.registry import register_pass
 from graphfix.remedies import fixes_finding
@@ -168,7 +168,7 @@ class ShapeFacts:
     def from_model(cls, model: onnx.ModelProto) -> "ShapeFacts":
         dims: Dict[str, Optional[List[Dim]]] = {}
         types: Dict[str, int] = {}
-        for g in _graph_protos(model.graph):
+        for g in graph_protos(model.graph):
             for vi in list(g.input) + list(g.output) + list(g.value_info):
                 if vi.type.WhichOneof("value") != "tensor_type":
                     continue
@@ -534,19 +534,6 @@ def _branches(node: gs.Node) -> List[gs.Graph]:
 
 def _still_in(graph: gs.Graph, node: gs.Node) -> bool:
     return any(n is node for n in graph.nodes)
-
-
-def _graph_protos(g: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    todo = [g]
-    while todo:
-        cur = todo.pop()
-        yield cur
-        for n in cur.node:
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    todo.append(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    todo.extend(a.graphs)
 
 
 def _opset(graph: gs.Graph) -> int:

@@ -77,3 +77,19 @@ def added_casts(model: onnx.ModelProto) -> List[Tuple[str, str, int]]:
 
 def readers(model: onnx.ModelProto, tensor: str) -> List[str]:
     return [n.name for n in model.graph.node if tensor in n.input]
+
+
+def assert_trt_raw_fails_fixed_matches(raw, tmp_path, trt: str = "8.6"):
+    """On real TensorRT: the raw model fails (parse, build or compare) and `graphfix fix`'s output
+    parses, builds, runs and matches ONNX Runtime on the raw model. Returns the fix report."""
+    import graphfix
+    from graphfix.checks.trt import build_and_compare
+    fixed, report = graphfix.fix(raw, trt=trt)
+    raw_path, fixed_path = str(tmp_path / "raw.onnx"), str(tmp_path / "fixed.onnx")
+    onnx.save(raw, raw_path)
+    onnx.save(fixed, fixed_path)
+    before = build_and_compare(raw_path, raw_path, progress=False)
+    after = build_and_compare(raw_path, fixed_path, progress=False)
+    assert not before.passed, before.summary()
+    assert after.passed, after.summary() + "\n" + report.summary()
+    return report

@@ -9,10 +9,12 @@ every CPU, so a check never depends on the machine that runs it.
 from __future__ import annotations
 
 import functools
-from typing import Dict, Iterable, List
+from typing import Dict, List
 
 import numpy as np
 import onnx
+
+from ..graph_utils import graph_protos
 
 # (domain, op_type) of the ops whose ONNX Runtime CPU kernels saturate on some CPUs ("" = ai.onnx)
 INEXACT_ON_SOME_CPUS = frozenset({
@@ -30,23 +32,9 @@ def _domain(domain: str) -> str:
     return "" if domain in ("", "ai.onnx") else domain
 
 
-def _graphs(graph: onnx.GraphProto) -> Iterable[onnx.GraphProto]:
-    """The graph and every subgraph (If/Loop/Scan bodies), without recursion."""
-    stack = [graph]
-    while stack:
-        g = stack.pop()
-        yield g
-        for node in g.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    stack.append(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    stack.extend(attr.graphs)
-
-
 def inexact_ops(model: onnx.ModelProto) -> List[str]:
     """Sorted op types in the model (subgraphs and functions included) that ORT may get wrong."""
-    nodes = [n for g in _graphs(model.graph) for n in g.node]
+    nodes = [n for g in graph_protos(model.graph) for n in g.node]
     nodes += [n for f in model.functions for n in f.node]
     return sorted({n.op_type for n in nodes if (_domain(n.domain), n.op_type) in INEXACT_ON_SOME_CPUS})
 

@@ -12,7 +12,7 @@ import graphfix
 from graphfix.checks.ort import compare_models
 from graphfix.diagnose import check_model, format_table
 from graphfix.fixtures import build
-from gf_testing import apply_pass, assert_idempotent
+from gf_testing import apply_pass, assert_idempotent, assert_trt_raw_fails_fixed_matches
 
 
 def _problems(model, trt="8.6"):
@@ -67,13 +67,4 @@ def test_axes_given_as_a_graph_input_are_reported_with_the_way_out():
 
 @pytest.mark.trt
 def test_trt_runtime_axes_raw_fails_fixed_builds_and_matches(tmp_path):
-    from graphfix.checks.trt import build_and_compare
-    raw = build("fold_runtime_axes")
-    fixed, report = graphfix.fix(raw, trt="8.6")
-    raw_path, fixed_path = str(tmp_path / "raw.onnx"), str(tmp_path / "fixed.onnx")
-    onnx.save(raw, raw_path)
-    onnx.save(fixed, fixed_path)
-    before = build_and_compare(raw_path, raw_path, progress=False)
-    after = build_and_compare(raw_path, fixed_path, progress=False)
-    assert not before.passed, before.summary()
-    assert after.passed, after.summary() + "\n" + report.summary()
+    assert_trt_raw_fails_fixed_matches(build("fold_runtime_axes"), tmp_path)

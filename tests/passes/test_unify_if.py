@@ -9,7 +9,7 @@ import pytest
 from graphfix.checks.ort import compare_models
 from graphfix.diagnose import check_model
 from graphfix.fixtures import build
-from gf_testing import apply_pass, assert_idempotent
+from gf_testing import apply_pass, assert_idempotent, assert_trt_raw_fails_fixed_matches
 
 PASS = "unify-if"
 
@@ -149,17 +149,7 @@ def test_check_is_clean_of_if_findings_after_fix(name):
 def test_trt_nested_shape_tests_raw_fails_fixed_builds_and_matches(tmp_path):
     """On TensorRT 8.6: the raw model stops at the nested Ifs (ranks differ under conditions the
     8.6 importer does not resolve); the fixed one parses, builds, runs and matches ONNX Runtime."""
-    import graphfix
-    from graphfix.checks.trt import build_and_compare
-    raw = build("if_nested_shape_tests")
-    fixed, report = graphfix.fix(raw, trt="8.6")
-    raw_path, fixed_path = str(tmp_path / "raw.onnx"), str(tmp_path / "fixed.onnx")
-    onnx.save(raw, raw_path)
-    onnx.save(fixed, fixed_path)
-    before = build_and_compare(raw_path, raw_path, progress=False)
-    after = build_and_compare(raw_path, fixed_path, progress=False)
-    assert not before.passed, before.summary()
-    assert after.passed, after.summary() + "\n" + report.summary()
+    assert_trt_raw_fails_fixed_matches(build("if_nested_shape_tests"), tmp_path)
 
 
 @pytest.mark.trt

@@ -83,7 +83,7 @@ def matches_expected(test_dir: str, fixed: onnx.ModelProto, tol) -> str:
 
 
 def rtx_built(model: onnx.ModelProto) -> dict:
-    from graphfix.checks.rtx import build_only
+    from graphfix.checks.tensorrt.rtx import build_only
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
         onnx.save(model, path)

@@ -232,7 +232,7 @@ def _child_one(trt, logger, model_dir: str, keep: list, backend=None) -> dict:
         rec["detail"] = "engine deserialization failed"
         return rec
     from polygraphy.backend.trt import TrtRunner
-    from graphfix.checks.trt_worker import contiguous, engine_input_source
+    from graphfix.checks.tensorrt.worker import contiguous, engine_input_source
     try:
         with TrtRunner(engine) as runner:
             meta = runner.get_input_metadata()
@@ -277,7 +277,7 @@ def child_main(job_path: str, progress_path: str) -> None:
     with open(job_path) as f:
         job = json.load(f)
     out = open(progress_path, "a", buffering=1)
-    from graphfix.checks.trt_backends import get_backend
+    from graphfix.checks.tensorrt.backends import get_backend
     backend = get_backend(job.get("backend"))
     trt = backend.import_module()
 

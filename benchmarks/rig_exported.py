@@ -3,7 +3,7 @@
 For each model in fixtures/exported/manifest.json:
   1. `graphfix fix MODEL -o FIXED --trt 8.6 --report REPORT` (the CLI, as a user runs it);
   2. TensorRT builds of the original and of the fixed model, FP32 and FP16, each in its own child
-     process (graphfix.checks.trt: TensorRT 8.6's parser segfaults on some dynamo opset-18
+     process (graphfix.checks.tensorrt.trt: TensorRT 8.6's parser segfaults on some dynamo opset-18
      exports, and that must become a result, not end this script), through Polygraphy's TensorRT
      backend with builder optimization level 0 and only the EDGE_MASK_CONVOLUTIONS and
      JIT_CONVOLUTIONS tactic sources (cuBLAS/cuDNN are stubs on the rig);
@@ -59,7 +59,7 @@ def run_fix(model_path: str, fixed_path: str, report_path: str) -> Dict[str, Any
 def build(original: str, candidate: str, fp16: bool, opt_shapes: Dict[str, List[int]], timeout: float
           ) -> Dict[str, Any]:
     """One TensorRT build + run of `candidate`, compared with ONNX Runtime FP32 on `original`."""
-    from graphfix.checks.trt import build_and_compare
+    from graphfix.checks.tensorrt.trt import build_and_compare
     try:
         res = build_and_compare(original, candidate, fp16=fp16, opt_shapes=opt_shapes, optimization_level=0,
                                 timeout=timeout, progress=False)
@@ -99,7 +99,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
 
-    from graphfix.checks.trt_env import trt_unavailable_reason
+    from graphfix.checks.tensorrt.env import trt_unavailable_reason
     reason = trt_unavailable_reason()
     if reason is not None:
         with open(os.path.join(args.out_dir, "summary.json"), "w") as f:

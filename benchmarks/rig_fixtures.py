@@ -60,7 +60,7 @@ def cell(result: Optional[Dict[str, Any]]) -> str:
 
 def one_fixture(name: str, make, args, out_dir: str) -> Dict[str, Any]:
     import graphfix
-    from graphfix.checks.trt import build_and_compare
+    from graphfix.checks.tensorrt.trt import build_and_compare
     from graphfix.model_io import save_model
 
     here = os.path.join(out_dir, name)
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown precision(s) {unknown}")
 
-    from graphfix.checks.trt_env import trt_unavailable_reason
+    from graphfix.checks.tensorrt.env import trt_unavailable_reason
     from graphfix.fixtures import all_fixtures
     reason = trt_unavailable_reason()
     if reason is not None:
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out_dir, exist_ok=True)
     if args.resume:
         names = [m for m in names if not os.path.exists(os.path.join(args.out_dir, f"{m}.json"))]
-    from graphfix.checks.trt_env import environment
+    from graphfix.checks.tensorrt.env import environment
     env = environment()
     print(json.dumps(env), file=sys.stderr)
     started = time.perf_counter()

@@ -354,7 +354,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if unknown:
         print(f"rig_plugins: unknown cases {unknown}", file=sys.stderr)
         return 2
-    from graphfix.checks.trt_env import environment
+    from graphfix.checks.tensorrt.env import environment
     doc: Dict[str, Any] = {"schema": SCHEMA, "target": trt, "environment": environment(),
                            "tensorrt_used": use_trt, "settings": {
                                "precision": "fp32", "tactic_sources": ["EDGE_MASK_CONVOLUTIONS", "JIT_CONVOLUTIONS"],

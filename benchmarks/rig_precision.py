@@ -5,7 +5,7 @@ FP32 on the original model.
 Models: the exported transformers in fixtures/exported/ (manifest) and the precision fixtures
 (fixtures/precision.py: LayerNorm overflow, attention masks, Exp on large values, a small CNN).
 For each: `graphfix fix MODEL -o MIXED --trt 8.6 --precision fp16` (the CLI, in a child process),
-then two TensorRT builds through graphfix.checks.trt.build_and_compare (each in its own child
+then two TensorRT builds through graphfix.checks.tensorrt.trt.build_and_compare (each in its own child
 process; FP16 flag on for both: on 8.6 and 10.x the builder needs it to choose FP16 kernels, see
 graphfix.passes.precision.builder_fp16_flag), builder optimization level 0 unless
 --optimization-level says otherwise.
@@ -77,7 +77,7 @@ def run_fix(model_path: str, mixed_path: str, report_path: str) -> Dict[str, Any
 
 def build(original: str, candidate: str, opt_shapes, timeout: float, level: int) -> Dict[str, Any]:
     """One FP16 TensorRT build + run of `candidate`, compared with ONNX Runtime FP32 on `original`."""
-    from graphfix.checks.trt import build_and_compare
+    from graphfix.checks.tensorrt.trt import build_and_compare
     try:
         res = build_and_compare(original, candidate, fp16=True, opt_shapes=opt_shapes, optimization_level=level,
                                 timeout=timeout, progress=False)
@@ -117,7 +117,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     work = args.work or os.path.splitext(os.path.abspath(args.out_json))[0] + ".work"
     reason = None
     if not args.dry_run:
-        from graphfix.checks.trt_env import trt_unavailable_reason
+        from graphfix.checks.tensorrt.env import trt_unavailable_reason
         reason = trt_unavailable_reason()
         if reason is not None:
             _write(args.out_json, {"skipped": reason})

@@ -2,7 +2,7 @@
 
 TensorRT-RTX 1.7 (``pip install graphfix[rtx]``) is the onnx-tensorrt 11.x parser with an
 ahead-of-time builder that runs on the CPU: each model is parsed and built (optimization profile from
-its dynamic dims, graphfix.checks.trt_profile), in a child process, and nothing runs. Beside each
+its dynamic dims, graphfix.checks.tensorrt.optimization_profile), in a child process, and nothing runs. Beside each
 verdict: what ``graphfix check --trt 11`` predicted (its error findings), so a failure can be matched
 with the reason check gives. tests/test_rtx.py runs the "fixed" half of this in CI.
 
@@ -37,7 +37,7 @@ def model_sources() -> List[Tuple[str, Callable[[], Any]]]:
 
 def rtx_verdict(path: str, timeout: float = 300) -> Dict[str, Any]:
     """Parse and build on TensorRT-RTX in a child process: parsed, built, crashed, errors by node."""
-    from graphfix.checks.rtx import build_only
+    from graphfix.checks.tensorrt.rtx import build_only
     result = build_only(path, progress=False, timeout=timeout)
     return {"parsed": result.parsed, "built": result.built, "crashed": result.crashed,
             "timed_out": result.timed_out, "build_seconds": result.build_seconds,
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.rescore:
         return rescore(args.json, args.markdown)
-    from graphfix.checks.trt_env import environment, rtx_unavailable_reason
+    from graphfix.checks.tensorrt.env import environment, rtx_unavailable_reason
     reason = rtx_unavailable_reason()
     if reason:
         print(f"TensorRT-RTX is not usable here: {reason}", file=sys.stderr)

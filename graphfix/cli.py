@@ -119,8 +119,8 @@ def _fix_one(args) -> int:
 
     _refuse_flags_fix_ignores(args)
     if args.check == "trt":     # one rule (as validate, --until-parses): no TensorRT -> exit 2 before any work
-        from .checks import trt as trt_check
-        from .checks.trt_env import require_tensorrt
+        from .checks.tensorrt import trt as trt_check
+        from .checks.tensorrt.env import require_tensorrt
         require_tensorrt("--check trt", trt_check.trt_unavailable_reason)
     # reads external data too (the files to protect are known); big weights stay in their files
     loaded = load_model(args.input, keep_weights_in_files=not args.until_parses)

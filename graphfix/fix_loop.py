@@ -1,6 +1,6 @@
 """`graphfix fix --until-parses`: let TensorRT's parser choose the passes.
 
-Each round parses the current model with TensorRT (in a child process, graphfix.checks.trt), maps
+Each round parses the current model with TensorRT (in a child process, graphfix.checks.tensorrt.trt), maps
 every parser error to the passes that fix it (the table of remedies, graphfix.remedies: the ops a
 pass rewrites away, then the parser-message patterns the passes declare; errors that map to nothing
 bring in the passes `graphfix check` proposes for the model's problems), runs those passes with
@@ -160,7 +160,7 @@ class LoopReport(Report):
 
 def trt_parser(plugins: Sequence[str] = (), timeout: Optional[float] = None) -> Callable:
     """parse(model) -> ParseOutcome, by TensorRT in a child process."""
-    from .checks.trt import parse_in_subprocess
+    from .checks.tensorrt.trt import parse_in_subprocess
     from .model_io import save_model
 
     def parse(model):
@@ -186,7 +186,7 @@ def fix_until_parses(model, trt=None, passes=None, skip=None, check: str = "ort"
     ``passes``/``skip`` limit which passes the loop may choose. ``parse`` (model -> ParseOutcome)
     and ``fix_fn`` (graphfix.pipeline.fix's signature) are for tests; by default TensorRT parses.
     """
-    from .checks.trt_env import trt_unavailable_reason
+    from .checks.tensorrt.env import trt_unavailable_reason
     from .console import progress
     from .model_io import load_model
     from .pass_api import PassContext

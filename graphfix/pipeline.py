@@ -90,7 +90,7 @@ def fix(model, trt=None, passes=None, skip=None, check: str = "ort", *,
     if check not in CHECK_MODES:
         raise UsageError(f"unknown check mode '{check}' (expected one of {', '.join(CHECK_MODES)})")
     if check == "trt":   # the TensorRT check: refuse before any work where it cannot run
-        from .checks.trt_env import require_tensorrt
+        from .checks.tensorrt.env import require_tensorrt
         require_tensorrt("fix(check='trt')")
     started = time.perf_counter()
     progress("loading %s", model if isinstance(model, (str, os.PathLike)) else "the model")
@@ -174,7 +174,7 @@ def _trt_check(report: Report, original: onnx.ModelProto, fixed: onnx.ModelProto
     Runtime and append the check to the report, as `graphfix fix --check trt` does with its default
     engine options (the CLI passes its own engine flags: commandline.trt.add_trt_check)."""
     import tempfile
-    from .checks import trt as trt_check
+    from .checks.tensorrt import trt as trt_check
     from .model_io import save_model
     with tempfile.TemporaryDirectory(prefix="graphfix-trt-check-") as tmp:
         paths = []

@@ -11,7 +11,7 @@ REQUIRE_RTX = bool(os.environ.get("GRAPHFIX_REQUIRE_RTX") or os.environ.get("CI"
 def pytest_collection_modifyitems(config, items):
     """`trt` tests need the tensorrt module and a GPU; skip them cleanly where either is absent.
     `rtx` tests need the TensorRT-RTX wheels (no GPU): skipped where absent, except in CI."""
-    from graphfix.checks.trt_env import rtx_unavailable_reason, trt_unavailable_reason
+    from graphfix.checks.tensorrt.env import rtx_unavailable_reason, trt_unavailable_reason
     if any("rtx" in item.keywords for item in items):
         rtx_reason = rtx_unavailable_reason()
         if rtx_reason is not None:
@@ -33,5 +33,5 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def _rtx_required():
-    from graphfix.checks.trt_env import rtx_unavailable_reason
+    from graphfix.checks.tensorrt.env import rtx_unavailable_reason
     pytest.fail(f"TensorRT-RTX is required here (CI / GRAPHFIX_REQUIRE_RTX) but unusable: {rtx_unavailable_reason()}")

@@ -83,7 +83,7 @@ def assert_trt_raw_fails_fixed_matches(raw, tmp_path, trt: str = "8.6"):
     """On real TensorRT: the raw model fails (parse, build or compare) and `graphfix fix`'s output
     parses, builds, runs and matches ONNX Runtime on the raw model. Returns the fix report."""
     import graphfix
-    from graphfix.checks.trt import build_and_compare
+    from graphfix.checks.tensorrt.trt import build_and_compare
     fixed, report = graphfix.fix(raw, trt=trt)
     raw_path, fixed_path = str(tmp_path / "raw.onnx"), str(tmp_path / "fixed.onnx")
     onnx.save(raw, raw_path)

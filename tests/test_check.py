@@ -336,7 +336,7 @@ def test_cli_json_schema(saved, capsys):
 # --- the real parser, beside the prediction -------------------------------------------------------------
 
 def test_real_parser_absent_is_reported(saved, monkeypatch, capsys):
-    import graphfix.checks.trt_env as trt_env
+    import graphfix.checks.tensorrt.env as trt_env
     monkeypatch.setattr(trt_env, "trt_unavailable_reason", lambda: "tensorrt is not installed")
     assert cli.main(["check", saved("check_clean_conv"), "--trt", "8.6", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -344,8 +344,8 @@ def test_real_parser_absent_is_reported(saved, monkeypatch, capsys):
 
 
 def test_real_parser_function_missing(saved, monkeypatch, capsys):
-    import graphfix.checks.trt as trt_check
-    import graphfix.checks.trt_env as trt_env
+    import graphfix.checks.tensorrt.trt as trt_check
+    import graphfix.checks.tensorrt.env as trt_env
     monkeypatch.setattr(trt_env, "trt_unavailable_reason", lambda: None)
     monkeypatch.delattr(trt_check, "parse_in_subprocess", raising=False)
     assert cli.main(["check", saved("check_clean_conv"), "--trt", "8.6"]) == 0
@@ -355,8 +355,8 @@ def test_real_parser_function_missing(saved, monkeypatch, capsys):
 def test_real_parser_errors_beside_the_table(saved, monkeypatch, capsys):
     from types import SimpleNamespace
 
-    import graphfix.checks.trt as trt_check
-    import graphfix.checks.trt_env as trt_env
+    import graphfix.checks.tensorrt.trt as trt_check
+    import graphfix.checks.tensorrt.env as trt_env
     calls = []
 
     def fake_parse(path, plugins=()):

@@ -262,7 +262,7 @@ def test_check_help_names_the_json_schema(capsys):
 # --- TensorRT missing; flags that do not apply ----------------------------------------------------------
 
 def test_missing_tensorrt_one_rule_before_any_work(tmp_path, capsys, monkeypatch):
-    from graphfix.checks import trt as trt_check
+    from graphfix.checks.tensorrt import trt as trt_check
     from graphfix import pipeline
     monkeypatch.setattr(trt_check, "trt_unavailable_reason", lambda: "tensorrt is not installed")
     monkeypatch.setattr(pipeline, "fix", lambda *a, **k: pytest.fail("fix ran although TensorRT is missing"))

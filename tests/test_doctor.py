@@ -476,7 +476,7 @@ def test_clock_watch_samples_in_the_background(monkeypatch):
 
 
 def test_validate_summary_shows_clocks_and_their_warnings():
-    from graphfix.checks.trt import TrtCheckResult
+    from graphfix.checks.tensorrt.trt import TrtCheckResult
     samples = [sample(1980), sample(345, "P8")]
     result = TrtCheckResult(model="m.onnx", precision="fp32", clocks=clocks.summarize(samples),
                             warnings=clocks.clock_warnings(samples))

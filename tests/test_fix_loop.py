@@ -14,7 +14,7 @@ from onnx import TensorProto as T
 from onnx import helper
 
 from graphfix import fix_loop
-from graphfix.checks.trt import ParseOutcome
+from graphfix.checks.tensorrt.trt import ParseOutcome
 from graphfix.cli import main
 from graphfix.fix_loop import LoopReport, fix_until_parses, passes_for_error, plan_passes
 from graphfix.fixtures._make import make_model, vi
@@ -348,7 +348,7 @@ def test_loop_with_the_real_pipeline_checks_the_result(every_pass_allowed):
 
 
 def test_cli_until_parses_needs_tensorrt(monkeypatch, tmp_path, capsys):
-    from graphfix.checks import trt_env
+    from graphfix.checks.tensorrt import env as trt_env
     monkeypatch.setattr(trt_env, "trt_unavailable_reason", lambda: "tensorrt is not installed")
     src = tmp_path / "m.onnx"
     onnx.save(int64_model(), str(src))

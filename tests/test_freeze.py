@@ -122,7 +122,7 @@ def test_bad_freeze_requests_are_usage_errors(tmp_path, capsys):
 def test_tensorrt_check_of_a_frozen_output_compares_with_the_original_fed_the_values(tmp_path, monkeypatch):
     """`fix --freeze sr=8000 --check trt`: the child compares the output with the original fed
     sr=8000 (a file without the sr input), on the given values without sr, at the checks' sizes."""
-    from graphfix.checks import trt
+    from graphfix.checks.tensorrt import trt
     seen = {}
 
     def fake_build(original, fixed, **options):

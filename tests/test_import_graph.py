@@ -24,7 +24,7 @@ CLI_MODULES = ("graphfix.cli", "graphfix.commandline", "graphfix.fixtures.__main
 # (module, source, name) private imports across packages kept for now, with why (as KNOWN_CYCLES)
 KNOWN_PRIVATE = {("graphfix.passes._precision_rules", "graphfix.checks.ort", "_quiet_polygraphy"):
                  "checks/ort.py is being restructured on another branch",
-                 ("graphfix.checks.trt", "graphfix.checks.ort", "_quiet_polygraphy"): "the same",
+                 ("graphfix.checks.tensorrt.trt", "graphfix.checks.ort", "_quiet_polygraphy"): "the same",
                  ("graphfix.checks.input_search", "graphfix.checks.ort", "_session"): "the same"}
 
 
@@ -144,7 +144,7 @@ def test_the_graph_sees_the_modules_and_their_imports():
     edges = _graph()
     assert len(MODULES) > 100 and "graphfix.passes.fold_constants" in MODULES
     assert "graphfix.remedies" in edges["graphfix.diagnosis.checker"]        # a module-level import
-    assert "graphfix.checks.trt" in edges["graphfix.commandline.trt"]         # one inside a function
+    assert "graphfix.checks.tensorrt.trt" in edges["graphfix.commandline.trt"]         # one inside a function
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
 
 

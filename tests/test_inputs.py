@@ -115,7 +115,7 @@ def test_tensorrt_profile_min_respects_the_minima_and_opt_the_search():
     """The TensorRT check's optimization profile: min where the pooling window fits, opt at the
     sizes ONNX Runtime ran (the reflect pad's Constants are folded by then, so its minimum shows)."""
     import graphfix
-    from graphfix.checks.trt_profile import derive_profile
+    from graphfix.checks.tensorrt.optimization_profile import derive_profile
     profile, run = derive_profile(build("dyn_max_pool"))
     assert profile["x"] == {"min": [1, 3, 5], "opt": [1, 3, 5], "max": [2, 3, 10]}
     fixed, report = graphfix.fix(build("dyn_reflect_pad"), trt="8.6")

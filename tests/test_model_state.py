@@ -169,7 +169,7 @@ def test_the_report_records_the_ir_version_and_dropped_initializers():
 
 
 def test_fix_with_the_trt_check_refuses_clearly_without_tensorrt(monkeypatch):
-    from graphfix.checks import trt_env
+    from graphfix.checks.tensorrt import env as trt_env
     from graphfix.errors import UsageError
     monkeypatch.setattr(trt_env, "trt_unavailable_reason", lambda: "no tensorrt here (test)")
     with pytest.raises(UsageError, match=r"fix\(check='trt'\) needs TensorRT: no tensorrt here"):
@@ -231,7 +231,7 @@ def test_no_import_cycles_between_graphfix_modules():
 
 def test_fix_with_the_trt_check_runs_the_tensorrt_check(monkeypatch):
     """Where TensorRT is present, fix(check="trt") builds and compares (here: the call it makes)."""
-    from graphfix.checks import trt as trt_check, trt_env
+    from graphfix.checks.tensorrt import env as trt_env, trt as trt_check
     monkeypatch.setattr(trt_env, "trt_unavailable_reason", lambda: None)
     calls = []
 

@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from graphfix.checks.trt_backends import BACKENDS, get_backend
+from graphfix.checks.tensorrt.backends import BACKENDS, get_backend
 from graphfix.cli import main
 from graphfix.errors import UsageError
 from graphfix.fixtures import build
@@ -102,7 +102,7 @@ def test_validate_trt_still_needs_two_models(saved, capsys):
 
 
 def test_check_reports_rtx_absent(saved, monkeypatch, capsys):
-    import graphfix.checks.trt_env as trt_env
+    import graphfix.checks.tensorrt.env as trt_env
     monkeypatch.setattr(trt_env, "rtx_unavailable_reason", lambda: "TensorRT-RTX is not installed")
     assert main(["check", saved("check_clean_conv"), "--trt", "11", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -114,7 +114,7 @@ def test_check_reports_rtx_absent(saved, monkeypatch, capsys):
 
 
 def test_fix_check_rtx_absent_is_a_failed_check(saved, tmp_path, monkeypatch, capsys):
-    import graphfix.checks.trt_env as trt_env
+    import graphfix.checks.tensorrt.env as trt_env
     monkeypatch.setattr(trt_env, "rtx_unavailable_reason", lambda: "TensorRT-RTX is not installed")
     report = tmp_path / "r.json"
     assert main(["fix", saved("float_mlp"), "-o", str(tmp_path / "o.onnx"), "--trt", "11", "--check", "rtx",
@@ -128,7 +128,7 @@ def test_fix_check_rtx_absent_is_a_failed_check(saved, tmp_path, monkeypatch, ca
 
 @pytest.mark.rtx
 def test_parse_errors_are_named_by_node(saved):
-    from graphfix.checks.trt import parse_in_subprocess
+    from graphfix.checks.tensorrt.trt import parse_in_subprocess
     outcome = parse_in_subprocess(saved("check_roialign"), backend="rtx")
     assert not outcome.parsed and not outcome.crashed
     assert outcome.label == LABEL and outcome.trt_version.startswith("1.7.")
@@ -138,7 +138,7 @@ def test_parse_errors_are_named_by_node(saved):
 
 @pytest.mark.rtx
 def test_build_profile_from_dynamic_dims_and_user_shapes():
-    from graphfix.checks.rtx import build_only
+    from graphfix.checks.tensorrt.rtx import build_only
     path = os.path.join(rtx_models.EXPORTED_DIR, "bert_ts17.onnx")
     result = build_only(path, progress=False)
     assert result.passed and result.parsed and result.built and not result.ran, result.summary()
@@ -313,7 +313,7 @@ def test_check_trt_11_predicts_the_measured_verdict(case):
 @pytest.mark.rtx
 @pytest.mark.parametrize("case", sorted(PROFILE_CASES))
 def test_tensorrt_rtx_still_does_what_the_profile_says(case, tmp_path):
-    from graphfix.checks.rtx import build_only
+    from graphfix.checks.tensorrt.rtx import build_only
     make, builds = PROFILE_CASES[case]
     path = str(tmp_path / f"{case}.onnx")
     save_model(make(), path)

@@ -19,11 +19,11 @@ from onnx import TensorProto as T
 from onnx import helper
 
 import graphfix
-from graphfix.checks import trt as trt_check
-from graphfix.checks import trt_child
-from graphfix.checks.trt import ParseOutcome, build_and_compare, parse_in_subprocess
-from graphfix.checks.trt_errors import attribute_message, map_parser_errors
-from graphfix.checks.trt_profile import derive_profile, output_tolerances, precision_name
+from graphfix.checks.tensorrt import trt as trt_check
+from graphfix.checks.tensorrt import child as trt_child
+from graphfix.checks.tensorrt.trt import ParseOutcome, build_and_compare, parse_in_subprocess
+from graphfix.checks.tensorrt.errors import attribute_message, map_parser_errors
+from graphfix.checks.tensorrt.optimization_profile import derive_profile, output_tolerances, precision_name
 from graphfix.cli import main
 from graphfix.errors import UsageError
 from graphfix.fixtures import all_fixtures, build, trt_basic
@@ -401,7 +401,7 @@ def test_real_worker_parses_through_polygraphy_with_a_stand_in_tensorrt(tmp_path
 
 
 def test_worker_maps_parser_error_objects_of_both_apis():
-    from graphfix.checks.trt_worker import raw_parser_errors, tactic_sources
+    from graphfix.checks.tensorrt.worker import raw_parser_errors, tactic_sources
 
     class Code:
         name = "UNSUPPORTED_NODE"
@@ -586,7 +586,7 @@ def test_every_basic_fixture_is_registered():
 def test_parser_error_codes_are_named_on_both_binding_styles():
     # TensorRT 8.6's bindings expose an enum's name as a method (seen on the rig: "Object of type
     # method is not JSON serializable"), 10.x as a property; both must give a plain string
-    from graphfix.checks.trt_worker import _enum_name
+    from graphfix.checks.tensorrt.worker import _enum_name
 
     class Method:
         def name(self):
@@ -603,7 +603,7 @@ def test_integer_outputs_must_match_exactly_even_across_dtypes():
     # seen on the rig: an INT64 output that TensorRT 8.6 computed in INT32 (a clamped 2**40) was
     # reported as passing; exact outputs are now judged on values widened to a common type
     import numpy as np
-    from graphfix.checks.trt import compare_outputs
+    from graphfix.checks.tensorrt.trt import compare_outputs
     ref = [{"y": np.array([2 ** 40, 1, 2], dtype=np.int64)}]
     got = [{"y": np.array([2 ** 31 - 1, 1, 2], dtype=np.int32)}]
     outs, problems = compare_outputs(ref, got, {"y": (0.0, 0.0)})
@@ -617,7 +617,7 @@ def test_explicitly_quantized_networks_are_built_with_int8():
     # seen on the rig: a Q/DQ network built with FP32 only fails with "Int8 precision has been set
     # for a layer or layer output, but int8 is not configured in the builder"
     from types import SimpleNamespace
-    from graphfix.checks.trt_worker import explicitly_quantized
+    from graphfix.checks.tensorrt.worker import explicitly_quantized
     trt = SimpleNamespace(LayerType=SimpleNamespace(QUANTIZE="q", DEQUANTIZE="dq", MATRIX_MULTIPLY="mm"))
 
     def network(*types):
@@ -630,7 +630,7 @@ def test_engine_feeds_keep_scalar_shapes_and_follow_parser_renames():
     # both seen on the rig: np.ascontiguousarray made 0-D inputs (Clip min/max, If cond) shape (1,),
     # and the 8.6 parser renames an input that is also a graph output to "__<name>"
     import numpy as np
-    from graphfix.checks.trt_worker import contiguous, engine_input_source
+    from graphfix.checks.tensorrt.worker import contiguous, engine_input_source
     assert contiguous(np.array(3.0, dtype=np.float32)).shape == ()
     assert contiguous(np.ones((2, 3))[:, ::2]).flags["C_CONTIGUOUS"]
     arrays = {"x": np.zeros(2), "ratio": np.array(0.5)}

@@ -1,5 +1,5 @@
 """The TensorRT flags shared by `graphfix validate` and `graphfix fix --check trt|rtx`, and the glue
-from those flags to the checks (graphfix.checks.trt / .rtx, which take plain options, never argparse).
+from those flags to the checks (graphfix.checks.tensorrt.trt / .rtx, which take plain options, never argparse).
 
 Building the command line parser (`graphfix -h`) imports nothing heavy from here: the checks are
 imported inside the functions.
@@ -67,7 +67,7 @@ def options_from_args(args) -> Dict[str, Any]:
 
 def add_trt_check(report, original: str, fixed: str, args):
     """`graphfix fix --check trt`: append {"kind": "trt", "passed": ...} to report.checks."""
-    from ..checks import trt as trt_check
+    from ..checks.tensorrt import trt as trt_check
     reason = trt_check.trt_unavailable_reason()
     if reason is not None:
         report.checks.append({"kind": "trt", "passed": False, "error": reason,
@@ -88,8 +88,8 @@ def validate_command(args) -> int:
         return validate_rtx(args)
     if not getattr(args, "fixed", None):
         raise UsageError("validate needs ORIGINAL and FIXED (only --backend rtx builds a single model)")
-    from ..checks import trt as trt_check
-    from ..checks.trt_env import require_tensorrt
+    from ..checks.tensorrt import trt as trt_check
+    from ..checks.tensorrt.env import require_tensorrt
     from ..console import QUIET, out, verbosity
     options = options_from_args(args)
     require_tensorrt("validate", trt_check.trt_unavailable_reason)
@@ -117,8 +117,8 @@ def rtx_options_from_args(args) -> Dict[str, Any]:
 
 def add_rtx_check(report, fixed: str, args):
     """`graphfix fix --check rtx`: append {"kind": "rtx", "passed": ...} to report.checks."""
-    from ..checks.rtx import build_only
-    from ..checks.trt_env import backend_unavailable_reason
+    from ..checks.tensorrt.rtx import build_only
+    from ..checks.tensorrt.env import backend_unavailable_reason
     options = rtx_options_from_args(args)
     reason = backend_unavailable_reason("rtx")
     if reason is not None:
@@ -132,8 +132,8 @@ def add_rtx_check(report, fixed: str, args):
 
 def validate_rtx(args) -> int:
     """`graphfix validate --backend rtx [ORIGINAL] MODEL`: 0 parsed and built, 1 not, 2 bad input."""
-    from ..checks.rtx import build_only
-    from ..checks.trt_env import backend_unavailable_reason
+    from ..checks.tensorrt.rtx import build_only
+    from ..checks.tensorrt.env import backend_unavailable_reason
     options = rtx_options_from_args(args)
     reason = backend_unavailable_reason("rtx")
     if reason is not None:

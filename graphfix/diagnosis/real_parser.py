@@ -2,7 +2,7 @@
 
 Which real TensorRT a profile's line is checked against is data: the profile's ``real_backend``
 (default "trt", the installed tensorrt; "rtx" for the 11.x line: TensorRT-RTX's 11.x parser and its
-ahead-of-time builder, graphfix.checks.rtx). Both run in child processes and never raise here.
+ahead-of-time builder, graphfix.checks.tensorrt.rtx). Both run in child processes and never raise here.
 """
 from __future__ import annotations
 
@@ -31,12 +31,12 @@ def _model_file(path: Optional[str], model: onnx.ModelProto):
 
 def run_real_parser(path: Optional[str], model: onnx.ModelProto) -> dict:
     """The real TensorRT parser's verdict, when TensorRT and a GPU are here; never raises."""
-    from ..checks.trt_env import trt_unavailable_reason
+    from ..checks.tensorrt.env import trt_unavailable_reason
     reason = trt_unavailable_reason()
     if reason is not None:
         return {"available": False, "reason": reason}
     try:
-        from ..checks.trt import parse_in_subprocess
+        from ..checks.tensorrt.trt import parse_in_subprocess
     except ImportError as exc:
         return {"available": False, "reason": f"real parser unavailable ({exc})"}
     try:
@@ -50,14 +50,14 @@ def run_real_parser(path: Optional[str], model: onnx.ModelProto) -> dict:
 
 def run_rtx_parser(path: Optional[str], model: onnx.ModelProto) -> dict:
     """TensorRT-RTX's verdict (11.x parser, then an ahead-of-time build on the CPU); never raises."""
-    from ..checks.trt_backends import get_backend
-    from ..checks.trt_env import rtx_unavailable_reason
+    from ..checks.tensorrt.backends import get_backend
+    from ..checks.tensorrt.env import rtx_unavailable_reason
     label = get_backend("rtx").label(None)
     reason = rtx_unavailable_reason()
     if reason is not None:
         return {"available": False, "reason": reason, "backend": "rtx", "label": label}
     try:
-        from ..checks.rtx import build_only
+        from ..checks.tensorrt.rtx import build_only
         with _model_file(path, model) as file:
             outcome = build_only(file, progress=False)
         return {"available": True, "reason": "", "backend": "rtx", "label": outcome.label or label,

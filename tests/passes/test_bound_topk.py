@@ -79,7 +79,7 @@ def test_trt_bounded_head_builds_runs_and_matches(name, tmp_path):
     """The rewritten head on TensorRT 8.6: parses, builds, creates its context, runs, matches ONNX
     Runtime on the original. (Whether the raw head fails on the rig is recorded, not asserted: the
     nms_topk_head fixture built and ran there before.)"""
-    from graphfix.checks.trt import build_and_compare
+    from graphfix.checks.tensorrt.trt import build_and_compare
     raw = build(name)
     fixed, report = graphfix.fix(raw, trt="8.6")
     raw_path, fixed_path = str(tmp_path / "raw.onnx"), str(tmp_path / "fixed.onnx")

@@ -158,8 +158,8 @@ def test_pipeline_runs_int64_then_bool_on_the_example():
 @pytest.mark.parametrize("name", BOOL_FIXTURES)
 def test_trt_builds_and_matches_onnx_runtime(name, tmp_path):
     """After int64-to-int32 (where the target needs it) and cast-bool the model builds and matches ORT."""
-    from graphfix.checks.trt import build_and_compare
-    from graphfix.checks.trt_env import trt_version
+    from graphfix.checks.tensorrt.trt import build_and_compare
+    from graphfix.checks.tensorrt.env import trt_version
     model = build(name)
     fixed, report = fix(model, trt=trt_version(), passes=["int64-to-int32", "cast-bool"], check="ort")
     assert report.ok, report.summary()

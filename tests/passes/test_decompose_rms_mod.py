@@ -155,9 +155,9 @@ def test_mod_left_alone_where_the_importer_takes_it_or_the_type_cannot_be_held()
 @pytest.mark.trt
 @pytest.mark.parametrize("fixture", ["rms_norm_last_axis", "rms_norm_axis1_4d", "mod_uint8", "mod_uint8_fmod_const"])
 def test_trt_raw_fails_fixed_builds_and_matches(fixture, tmp_path):
-    from graphfix.checks.trt import build_and_compare, parse_in_subprocess
+    from graphfix.checks.tensorrt.trt import build_and_compare, parse_in_subprocess
     from graphfix.checks.ort import ort_can_load
-    from graphfix.checks.trt_env import trt_version
+    from graphfix.checks.tensorrt.env import trt_version
     model = build(fixture)
     raw_path, fixed_path = str(tmp_path / "raw.onnx"), str(tmp_path / "fixed.onnx")
     onnx.save(model, raw_path)

@@ -214,8 +214,8 @@ def test_fix_until_parses_maps_type_errors_to_the_pass(message):
                                            ("uint8_add_div_io", False), ("int8_clip_relu", False),
                                            ("uint8_to_int16_chain", False), ("int8_add_mul_io", True)])
 def test_trt_fixed_builds_and_matches_onnx_runtime(name, int32_io, tmp_path):
-    from graphfix.checks.trt import build_and_compare
-    from graphfix.checks.trt_env import trt_version
+    from graphfix.checks.tensorrt.trt import build_and_compare
+    from graphfix.checks.tensorrt.env import trt_version
     from graphfix.pass_api import PassContext
     model = build(name)
     fixed, report = fix(model, trt=trt_version(), check="ort", context=PassContext(int32_io=int32_io))

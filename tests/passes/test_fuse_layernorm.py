@@ -198,8 +198,8 @@ TRT_CASES = ["ln_pow_div", "ln_fp16_cast_wrappers", "ln_last_two_axes", "ln_two_
 @pytest.mark.parametrize("case", TRT_CASES + [m["file"] for m in _exported(14)])
 def test_trt_fp16_fused_matches_ort(case, tmp_path):
     """TensorRT FP16 engines: the fused model within FP16 tolerance of ONNX Runtime (FP32 original)."""
-    from graphfix.checks.trt import build_and_compare
-    from graphfix.checks.trt_env import trt_version
+    from graphfix.checks.tensorrt.trt import build_and_compare
+    from graphfix.checks.tensorrt.env import trt_version
 
     before = onnx.load(os.path.join(EXPORTED, case)) if case.endswith(".onnx") else build(case)
     after, _ = apply_pass(PASS, before, trt_version() or "8.6")

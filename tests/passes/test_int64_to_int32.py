@@ -279,8 +279,8 @@ TRT_INT64_FIXTURES = ["int64_slice_sentinels", "int64_shape_reshape", "int64_exp
 @pytest.mark.parametrize("name", TRT_INT64_FIXTURES)
 def test_trt_parses_and_matches_onnx_runtime(name, tmp_path):
     """The narrowed model parses with no clamping (but where the pass warned), builds and matches ORT."""
-    from graphfix.checks.trt import build_and_compare, parse_in_subprocess
-    from graphfix.checks.trt_env import trt_version
+    from graphfix.checks.tensorrt.trt import build_and_compare, parse_in_subprocess
+    from graphfix.checks.tensorrt.env import trt_version
     version = trt_version()
     model = build(name)
     fixed, result = apply_pass(PASS, model, trt=version)

@@ -370,8 +370,8 @@ TRT_CASES = ["opset18_dynamo_block", "opset18_reduce_axes_input", "opset18_split
 @pytest.mark.parametrize("case", TRT_CASES + [m["file"] for m in _exported("dynamo")])
 def test_trt_builds_lowered_model(case, tmp_path):
     """TensorRT (8.6 on the rig) parses, builds and matches ONNX Runtime on the lowered model."""
-    from graphfix.checks.trt import build_and_compare, parse_in_subprocess
-    from graphfix.checks.trt_env import trt_version
+    from graphfix.checks.tensorrt.trt import build_and_compare, parse_in_subprocess
+    from graphfix.checks.tensorrt.env import trt_version
 
     trt = trt_version() or "8.6"
     if case.endswith(".onnx"):

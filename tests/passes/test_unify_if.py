@@ -159,7 +159,7 @@ def test_trt_padded_outputs_parse(tmp_path):
     `mode` a shape-tensor input whose values the optimization profile must give, and graphfix's
     TensorRT check does not set shape-input values yet.)"""
     import graphfix
-    from graphfix.checks.trt import parse_in_subprocess
+    from graphfix.checks.tensorrt.trt import parse_in_subprocess
     raw = build("if_static_dims_differ")
     fixed, _ = graphfix.fix(raw, trt="8.6")
     raw_path, fixed_path = str(tmp_path / "raw.onnx"), str(tmp_path / "fixed.onnx")

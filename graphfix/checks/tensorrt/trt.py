@@ -1,6 +1,6 @@
 """The TensorRT check: parse, build and run the fixed model, compare with ONNX Runtime on the original.
 
-TensorRT runs in a child process (``python -m graphfix.checks.trt_worker``): TensorRT 8.6 can
+TensorRT runs in a child process (``python -m graphfix.checks.tensorrt.worker``): TensorRT 8.6 can
 segfault or abort on a bad graph, and a crash must be reported as a failed check, not end graphfix.
 The parent makes the seeded inputs (graphfix.checks.inputs), runs the ORIGINAL model in ONNX
 Runtime, hands the inputs to the child, prints progress while the child works, and compares the
@@ -28,15 +28,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..model_io import load_model
+from ...model_io import load_model
 # imported here, not in the functions: rig scripts call build_and_compare from several threads, and a
 # first import racing in two threads fails with "partially initialized module" (seen on the rig)
-from .inputs import graph_inputs, make_feeds
-from .ort import EXACT as EXACT_TOLERANCE, OutputStats, _quiet_polygraphy, accuracy_stats, run_ort, runnable_copy
-from .trt_child import STAGE_WORDS, ChildRun, byte_size_text, run_worker
-from .trt_env import trt_unavailable_reason  # noqa: F401  (looked up here by graphfix.commandline.trt)
-from .trt_errors import attribute_message, map_parser_errors
-from .trt_profile import derive_profile, dims_text as _x, output_tolerances, precision_name
+from ..inputs import graph_inputs, make_feeds
+from ..ort import EXACT as EXACT_TOLERANCE, OutputStats, _quiet_polygraphy, accuracy_stats, run_ort, runnable_copy
+from .child import STAGE_WORDS, ChildRun, byte_size_text, run_worker
+from .env import trt_unavailable_reason  # noqa: F401  (looked up here by graphfix.commandline.trt)
+from .errors import attribute_message, map_parser_errors
+from .optimization_profile import derive_profile, dims_text as _x, output_tolerances, precision_name
 
 
 
@@ -50,7 +50,7 @@ class ParseOutcome:
     warnings: List[str] = field(default_factory=list)
     trt_version: Optional[str] = None
     detail: Optional[str] = None   # why no parse result: crash, timeout, TensorRT not importable
-    label: Optional[str] = None    # how the backend names itself (trt_backends.Backend.label)
+    label: Optional[str] = None    # how the backend names itself (backends.Backend.label)
 
     def to_json(self) -> dict:
         return {"parsed": self.parsed, "crashed": self.crashed, "errors": self.errors,
@@ -84,7 +84,7 @@ class TrtCheckResult:
     seconds: float = 0.0
     log_tail: List[str] = field(default_factory=list)
     clocks: Optional[Dict[str, Any]] = None   # GPU clocks/power state over the run (graphfix.doctor.clocks)
-    backend: str = "trt"                   # trt_backends.BACKENDS key
+    backend: str = "trt"                   # backends.BACKENDS key
     label: Optional[str] = None            # e.g. "TensorRT-RTX 1.7 (parser 11.x, ahead-of-time build, not run)"
     build_only: bool = False               # the backend parses and builds, never runs: no comparison
 
@@ -175,7 +175,7 @@ def _sortable(value) -> float:
 def parse_in_subprocess(model_path: str, plugins: Sequence[str] = (), *, timeout: Optional[float] = None,
                         progress: bool = False, backend: str = "trt") -> ParseOutcome:
     """Parse a model with TensorRT's ONNX parser in a child process; errors named by ONNX node.
-    ``backend`` picks the TensorRT build (graphfix.checks.trt_backends: "trt" or "rtx")."""
+    ``backend`` picks the TensorRT build (graphfix.checks.tensorrt.backends: "trt" or "rtx")."""
     import onnx
     try:
         model = onnx.load(model_path, load_external_data=False)  # node names and types are enough
@@ -222,10 +222,10 @@ def build_and_compare(original_model_path: str, fixed_model_path: str, *, fp16: 
     original = load_model(original_model_path).model
     fixed = load_model(fixed_model_path).model
     precision = precision_name(fp16, tf32)
-    from .inputs import load_input_values
+    from ..inputs import load_input_values
     given = load_input_values(original, inputs)
     if not shapes and not opt_shapes:   # opt: sizes on which ONNX Runtime runs the original
-        from .input_search import choose_inputs
+        from ..input_search import choose_inputs
         choice = choose_inputs(original, seed=seed, values=given)
         fixed_inputs = {i.name for i in graph_inputs(fixed)}
         if choice.runnable and (choice.tries > 1 or given):
@@ -261,7 +261,7 @@ def build_and_compare(original_model_path: str, fixed_model_path: str, *, fp16: 
                    "profile": profile, "timing_cache": os.path.abspath(timing_cache) if timing_cache else None,
                    "optimization_level": optimization_level, "workspace": workspace,
                    "engine_path": os.path.abspath(engine_path) if engine_path else None, "feeds": feed_specs}
-        from ..doctor.clocks import ClockWatch
+        from ...doctor.clocks import ClockWatch
         with ClockWatch() as watch:   # build times are only comparable at steady clocks
             child = run_worker(request, workdir, timeout=timeout, progress=progress, label=precision)
         result.clocks = watch.summary()

@@ -1,10 +1,10 @@
 """What a TensorRT validation build is given: the optimization profile, the run shapes, and the
-tolerances its outputs are held to (see graphfix.checks.trt for the documented defaults)."""
+tolerances its outputs are held to (see graphfix.checks.tensorrt.trt for the documented defaults)."""
 from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 # (atol, rtol) for floating-point outputs, by the engine's precision. Integer and bool outputs
 # must match exactly.
@@ -49,8 +49,8 @@ def derive_profile(model, shapes=None, min_shapes=None, opt_shapes=None, max_sha
     (``{"seq": 128}``) or through an input's shape, holds for every input with that symbol. Static
     axes must be left as they are. Raises UsageError.
     """
-    from .input_search import symbol_minima
-    from .inputs import concrete_shapes, graph_inputs, split_shapes
+    from ..input_search import symbol_minima
+    from ..inputs import concrete_shapes, graph_inputs, split_shapes
 
     tables, sizes = {}, {}
     for flag, table in (("--shapes", shapes), ("--min-shapes", min_shapes), ("--opt-shapes", opt_shapes),
@@ -114,7 +114,7 @@ def precision_name(fp16: bool = False, tf32: bool = False) -> str:
 
 def output_tolerances(model, precision: str) -> Dict[str, Tuple[float, float]]:
     """(atol, rtol) per output: the looser of the engine precision's and the output dtype's."""
-    from .ort import TOLERANCES
+    from ..ort import TOLERANCES
     floats = set(TOLERANCES)
     atol, rtol = max(PRECISION_TOLERANCES[p] for p in precision.split("+"))
     out = {}

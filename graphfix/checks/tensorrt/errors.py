@@ -10,7 +10,7 @@ _INVALID_NODE = re.compile(r"Invalid Node - (\S+)")
 
 
 def map_parser_errors(raw_errors: Sequence[Dict[str, Any]], model=None) -> List[Dict[str, Optional[str]]]:
-    """Raw TensorRT parser errors (see trt_worker) -> [{"node", "op", "message"}] named by ONNX node.
+    """Raw TensorRT parser errors (see worker.py) -> [{"node", "op", "message"}] named by ONNX node.
 
     TensorRT 10 reports the node's name and operator; 8.6 only its index in the graph (``node()``,
     also in the text as "In node 3 (importX)"), which is looked up in the model.

@@ -1,6 +1,6 @@
 """The TensorRT builds graphfix can drive, as data: which module to import, what it can do, how to name it.
 
-Two backends sit behind the one child-process worker (graphfix.checks.trt_worker):
+Two backends sit behind the one child-process worker (graphfix.checks.tensorrt.worker):
 
 - ``trt``: the ``tensorrt`` package (8.6 on the GPU rig, 10.x where installed): parse, build with
   precision flags, run the engine and compare it with ONNX Runtime;
@@ -75,7 +75,7 @@ DEFAULT_BACKEND = "trt"
 
 
 def get_backend(name: Optional[str]) -> Backend:
-    from ..errors import UsageError
+    from ...errors import UsageError
     key = name or DEFAULT_BACKEND
     if key not in BACKENDS:
         raise UsageError(f"unknown TensorRT backend '{key}' (choose from {', '.join(sorted(BACKENDS))})")

@@ -1,6 +1,6 @@
 """The TensorRT child process: parse, build and run one model, reporting as it goes.
 
-Run as ``python -m graphfix.checks.trt_worker REQUEST.json`` by graphfix.checks.trt, never imported
+Run as ``python -m graphfix.checks.tensorrt.worker REQUEST.json`` by graphfix.checks.tensorrt.trt, never imported
 by graphfix itself: TensorRT can abort or segfault on bad graphs (8.6 does), and that must end this
 process, not the caller. Everything the parent needs is appended, one JSON object per line, to the
 events file named in the request, flushed line by line, so a crash loses nothing already reported:
@@ -15,10 +15,10 @@ events file named in the request, flushed line by line, so a crash loses nothing
 
 Raw parser errors are mapped to ONNX nodes by the parent, which has the model.
 Works with the TensorRT 8.6 and 10.x Python APIs; Polygraphy's loaders and runner bridge the two.
-The request's "backend" (graphfix.checks.trt_backends, default "trt") picks the TensorRT module;
+The request's "backend" (graphfix.checks.tensorrt.backends, default "trt") picks the TensorRT module;
 TensorRT-RTX ("rtx") builds ahead of time without precision flags and stops after the build.
 Only the standard library, numpy, tensorrt (or tensorrt_rtx_bindings), polygraphy and the backend
-table (graphfix.checks.trt_backends) are imported here.
+table (graphfix.checks.tensorrt.backends) are imported here.
 """
 from __future__ import annotations
 
@@ -289,7 +289,7 @@ def run(engine_bytes: bytes, req: Dict[str, Any], events: Events) -> None:
 
 def work(req: Dict[str, Any], events: Events) -> List[Any]:
     """Do the request; return the TensorRT objects, which must outlive the final "done" event."""
-    from graphfix.checks.trt_backends import get_backend
+    from graphfix.checks.tensorrt.backends import get_backend
     alive: List[Any] = []
     backend = get_backend(req.get("backend"))
     events.enter("import")
@@ -328,7 +328,7 @@ def work(req: Dict[str, Any], events: Events) -> List[Any]:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m graphfix.checks.trt_worker REQUEST.json", file=sys.stderr)
+        print("usage: python -m graphfix.checks.tensorrt.worker REQUEST.json", file=sys.stderr)
         return 2
     with open(argv[0]) as f:
         req = json.load(f)

@@ -39,7 +39,7 @@ def require_tensorrt(what: str, probe=None) -> None:
     trt_unavailable_reason."""
     reason = (probe or trt_unavailable_reason)()
     if reason is not None:
-        from ..errors import UsageError
+        from ...errors import UsageError
         raise UsageError(f"{what} needs TensorRT: {reason} (README: 'Installing TensorRT')")
 
 
@@ -82,5 +82,5 @@ def rtx_unavailable_reason() -> Optional[str]:
 
 
 def backend_unavailable_reason(backend: str) -> Optional[str]:
-    """trt_unavailable_reason or rtx_unavailable_reason, by backend name (graphfix.checks.trt_backends)."""
+    """trt_unavailable_reason or rtx_unavailable_reason, by backend name (graphfix.checks.tensorrt.backends)."""
     return rtx_unavailable_reason() if backend == "rtx" else trt_unavailable_reason()

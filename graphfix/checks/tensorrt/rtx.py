@@ -3,9 +3,9 @@
 TensorRT for RTX (``pip install graphfix[rtx]``) answers "does this model parse and build on the
 11.x line", not "are the numbers right": its builder compiles ahead of time without a GPU, and its
 engines cannot run on the GPUs graphfix is validated on. Reports name it accordingly (see
-trt_backends.Backend.label). It runs in the same child process as TensorRT 8.6
-(graphfix.checks.trt_worker, backend "rtx"), with the same optimization profile
-(trt_profile.derive_profile: the model's dynamic dims or the user's shapes) and the same
+backends.Backend.label). It runs in the same child process as TensorRT 8.6
+(graphfix.checks.tensorrt.worker, backend "rtx"), with the same optimization profile
+(optimization_profile.derive_profile: the model's dynamic dims or the user's shapes) and the same
 parser-error mapping. Its networks are strongly typed: the ONNX's types are the engine's, so there
 is no FP16/TF32 flag to set.
 """
@@ -16,11 +16,11 @@ import tempfile
 import time
 from typing import Any, Dict, Optional, Sequence
 
-from ..model_io import load_model
+from ...model_io import load_model
 from .trt import TrtCheckResult, fold_events
-from .trt_backends import get_backend
-from .trt_child import run_worker
-from .trt_profile import derive_profile
+from .backends import get_backend
+from .child import run_worker
+from .optimization_profile import derive_profile
 
 
 def build_only(model_path: str, *, backend: str = "rtx", shapes=None, min_shapes=None, opt_shapes=None,

@@ -1,4 +1,4 @@
-"""Running the TensorRT worker (graphfix.checks.trt_worker) in a child process and following it.
+"""Running the TensorRT worker (graphfix.checks.tensorrt.worker) in a child process and following it.
 
 The child appends JSON events to a file; the parent reads them as they come, prints the stage and
 a heartbeat with the elapsed time on stderr, enforces the timeout, and turns a crash (a negative
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-WORKER_COMMAND = [sys.executable, "-m", "graphfix.checks.trt_worker"]
+WORKER_COMMAND = [sys.executable, "-m", "graphfix.checks.tensorrt.worker"]
 PROGRESS_EVERY = 5.0     # seconds between "building engine... 12s" lines
 POLL_SECONDS = 0.2
 
@@ -99,7 +99,7 @@ class _Progress:
     def _say(self, text: str) -> None:
         if not self.enabled:
             return
-        from ..console import is_configured, progress
+        from ...console import is_configured, progress
         if is_configured():     # the command line: a status line on a terminal, a plain line with -v
             progress(text)
         else:

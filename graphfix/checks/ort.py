@@ -153,7 +153,7 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
         fresh = dict(Comparator.run(to_run, data_loader=feeds).items()) if to_run else {}
         results = RunResults()
         for _, name in models:
-            results.append((name, known[name].results if name in known else fresh[name]))
+            results.append((name, _owned(known[name].results) if name in known else fresh[name]))
         return results
 
     known = dict(known or {}) if feeds is not None else {}
@@ -202,7 +202,7 @@ def compare_models(reference: onnx.ModelProto, candidate: onnx.ModelProto, *, se
         return _result(False, exact, unusable, error=f"ONNX Runtime could not run the models: {_one_line(exc)}",
                        note=note, known=known)
     ran = dict(results.items())
-    runs = {name: known.get(name) or ModelRun(ran[name], EXACT_EVALUATOR if name in exact else "onnxruntime",
+    runs = {name: known.get(name) or ModelRun(_owned(ran[name]), EXACT_EVALUATOR if name in exact else "onnxruntime",
                                               unusable.get(name))
             for name in ("reference", "candidate") if name != "candidate" or candidate is as_is}
     try:
@@ -335,6 +335,14 @@ def with_reference_float_io(reference: onnx.ModelProto, candidate: onnx.ModelPro
     g.node.extend(nodes)
     del g.value_info[:]
     return copy
+
+
+def _owned(results: list) -> list:
+    """Copies of the runs' outputs, kept for reuse: Polygraphy 0.48's comparison changes the arrays
+    it is given in place (measured: zeros became 2.2e-16), so what it compared is not kept."""
+    from polygraphy.comparator.struct import IterationResult
+    return [IterationResult({name: np.array(value, copy=True) for name, value in iteration.items()},
+                            runner_name=iteration.runner_name) for iteration in results]
 
 
 def _session(model: onnx.ModelProto):

@@ -208,10 +208,8 @@ def ort_view(model: onnx.ModelProto) -> Optional[Tuple[onnx.ModelProto, str]]:
     if not mapped:
         return None
     folder = os.path.dirname(_source(mapped[0]).real)
-    view = onnx.ModelProto()
-    from .proto_fields import copy_fields
-    copy_fields(model, view, skip="graph")
-    copy_fields(model.graph, view.graph, skip="initializer")
+    from .proto_fields import model_without_initializers
+    view = model_without_initializers(model)
     for t in model.graph.initializer:
         if not is_mapped(t):
             view.graph.initializer.add().CopyFrom(t)

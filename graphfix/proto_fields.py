@@ -9,6 +9,15 @@ def copy_fields(src, dst, skip: str) -> None:
             copy_field(dst, fd, value)
 
 
+def model_without_initializers(model):
+    """A new ModelProto with every field of `model` but its graph's initializers (the big part)."""
+    import onnx
+    out = onnx.ModelProto()
+    copy_fields(model, out, skip="graph")
+    copy_fields(model.graph, out.graph, skip="initializer")
+    return out
+
+
 def copy_field(dst, fd, value) -> None:
     """One field (`fd`, from ListFields) of value `value` into `dst`."""
     repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED

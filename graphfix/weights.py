@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto
 
 from .mapped_data import is_mapped
-from .proto_fields import copy_field, copy_fields
+from .proto_fields import copy_field, copy_fields, model_without_initializers
 
 BIG_TENSOR_BYTES = 1 << 16   # smaller tensors stay: shape-like constants feed data propagation
 _ALIGN = 4096                # page-aligned offsets, as onnx.save writes them (lets readers mmap)
@@ -49,9 +49,7 @@ def weightless_model(model: onnx.ModelProto) -> onnx.ModelProto:
     big = [t for t in model.graph.initializer if _is_big(t)]
     if not big:
         return model
-    skeleton = onnx.ModelProto()
-    copy_fields(model, skeleton, skip="graph")
-    copy_fields(model.graph, skeleton.graph, skip="initializer")
+    skeleton = model_without_initializers(model)
     big_names = {t.name for t in big}
     skeleton.graph.initializer.extend(t for t in model.graph.initializer if t.name not in big_names)
     declared = {v.name for v in model.graph.input}
@@ -196,9 +194,7 @@ def _replace_all_but_initializers(model: onnx.ModelProto, source: onnx.ModelProt
 
 def _stub_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with each big initializer reduced to a stub (name, type, dims)."""
-    copy = onnx.ModelProto()
-    copy_fields(model, copy, skip="graph")
-    copy_fields(model.graph, copy.graph, skip="initializer")
+    copy = model_without_initializers(model)
     for t in model.graph.initializer:
         if not _is_big(t):
             copy.graph.initializer.add().CopyFrom(t)
@@ -249,9 +245,7 @@ def save_streaming(model: onnx.ModelProto, path: str, location: str) -> bool:
     from .mapped_data import copy_into
     big = [t for t in model.graph.initializer if is_mapped(t) or (
            _is_big(t) and t.data_location == TensorProto.DEFAULT and t.data_type != TensorProto.STRING)]
-    skeleton = onnx.ModelProto()
-    copy_fields(model, skeleton, skip="graph")
-    copy_fields(model.graph, skeleton.graph, skip="initializer")
+    skeleton = model_without_initializers(model)
     big_ids = {id(t) for t in big}
     entries = []
     with open(os.path.join(os.path.dirname(path), location), "wb") as data:

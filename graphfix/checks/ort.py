@@ -98,11 +98,7 @@ def output_tolerances(model: onnx.ModelProto) -> Dict[str, tuple]:
 
 def run_ort(model: onnx.ModelProto, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """Run a model once in ONNX Runtime (CPU, all optimizations off: we test the graph, not ORT)."""
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 4   # a failed run is an exception graphfix reports; ORT's own line is noise
-    sess = ort_session(model, opts)
+    sess = _session(model)
     names = [o.name for o in sess.get_outputs()]
     return dict(zip(names, sess.run(names, feeds)))
 
@@ -351,7 +347,7 @@ def _session(model: onnx.ModelProto):
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 4   # (as in run_ort)
+    opts.log_severity_level = 4   # a failed run is an exception graphfix reports; ORT's own line is noise
     return ort_session(model, opts)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, helper, numpy_helper
 
-from .checks.inputs import graph_inputs
+from .checks.inputs import declared_dims_text, graph_inputs
 from .errors import UsageError
 
 MAX_ROUNDS = 16          # nested Ifs inlined per round; a bound, not a limit reached in practice
@@ -84,8 +84,7 @@ def frozen_values(model: onnx.ModelProto, freeze: Mapping[str, object]) -> Dict[
         dims = list(t.shape.dim) if t.HasField("shape") else None
         if dims is not None and (len(dims) != cast.ndim or any(
                 d.HasField("dim_value") and d.dim_value != n for d, n in zip(dims, cast.shape))):
-            want = "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims)
-            raise UsageError(f"--freeze: {name} has shape {want or 'scalar'}; the value has shape "
+            raise UsageError(f"--freeze: {name} has shape {declared_dims_text(dims)}; the value has shape "
                              f"{'x'.join(map(str, cast.shape)) or 'scalar'}")
         out[name] = cast
     return out
@@ -102,7 +101,7 @@ def pin_shapes(model: onnx.ModelProto, static_shapes: Mapping[str, object]) -> T
     changes = []
     for vi in graph_inputs(out):
         dims = vi.type.tensor_type.shape.dim
-        before = _dims_text(dims)
+        before = declared_dims_text(dims)
         wanted = per_input.get(vi.name)
         if wanted is not None and len(wanted) != len(dims):
             raise UsageError(f"--static-shapes: {vi.name} has rank {len(dims)} ({before}); got {len(wanted)} dims")
@@ -113,18 +112,14 @@ def pin_shapes(model: onnx.ModelProto, static_shapes: Mapping[str, object]) -> T
             if d.HasField("dim_value") and d.dim_value != size:
                 raise UsageError(f"--static-shapes: dim {k} of {vi.name} is {d.dim_value}, not {size}")
             d.dim_value = int(size)
-        if _dims_text(dims) != before:
+        if declared_dims_text(dims) != before:
             changes.append({"action": "static-shape", "target": vi.name,
-                            "details": {"from": before, "to": _dims_text(dims)}})
+                            "details": {"from": before, "to": declared_dims_text(dims)}})
     for vi in out.graph.output:     # a symbol given a size is that size everywhere
         for d in vi.type.tensor_type.shape.dim:
             if d.dim_param in per_symbol:
                 d.dim_value = per_symbol[d.dim_param]
     return out, changes
-
-
-def _dims_text(dims) -> str:
-    return "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims) or "scalar"
 
 
 def feed_as_constant(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:

@@ -39,6 +39,11 @@ def dim_symbols(model: onnx.ModelProto) -> List[str]:
     return list(out)
 
 
+def declared_dims_text(dims) -> str:
+    """A tensor type's dims (DimProtos) as text: 1xseqx768, '?' for an anonymous dynamic dim."""
+    return "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in dims) or "scalar"
+
+
 def split_shapes(model: onnx.ModelProto, shapes: Optional[Mapping[str, object]], flag: str = "--shapes"
                  ) -> Tuple[Dict[str, Tuple[int, ...]], Dict[str, int]]:
     """User shapes -> (dims per input, size per dim symbol). A sequence value names an input, an int
@@ -215,10 +220,8 @@ def load_input_values(model: onnx.ModelProto, values: Optional[InputValues], fla
             bad = len(dims) != array.ndim or any(d.HasField("dim_value") and d.dim_value > 0
                                                  and d.dim_value != n for d, n in zip(dims, array.shape))
             if bad:
-                want_dims = "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
-                                     for d in dims)
                 raise UsageError(f"{flag} {source}: '{name}' has shape {'x'.join(map(str, array.shape)) or 'scalar'}, "
-                                 f"the input is {want_dims or 'scalar'}")
+                                 f"the input is {declared_dims_text(dims)}")
         out[name] = array
     return out
 

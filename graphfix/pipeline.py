@@ -181,14 +181,7 @@ def _trt_check(report: Report, original: onnx.ModelProto, fixed: onnx.ModelProto
         for name, model in (("original.onnx", original), ("fixed.onnx", fixed)):
             paths.append(os.path.join(tmp, name))
             save_model(model, paths[-1])
-        values = None
-        if given:
-            import numpy as np
-            values = os.path.join(tmp, "inputs.npz")
-            np.savez(values, **given)
-        chosen = (report.inputs or {}).get("shapes")    # the sizes on which ONNX Runtime ran the original
-        result = trt_check.build_and_compare(paths[0], paths[1], opt_shapes=chosen or None, inputs=values)
-        report.checks.append({"kind": "trt", **result.to_json()})
+        trt_check.compare_into_report(report, paths[0], paths[1], inputs=given)
 
 
 def _check_user_inputs(model: onnx.ModelProto, shapes, inputs):

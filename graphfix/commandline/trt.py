@@ -73,13 +73,7 @@ def add_trt_check(report, original: str, fixed: str, args):
         report.checks.append({"kind": "trt", "passed": False, "error": reason,
                               "detail": f"TensorRT check could not run: {reason}"})
         return None
-    options = options_from_args(args)
-    chosen = (getattr(report, "inputs", None) or {}).get("shapes")
-    if chosen and not (options["shapes"] or options["opt_shapes"]):
-        options["opt_shapes"] = chosen    # the sizes on which ONNX Runtime ran the original
-    result = trt_check.build_and_compare(original, fixed, **options)
-    report.checks.append({"kind": "trt", **result.to_json()})
-    return result
+    return trt_check.compare_into_report(report, original, fixed, **options_from_args(args))
 
 
 def validate_command(args) -> int:

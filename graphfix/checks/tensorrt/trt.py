@@ -203,6 +203,18 @@ def parse_in_subprocess(model_path: str, plugins: Sequence[str] = (), *, timeout
 
 # ----------------------------------------------------------------------------- build and compare
 
+def compare_into_report(report, original: str, fixed: str, **options) -> "TrtCheckResult":
+    """build_and_compare, appended to report.checks as {"kind": "trt", ...}: `fix --check trt` and
+    fix(check="trt"). Without shapes, the engine's opt shapes are the sizes on which ONNX Runtime
+    ran the original (report.inputs)."""
+    chosen = (getattr(report, "inputs", None) or {}).get("shapes")
+    if chosen and not (options.get("shapes") or options.get("opt_shapes")):
+        options["opt_shapes"] = chosen
+    result = build_and_compare(original, fixed, **options)
+    report.checks.append({"kind": "trt", **result.to_json()})
+    return result
+
+
 def build_and_compare(original_model_path: str, fixed_model_path: str, *, fp16: bool = False, tf32: bool = False,
                       shapes=None, min_shapes=None, opt_shapes=None, max_shapes=None,
                       timing_cache: Optional[str] = None, plugins: Sequence[str] = (), seed: int = 1,

@@ -204,9 +204,9 @@ def _emulated(site, io: bool) -> bool:
     facts, name = site.facts, site.tensor
     if name is None or TensorProto.DataType.Value(facts.dtype(name) or "UNDEFINED") not in INTEGER_OLD:
         return False       # (DOUBLE: every parser narrows it to FLOAT by itself; check does not flag it)
-    planned = getattr(facts, "_emulate_types_planned", None)
-    if planned is None:   # once per model: the pass's own analysis, no copy of its rules
-        planned = facts._emulate_types_planned = planned_tensors(facts.model, site.profile.version)
+    # once per model: the pass's own analysis, no copy of its rules
+    planned = facts.derived(("emulate-types", str(site.profile.version)),
+                            lambda: planned_tensors(facts.model, site.profile.version))
     if name not in planned:
         return False
     unbindable_io = (name in facts.graph_inputs or name in facts.graph_outputs) \

@@ -126,7 +126,7 @@ class UnifyIf(Pass):
 def removes_finding(site, cache: str) -> bool:
     """For the table of remedies: whether the pass removes the finding `check` made at this node
     (the predicate cached its verdict on the facts: passes/unify_if.py, passes/bound_topk.py)."""
-    found = getattr(site.facts, cache, {}).get(site.ref.node.output[0]) if site.ref is not None else None
+    found = site.facts.memo.get(cache, {}).get(site.ref.node.output[0]) if site.ref is not None else None
     return bool(found and found[0])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 import onnx
@@ -84,7 +84,14 @@ class ModelFacts:
         self._values: Dict[str, Optional[np.ndarray]] = {}
         self._computed: Dict[str, Optional[np.ndarray]] = {}
         self.local_functions = {(f.domain, f.name) for f in model.functions}
-        self.memo: Dict[Any, Any] = {}   # what callers derive from these facts once (remedies' refusals)
+        self.memo: Dict[Any, Any] = {}   # what callers derive from these facts once (see derived)
+
+    def derived(self, key, compute: Callable[[], Any]) -> Any:
+        """What a caller derives from the model once per check (a pass's own analysis, for the table
+        of remedies and the predicates), computed on first use."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
     @staticmethod
     def _infer(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, Optional[str]]:

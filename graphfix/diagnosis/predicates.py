@@ -366,14 +366,14 @@ def _dim_equals(ctx, ref, r):
 @predicate("if_branch_shapes")
 def _if_branch_shapes(ctx, ref, r):
     """An If whose branches return different shapes under a computed condition (passes/unify_if.py
-    knows which ones unify-if removes; cached per model as ``facts.if_shape_problems``).
+    knows which ones unify-if removes; derived once per model as "if_shape_problems").
     `ranks_unresolved`: only ranks that differ and that no rewrite resolves (a parser that takes one
     rank with different dims, and resolves conditions that static shapes decide)."""
-    if not hasattr(ctx.facts, "if_shape_problems"):
-        from ..passes.unify_if import if_shape_problems
-        from ..target import TrtVersion
-        ctx.facts.if_shape_problems = if_shape_problems(ctx.facts.model, TrtVersion.parse(ctx.profile.version))
-    found = ctx.facts.if_shape_problems.get(ref.node.output[0]) if ref.node.output else None
+    from ..passes.unify_if import if_shape_problems
+    from ..target import TrtVersion
+    problems = ctx.facts.derived("if_shape_problems", lambda: if_shape_problems(
+        ctx.facts.model, TrtVersion.parse(ctx.profile.version)))
+    found = problems.get(ref.node.output[0]) if ref.node.output else None
     if found is None or (r.get("ranks_unresolved") and (found[0] or found[2] != "rank")):
         return None
     return found[1]
@@ -381,12 +381,11 @@ def _if_branch_shapes(ctx, ref, r):
 
 @predicate("topk_k_counted")
 def _topk_k_counted(ctx, ref, r):
-    """A TopK whose K is counted from NMS/NonZero results (passes/bound_topk.py decides; cached per
-    model as ``facts.topk_problems``)."""
-    if not hasattr(ctx.facts, "topk_problems"):
-        from ..passes.bound_topk import topk_problems
-        ctx.facts.topk_problems = topk_problems(ctx.facts.model)
-    found = ctx.facts.topk_problems.get(ref.node.output[0]) if ref.node.output and not ref.graph_path else None
+    """A TopK whose K is counted from NMS/NonZero results (passes/bound_topk.py decides; derived once per
+    model as "topk_problems")."""
+    from ..passes.bound_topk import topk_problems
+    problems = ctx.facts.derived("topk_problems", lambda: topk_problems(ctx.facts.model))
+    found = problems.get(ref.node.output[0]) if ref.node.output and not ref.graph_path else None
     return None if found is None else found[1]
 
 

@@ -77,11 +77,9 @@ class OpsDecompose(Rule):
             return False
         if ref.graph_path:
             return True
-        memo = site.facts.memo
-        key = ("ops-refusals", str(site.profile.version))
-        if key not in memo:
-            memo[key] = refusals(site.facts.model, site.profile.version)
-        return ref.display in memo[key]
+        refused = site.facts.derived(("ops-refusals", str(site.profile.version)),
+                                     lambda: refusals(site.facts.model, site.profile.version))
+        return ref.display in refused
 
     def match(self, graph, node, ctx):
         checks = _FLAGGED.get(node_display(graph, node), set())

@@ -12,7 +12,7 @@ from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops
 
 SCATTER = ["scatter_elements_add_duplicates", "scatter_elements_max_axis0", "scatter_elements_add_int32",
            "scatternd_mul_duplicates", "scatternd_min_elements"]
-OTHER = ["bitwise_int32_ops", "center_crop_pad_const"]
+OTHER = ["bitwise_int32_ops", "center_crop_pad_const", "col2im_fold_overlap"]
 OPSET23 = ["attention_gqa_causal_3d", "attention_bool_mask_4d", "attention_kv_cache_softcap",
            "rotary_interleaved_partial_4d", "rotary_halves_3d"]
 EINSUM = ["einsum_diagonal", "einsum_ellipsis_attention_scores", "einsum_broadcast_batch_matmul",
@@ -167,6 +167,34 @@ def test_center_crop_pad_is_slice_and_pad():
     want = np.zeros((1, 4, 9, 3), np.float32)
     want[:, :, 1:7, :] = x[:, 0:4, :, :]        # crop 5 -> 4 from (5-4)//2 = 0; pad 6 -> 9: 1 before
     np.testing.assert_array_equal(_run(fixed, {"x": x})[0], want)
+
+
+def _col2im_loop(cols, image, block, strides, pads):
+    """Col2Im by its definition, 2-D: add each column's block into the padded image, cut the pads."""
+    n, ck, _ = cols.shape
+    k = block[0] * block[1]
+    padded = np.zeros((n, ck // k, image[0] + pads[0] + pads[2], image[1] + pads[1] + pads[3]), cols.dtype)
+    rows = (padded.shape[2] - block[0]) // strides[0] + 1
+    columns = (padded.shape[3] - block[1]) // strides[1] + 1
+    blocks = cols.reshape(n, ck // k, block[0], block[1], rows, columns)
+    for r in range(rows):
+        for c in range(columns):
+            padded[:, :, r * strides[0]:r * strides[0] + block[0],
+                   c * strides[1]:c * strides[1] + block[1]] += blocks[:, :, :, :, r, c]
+    return padded[:, :, pads[0]:padded.shape[2] - pads[2], pads[1]:padded.shape[3] - pads[3]]
+
+
+def test_col2im_is_a_one_hot_conv_transpose():
+    model = build("col2im_fold_overlap")
+    fixed, _ = apply_pass("decompose-ops", model)
+    assert ops(fixed) == ["Reshape", "ConvTranspose", "Pad"]   # the uncovered row is zero-filled
+    conv = next(n for n in fixed.graph.node if n.op_type == "ConvTranspose")
+    attrs = {a.name: list(a.ints) or a.i for a in conv.attribute}
+    assert attrs["group"] == 2 and attrs["pads"] == [1, 0, 0, 0]   # end pads less the uncovered row/column
+    cols = np.random.default_rng(5).integers(-8, 8, (1, 12, 9)).astype(np.float32)   # small integers: sums exact
+    want = _col2im_loop(cols, [7, 8], [3, 2], [2, 3], [1, 0, 0, 1])
+    np.testing.assert_array_equal(_run(fixed, {"cols": cols})[0], want)
+    np.testing.assert_array_equal(_run(model, {"cols": cols})[0], want)
 
 
 def _skip_old_onnx_reference():

@@ -5,7 +5,9 @@
 - dead nodes (nothing they produce reaches a graph output) removed;
 - initializers that no node reads dropped, and initializers listed as graph inputs (old IR style)
   taken out of the input list;
-- an IR version that the installed ONNX Runtime accepts (at most graph_utils.OUTPUT_IR_VERSION).
+- an IR version that the installed ONNX Runtime accepts (at most graph_utils.OUTPUT_IR_VERSION);
+- an attribute left at its ONNX default written out where the target's importer assumes another
+  default (the profile's ``attr_missing`` rules: 8.6 reads a Trilu without ``upper`` as lower).
 
 Graph inputs that no node reads are kept (dropping them would change the model's signature and
 break callers that feed them) and reported as a warning.
@@ -17,6 +19,7 @@ import onnx_graphsurgeon as gs
 from graphfix.graph_utils import OUTPUT_IR_VERSION, NameMaker, remove_dead_nodes, toposort_if_needed
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.registry import register_pass
+from graphfix.remedies import fixes_finding
 
 
 @register_pass
@@ -26,7 +29,7 @@ class Normalize(Pass):
         summary="Toposort, unique node names, drop dead nodes and unused initializers, pin the IR version",
         fixes="Nodes not topologically sorted / duplicate node names / Unsupported model IR version",
         before=("fold-constants",),
-        remedies=(),   # housekeeping: no `check` finding or parser error maps to it
+        remedies=(fixes_finding("attr_missing", why="writes the attribute's ONNX default out"),),
     )
 
     def run(self, graph: gs.Graph) -> PassResult:
@@ -37,6 +40,7 @@ class Normalize(Pass):
         self._remove_dead_nodes(graph, result)
         self._toposort(graph, result)
         self._name_nodes(graph, result)
+        self._spell_out_defaults(graph, result)
         for inp in sorted(graph.inputs, key=lambda t: t.name):
             if not inp.outputs:
                 result.warn(f"graph input '{inp.name}' is read by no node (kept: removing it would "
@@ -57,6 +61,17 @@ class Normalize(Pass):
         for inp in model.graph.input:
             if inp.name in inits:
                 result.change("remove-input", inp.name, {"reason": "initializer listed as a graph input"})
+
+    def _spell_out_defaults(self, graph: gs.Graph, result: PassResult) -> None:
+        from graphfix.profiles import load_profile
+        profile = load_profile(self.context.target)
+        for node in graph.nodes:
+            for rule in (profile.op(node.op) or {}).get("rules", []) if (node.domain or "") in ("", "ai.onnx") else ():
+                if rule.get("check") == "attr_missing" and rule["attr"] not in node.attrs:
+                    node.attrs[rule["attr"]] = rule["onnx_default"]
+                    result.change("write-default", node.name, {"attribute": rule["attr"], "value": rule["onnx_default"],
+                                                                "why": rule["reason"]})
+                    result.count("defaults_written")
 
     @staticmethod
     def _remove_dead_nodes(graph: gs.Graph, result: PassResult) -> None:

@@ -138,13 +138,13 @@ def test_misspelt_shapes_exit_2_with_the_real_names(tmp_path, capsys, shapes, me
 
 
 def test_fix_exits_1_when_check_still_flags_the_output(tmp_path, capsys):
-    src, out, rep = write(tmp_path, "s.onnx", "check_trilu_default_upper"), str(tmp_path / "o.onnx"), str(tmp_path / "r.json")
+    src, out, rep = write(tmp_path, "s.onnx", "check_reduce_axes_runtime"), str(tmp_path / "o.onnx"), str(tmp_path / "r.json")
     assert main(["fix", src, "-o", out, "--trt", "8.6", "--report", rep]) == 1
     doc = json.load(open(rep))
     assert doc["ok"] is False and doc["checks"][-1]["kind"] == "trt-check"
     # the manual step `graphfix check` gives, also in fix's verdict
     assert doc["checks"][-1]["remaining"][0]["remedy"].startswith(
-        "no automatic fix; by hand: write the `upper` attribute explicitly")
+        "no automatic fix; by hand: make that input a constant")
     assert main(["check", out, "--trt", "8.6", "--no-real-parser"]) == 1    # the same verdict
     assert "NOT OK" in capsys.readouterr().out
 

@@ -228,17 +228,17 @@ def test_unknown_shape_names_are_refused_even_without_checks():
 
 def test_ok_needs_check_clean_on_the_output():
     from graphfix.diagnosis import check_model
-    fixed, report = graphfix.fix(build("check_trilu_default_upper"), trt="8.6")
+    fixed, report = graphfix.fix(build("check_reduce_axes_runtime"), trt="8.6")
     assert report.checks[0]["kind"] == "ort" and report.checks[0]["passed"] is True
     verdict = report.checks[-1]
     assert verdict["kind"] == "trt-check" and verdict["passed"] is False
     assert [(r["op"], r["severity"], r["remedy"].split(";")[0]) for r in verdict["remaining"]] == \
-        [("Trilu", "wrong-result", "no automatic fix")]
-    assert "by hand: write the `upper` attribute" in verdict["remaining"][0]["remedy"]
+        [("ReduceSum", "error", "no automatic fix")]
+    assert "by hand: make that input a constant" in verdict["remaining"][0]["remedy"]
     assert not check_model(fixed, trt="8.6").clean        # the same facts `graphfix check` reports
     assert not report.ok and report.verdict == "NOT OK"
     text = report.summary()
-    assert "graphfix check for TensorRT 8.6: FAILED" in text and "(Trilu)" in text and "-> no automatic fix" in text
+    assert "graphfix check for TensorRT 8.6: FAILED" in text and "(ReduceSum)" in text and "-> no automatic fix" in text
 
 
 def test_remaining_finding_names_the_flag_that_fixes_it():
@@ -249,7 +249,7 @@ def test_remaining_finding_names_the_flag_that_fixes_it():
     assert report.ok and report.checks[-1] == {**report.checks[-1], "passed": True, "remaining": []}
 
 
-@pytest.mark.parametrize("name", ["example_encoder_block", "check_trilu_default_upper", "nms_gather_head",
+@pytest.mark.parametrize("name", ["example_encoder_block", "check_reduce_axes_runtime", "nms_gather_head",
                                   "int64_custom_op_boundary", "dyn_kv_cache"])
 def test_ok_agrees_with_check_on_the_output(name):
     from graphfix.diagnosis import check_model

@@ -58,3 +58,23 @@ def test_a_long_reversed_chain_is_sorted_without_recursion():
     onnx.checker.check_model(fixed)
     assert_equivalent(sorted_chain, fixed)
     assert_idempotent("normalize", model)
+
+
+def test_normalize_writes_out_a_default_the_target_reads_differently():
+    """Trilu without `upper` means the upper triangle; the 8.6 importer takes it as lower (profile rule
+    attr_missing, measured on the rig). Writing upper=1 keeps the meaning; 10.x needs nothing."""
+    import numpy as np
+    import onnxruntime as ort
+    from graphfix.diagnosis import check_model
+    model = build("check_trilu_default_upper")
+    fixed, result = apply_pass("normalize", model)
+    trilu = next(n for n in fixed.graph.node if n.op_type == "Trilu")
+    assert [(a.name, a.i) for a in trilu.attribute] == [("upper", 1)]
+    assert result.counts["defaults_written"] == 1
+    x = np.arange(20, dtype=np.float32).reshape(4, 5)
+    got = ort.InferenceSession(fixed.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, np.triu(x))
+    assert not [f for f in check_model(fixed, trt="8.6").findings if f.node]
+    assert_idempotent("normalize", model)
+    _, on_10 = apply_pass("normalize", model, trt="10.0")
+    assert "defaults_written" not in on_10.counts

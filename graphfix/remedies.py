@@ -151,10 +151,12 @@ def fixes_finding(kind: str, *, ops: Iterable[str] = (), params: Optional[Dict[s
 
 
 def fixes_missing_op(ops: Iterable[str], *, domain: str = "", fallback: bool = False,
-                     trt: TrtRange = TrtRange(), flag: Optional[str] = None, why: str = "") -> Remedy:
-    """A row: this pass rewrites `ops` away where the target's parser has no importer for them."""
+                     trt: TrtRange = TrtRange(), flag: Optional[str] = None,
+                     applies: Optional[Callable[[Site], bool]] = None, why: str = "") -> Remedy:
+    """A row: this pass rewrites `ops` away where the target's parser has no importer for them (and
+    where `applies(site)` holds, when given)."""
     return Remedy(MISSING_OP, ops=tuple(sorted(ops)), domain=domain, fallback=fallback, trt=trt, flag=flag,
-                  why=why)
+                  applies=applies, why=why)
 
 
 def fixes_parser_error(pattern: str, *, why: str, op_kind: Optional[str] = None, exclusive: bool = False,
@@ -274,12 +276,21 @@ def passes_for_missing_op(op: str, domain: Optional[str] = None, target: Optiona
 
 def fix_for_missing_op(op: str, domain: Optional[str], site: Site, target: Optional[TrtVersion] = None
                        ) -> Optional[str]:
-    """The first pass that rewrites `op` away at `site`, unless its rule refuses the node there."""
+    """The first pass that rewrites `op` away at `site`; where its rule refuses the node there, a
+    fallback row that judges the node itself (``applies``: expand-functions, ONNX's function body)
+    and takes it, else None."""
     rows = _missing_op_rows(op, domain, target, fallbacks=True)
     names = _in_pipeline_order(r.pass_name for r in rows)
-    if not names or any(_refused(r, site) for r in rows if r.pass_name == names[0]):
-        return None
-    return names[0]
+    if names and not any(_refused(r, site) or not _holds(r, site) for r in rows if r.pass_name == names[0]):
+        return names[0]
+    fallbacks = _in_pipeline_order(r.pass_name for r in table() if r.fallback and r.applies is not None
+                                   and r.matches_op(op, domain) and r.needed(target)
+                                   and r.pass_name not in names[:1] and r.applies(site))
+    return fallbacks[0] if fallbacks else None
+
+
+def _holds(row: Remedy, site: Site) -> bool:
+    return row.applies is None or row.applies(site)
 
 
 def rule_passes_for_finding(op: str, kind: str, target: Optional[TrtVersion] = None) -> List[str]:

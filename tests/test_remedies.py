@@ -22,7 +22,7 @@ from graphfix.registry import PIPELINE_ORDER, registered
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "graphfix")
 # passes that fix nothing `check` or the parser reports: their declaration is an explicit ()
-HOUSEKEEPING = {"normalize": "toposort, names, IR version", "cleanup": "dead nodes after rewrites"}
+HOUSEKEEPING = {"cleanup": "dead nodes after rewrites"}   # normalize also writes out defaults (attr_missing)
 
 
 def _checker_kinds():

@@ -55,7 +55,6 @@ KNOWN_RTX_FAILURES = {
     "opset18_reduce_computed_axes_refused": ("ReduceMean", "Axis input must resolve to a build-time constant",
                                              "Reduce axes must be an initializer"),
     "check_unsupported_op": ("Det", "UNSUPPORTED_NODE", "no importer for Det"),
-    "opset18_col2im_refused": ("Col2Im", "UNSUPPORTED_NODE", "no importer for Col2Im"),
     "opset19_resize_half_pixel_symmetric_refused": ("Resize", "transformationMode",
                                                     "unsupported coordinate_transformation_mode"),
     "optional_sequence_values": ("SequenceConstruct", "UNSUPPORTED_NODE", "no importer for SequenceConstruct"),

@@ -97,7 +97,9 @@ def test_rms_norm_positive_axis_of_unknown_rank_is_refused_and_check_names_no_fi
     assert not result.modified and ops(fixed) == ["RMSNormalization"]
     assert any("rank" in w for w in result.warnings)
     finding = next(f for f in check_model(model, trt="10.12").findings if f.op == "RMSNormalization")
-    assert finding.fix_pass is None
+    assert finding.fix_pass is None      # nor expand-functions: its body's axes need the rank
+    _, expanded = apply_pass("expand-functions", model, trt="10.12")
+    assert not expanded.modified and any("rank of x is unknown" in w for w in expanded.warnings)
 
 
 def _mod_pairs():

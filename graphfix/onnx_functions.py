@@ -107,7 +107,7 @@ def _inline_round(model: onnx.ModelProto, opset: int, wanted: Callable[[onnx.Nod
     nodes = [n for n in model.graph.node if wanted(n)]
     if not nodes:
         return None
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     types = {vi.name: vi.type for vi in list(inferred.graph.value_info) + list(inferred.graph.input)
              + list(inferred.graph.output)}
     functions: List[onnx.FunctionProto] = []

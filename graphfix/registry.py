@@ -9,8 +9,8 @@ from .pass_api import Pass
 # The one pipeline order. Passes whose result ONNX Runtime cannot run (plugins) go last but cleanup.
 PIPELINE_ORDER: List[str] = [
     "normalize",
-    "expand-functions",
     "fold-constants",
+    "expand-functions",
     "unify-if",
     "bound-topk",
     "decompose-contrib",

@@ -2,7 +2,7 @@
 
 ScatterElements/ScatterND with a reduction (TensorRT 8.6 overwrites instead of reducing), Einsum
 with ellipsis, diagonals or broadcasting (wrong results on 8.6), UINT8 Mod (integer Mod is imported on
-INT32 only), bitwise ops, CenterCropPad, Col2Im, and the opset-23 RotaryEmbedding / Attention / RMSNormalization
+INT32 only), bitwise ops, CenterCropPad, Col2Im, Hardmax, and the opset-23 RotaryEmbedding / Attention / RMSNormalization
 become ops the target computes right. Which node needs it comes from the target's profile (graphfix.plugin_rules.
 ops_base); ONNX Runtime checks the result.
 
@@ -30,7 +30,7 @@ class DecomposeOps(Pass):
         summary="Standard ops the target lacks or computes wrong (Scatter reductions, Einsum, Mod, ...) "
                 "-> ops it computes right",
         fixes="the reduction attribute is ignored (ScatterElements/ScatterND); Einsum ellipsis/diagonal; "
-              "No importer registered for op: BitwiseAnd / CenterCropPad / Col2Im / Attention / RotaryEmbedding / "
+              "No importer registered for op: BitwiseAnd / CenterCropPad / Col2Im / Hardmax / Attention / RotaryEmbedding / "
               "RMSNormalization; Mod: Found invalid input type of UINT8",
         after=("fold-constants",),
         before=("target-opset",),

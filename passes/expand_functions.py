@@ -8,9 +8,10 @@ becomes its body, inlined by onnx with the opset converted to the model's; funct
 that the target lacks as well are inlined in turn. The body is ONNX's definition of the op, so the
 meaning is kept by construction; ONNX Runtime checks it anyway.
 
-It runs before fold-constants, which then folds the bodies' shape arithmetic (Shape, Size,
-ConstantOfShape over static dims), and before the passes that fix what remains in them (target-opset,
-int64-to-int32, ...). Ops with a dedicated rewrite (decompose-ops' Attention, CenterCropPad, ...) are
+It runs after fold-constants, so that the ranks of computed tensors are known (a body needs them: its
+axes come from its inputs' ranks), folds the bodies' shape arithmetic itself (Shape, Size,
+ConstantOfShape over static dims) with fold-constants, and runs before the passes that fix what remains
+in them (unify-if for the constant Ifs of AffineGrid's body, target-opset, int64-to-int32, ...). Ops with a dedicated rewrite (decompose-ops' Attention, CenterCropPad, ...) are
 left to it where its match takes the node; where that match refuses it (an Attention with a sliding
 window, a CenterCropPad with a computed shape), this pass inlines the body instead: its missing-op
 rows are the table of remedies' fallbacks.
@@ -41,7 +42,8 @@ class ExpandFunctions(Pass):
                 "(NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, AffineGrid, ...)",
         fixes="No importer registered for op: NegativeLogLikelihoodLoss / SoftmaxCrossEntropyLoss / AffineGrid; "
               "LayerNormalization with its Mean / InvStdDev outputs used",
-        before=("fold-constants",),
+        after=("fold-constants",),
+        before=("unify-if",),
         remedies=(fixes_missing_op(function_ops(), fallback=True, applies=lambda site: _ranks_known(site),
                                    why="inlines the op's ONNX function body"),
                   *(fixes_finding(check, ops=ops, applies=lambda site: _ranks_known(site),
@@ -62,7 +64,7 @@ class ExpandFunctions(Pass):
         flagged = _flagged_nodes(model, profile)
         refused = _refused_by_their_rules(model, self.context.target) \
             if any(self._lacks(n.op, profile) == "owned" for n in candidates) else {}
-        inferred = onnx.shape_inference.infer_shapes(model)
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)   # ranks behind computed Reshape targets
         types = {vi.name: vi.type for vi in list(inferred.graph.input) + list(inferred.graph.value_info)
                  + list(inferred.graph.output) if vi.type.HasField("tensor_type")}
         types.update((t.name, onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims)))
@@ -95,6 +97,8 @@ class ExpandFunctions(Pass):
             result.count("functions_expanded")
         if result.modified:
             graph.cleanup().toposort()
+            from graphfix.passes.fold_constants import refold
+            refold(graph, self.context, result)   # the bodies' shape arithmetic (Shape, Size, ConstantOfShape)
         return result
 
     def _lacks(self, op: str, profile):

@@ -377,3 +377,16 @@ def _size(nbytes: int) -> str:
         if nbytes >= scale:
             return f"{nbytes / scale:.4g} {unit}"
     return f"{nbytes} bytes"
+
+
+def refold(graph: gs.Graph, context, result: PassResult) -> None:
+    """fold-constants over what another pass just brought into the main graph (an inlined If branch,
+    an op's function body), its changes, warnings and counts added to that pass's result."""
+    from graphfix.pass_api import PassContext
+    ctx = PassContext(target=context.target, int32_io=context.int32_io, fold_size_limit=context.fold_size_limit,
+                      options=context.options, model=None)
+    folded = FoldConstants(ctx).run(graph)
+    result.changes.extend(folded.changes)
+    result.warnings.extend(folded.warnings)
+    for key, n in folded.counts.items():
+        result.count(key, n)

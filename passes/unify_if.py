@@ -112,15 +112,8 @@ class UnifyIf(Pass):
     def _fold(self, graph: gs.Graph, result: PassResult) -> None:
         """fold-constants over what an inlined branch brought into the main graph (Shape chains, pads
         computed from constants): the dims the next conditions test often become static only then."""
-        from graphfix.passes.fold_constants import FoldConstants
-        from graphfix.pass_api import PassContext
-        ctx = PassContext(target=self.context.target, int32_io=self.context.int32_io,
-                          fold_size_limit=self.context.fold_size_limit, options=self.context.options, model=None)
-        folded = FoldConstants(ctx).run(graph)
-        result.changes.extend(folded.changes)
-        result.warnings.extend(folded.warnings)
-        for key, n in folded.counts.items():
-            result.count(key, n)
+        from graphfix.passes.fold_constants import refold
+        refold(graph, self.context, result)
 
 
 def removes_finding(site, cache: str) -> bool:

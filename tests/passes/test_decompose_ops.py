@@ -12,7 +12,7 @@ from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops
 
 SCATTER = ["scatter_elements_add_duplicates", "scatter_elements_max_axis0", "scatter_elements_add_int32",
            "scatternd_mul_duplicates", "scatternd_min_elements"]
-OTHER = ["bitwise_int32_ops", "center_crop_pad_const", "col2im_fold_overlap"]
+OTHER = ["bitwise_int32_ops", "center_crop_pad_const", "col2im_fold_overlap", "hardmax_middle_axis"]
 OPSET23 = ["attention_gqa_causal_3d", "attention_bool_mask_4d", "attention_kv_cache_softcap",
            "rotary_interleaved_partial_4d", "rotary_halves_3d"]
 EINSUM = ["einsum_diagonal", "einsum_ellipsis_attention_scores", "einsum_broadcast_batch_matmul",
@@ -196,6 +196,20 @@ def test_col2im_is_a_one_hot_conv_transpose():
     want = _col2im_loop(cols, [7, 8], [3, 2], [2, 3], [1, 0, 0, 1])
     np.testing.assert_array_equal(_run(fixed, {"cols": cols})[0], want)
     np.testing.assert_array_equal(_run(model, {"cols": cols})[0], want)
+
+
+def test_hardmax_takes_the_first_of_tied_maxima():
+    """Ties are where Hardmax is easy to get wrong (ArgMax/TopK tie order is not ONNX's); numpy's
+    argmax returns the first maximum, as ONNX specifies."""
+    model = build("hardmax_middle_axis")
+    fixed, _ = apply_pass("decompose-ops", model)
+    assert "Hardmax" not in ops(fixed) and "ArgMax" not in ops(fixed)
+    x = np.array([[[1, 5, 2], [3, 5, 2], [3, 0, 2], [0, 5, -1]],
+                  [[-1, -2, -3], [-1, -2, -3], [-4, -2, -3], [-1, -2, -3]]], np.float32)
+    want = np.zeros_like(x)
+    np.put_along_axis(want, np.argmax(x, axis=1)[:, None, :], 1.0, axis=1)
+    np.testing.assert_array_equal(_run(fixed, {"x": x})[0], want)
+    np.testing.assert_array_equal(_run(model, {"x": x})[0], want)
 
 
 def _skip_old_onnx_reference():

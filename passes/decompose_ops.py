@@ -2,7 +2,7 @@
 
 ScatterElements/ScatterND with a reduction (TensorRT 8.6 overwrites instead of reducing), Einsum
 with ellipsis, diagonals or broadcasting (wrong results on 8.6), UINT8 Mod (integer Mod is imported on
-INT32 only), bitwise ops, CenterCropPad, Col2Im, Hardmax, and the opset-23 RotaryEmbedding / Attention / RMSNormalization
+INT32 only), bitwise ops, CenterCropPad, Col2Im, Hardmax, LpPool (p > 2) and dilated pooling, and the opset-23 RotaryEmbedding / Attention / RMSNormalization
 become ops the target computes right. Which node needs it comes from the target's profile (graphfix.plugin_rules.
 ops_base); ONNX Runtime checks the result.
 

@@ -14,7 +14,7 @@ read from the rules by graphfix.remedies, the table of remedies.
 Built-in families: nms (EfficientNMS_TRT), roi_align (ROIAlign_TRT), group_norm
 (GroupNormalizationPlugin), contrib (ONNX Runtime com.microsoft ops: plugins and decompositions),
 quantized (integer / dynamic-quantized ops -> float ops), ops (standard ops a TensorRT version lacks or
-computes wrong, per its profile: scatter_reduce, einsum, elementwise, crop_pad, col2im, hardmax, attention, rms_norm, mod; ops_base.py).
+computes wrong, per its profile: scatter_reduce, einsum, elementwise, crop_pad, col2im, hardmax, pool_conv, attention, rms_norm, mod; ops_base.py).
 """
 from __future__ import annotations
 

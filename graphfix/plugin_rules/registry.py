@@ -22,7 +22,7 @@ from ..errors import UsageError
 from .rule import DECOMPOSE, PLUGIN, Rule
 
 BUILTIN_MODULES = ("nms", "roi_align", "group_norm", "contrib", "quantized", "scatter_reduce", "einsum",
-                   "elementwise", "crop_pad", "col2im", "hardmax", "attention", "rms_norm", "mod")
+                   "elementwise", "crop_pad", "col2im", "hardmax", "pool_conv", "attention", "rms_norm", "mod")
 
 _RULES: Dict[str, Rule] = {}
 _builtins_loaded = False

@@ -12,7 +12,8 @@ from gf_testing import apply_pass, assert_equivalent, assert_idempotent, ops
 
 SCATTER = ["scatter_elements_add_duplicates", "scatter_elements_max_axis0", "scatter_elements_add_int32",
            "scatternd_mul_duplicates", "scatternd_min_elements"]
-OTHER = ["bitwise_int32_ops", "center_crop_pad_const", "col2im_fold_overlap", "hardmax_middle_axis"]
+OTHER = ["bitwise_int32_ops", "center_crop_pad_const", "col2im_fold_overlap", "hardmax_middle_axis",
+         "lppool_p3_same_upper", "avgpool_dilated_exclude_pad"]
 OPSET23 = ["attention_gqa_causal_3d", "attention_bool_mask_4d", "attention_kv_cache_softcap",
            "rotary_interleaved_partial_4d", "rotary_halves_3d"]
 EINSUM = ["einsum_diagonal", "einsum_ellipsis_attention_scores", "einsum_broadcast_batch_matmul",
@@ -210,6 +211,42 @@ def test_hardmax_takes_the_first_of_tied_maxima():
     np.put_along_axis(want, np.argmax(x, axis=1)[:, None, :], 1.0, axis=1)
     np.testing.assert_array_equal(_run(fixed, {"x": x})[0], want)
     np.testing.assert_array_equal(_run(model, {"x": x})[0], want)
+
+
+def _pool_windows(x, kernel, strides, dilations, pads):
+    """Every 2-D pooling window by its definition: (values, in-input mask) per output position."""
+    n, c, h, w = x.shape
+    padded = np.zeros((n, c, h + pads[0] + pads[2], w + pads[1] + pads[3]), x.dtype)
+    inside = np.zeros(padded.shape[2:], bool)
+    padded[:, :, pads[0]:pads[0] + h, pads[1]:pads[1] + w] = x
+    inside[pads[0]:pads[0] + h, pads[1]:pads[1] + w] = True
+    span = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    rows = (padded.shape[2] - span[0]) // strides[0] + 1
+    cols = (padded.shape[3] - span[1]) // strides[1] + 1
+    for r in range(rows):
+        for q in range(cols):
+            sl = (slice(r * strides[0], r * strides[0] + span[0], dilations[0]),
+                  slice(q * strides[1], q * strides[1] + span[1], dilations[1]))
+            yield r, q, padded[:, :, sl[0], sl[1]], inside[sl]
+
+
+def test_pooling_via_conv_matches_the_definition():
+    rng = np.random.default_rng(11)
+    fixed, _ = apply_pass("decompose-ops", build("avgpool_dilated_exclude_pad"))
+    assert ops(fixed) == ["Conv", "Div"]
+    x = rng.integers(-8, 8, (2, 2, 6, 7)).astype(np.float32)
+    want = np.zeros((2, 2, 6, 4), np.float32)
+    for r, q, window, inside in _pool_windows(x, [2, 3], [1, 1], [2, 2], [1, 1, 1, 0]):
+        want[:, :, r, q] = window.sum(axis=(2, 3)) / inside.sum()      # pads not counted
+    np.testing.assert_allclose(_run(fixed, {"x": x})[0], want, rtol=1e-6)
+    fixed, _ = apply_pass("decompose-ops", build("lppool_p3_same_upper"))
+    assert ops(fixed) == ["Abs", "Pow", "Conv", "Pow"]
+    x = rng.standard_normal((1, 3, 7, 6)).astype(np.float32)
+    want = np.zeros((1, 3, 4, 3), np.float64)
+    # SAME_UPPER, stride 2: H 7 -> 4 needs 2 pad rows (1 before, 1 after); W 6 -> 3 needs 0
+    for r, q, window, _ in _pool_windows(x.astype(np.float64), [3, 2], [2, 2], [1, 1], [1, 0, 1, 0]):
+        want[:, :, r, q] = (np.abs(window) ** 3).sum(axis=(2, 3)) ** (1 / 3)
+    np.testing.assert_allclose(_run(fixed, {"x": x})[0], want, rtol=1e-5)
 
 
 def _skip_old_onnx_reference():

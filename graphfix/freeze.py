@@ -3,8 +3,9 @@
 A model that takes, say, a sample rate (8000 or 16000) branches on it with If nodes. Freezing the
 input to one value makes it an initializer of that name, evaluates each If condition that now
 depends on constants only, and puts the taken branch's nodes in place of the If (repeatedly: a
-nested If whose condition the outer branch decides goes too). The frozen inputs leave the graph's
-inputs, as asked; nothing else in the signature changes.
+nested If whose condition the outer branch decides goes too, and one inside a branch that stays;
+graphfix.if_inlining, which unify-if uses too). The frozen inputs leave the graph's inputs, as
+asked; nothing else in the signature changes.
 
 The result is checked against the model *fed* with the value: the same model with the input turned
 into an initializer and nothing else changed (``feed_as_constant``), which needs no proof.

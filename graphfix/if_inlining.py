@@ -42,8 +42,10 @@ class ShapeFacts:
 
     @classmethod
     def of(cls, graph: gs.Graph) -> "ShapeFacts":
+        from .weights import weightless_graph
         try:
-            model = gs.export_onnx(graph, do_type_check=False)
+            with weightless_graph(graph, subgraphs=True):   # inference reads dims and types, not weights
+                model = gs.export_onnx(graph, do_type_check=False)
             model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
         except Exception:   # a graph inference rejects: the annotations alone
             return cls({}, {}, int(graph.opset or 17))
@@ -110,14 +112,14 @@ def static_value(tensor: gs.Tensor, facts: ShapeFacts, depth: int = 0) -> Option
     unknown entries are None (a partly static Shape), or None when even its length is unknown."""
     if depth > MAX_DEPTH:
         return None
-    if isinstance(tensor, gs.Constant):
-        return np.asarray(tensor.values).astype(object)
+    if isinstance(tensor, gs.Constant):   # a weight is no configuration: not converted, not followed
+        return None if _elements(tensor.shape) > MAX_VALUE_ELEMENTS else np.asarray(tensor.values).astype(object)
     if not tensor.inputs:
         return None                       # a graph (or branch) input: run-time
     node = tensor.inputs[0]
     if node.op == "Constant":
         value = constant_attr_value(node.attrs)
-        return None if value is None else value.astype(object)
+        return None if value is None or value.size > MAX_VALUE_ELEMENTS else value.astype(object)
     if node.op == "Shape":
         dims = facts.dims(node.inputs[0])
         if dims is None:
@@ -125,12 +127,12 @@ def static_value(tensor: gs.Tensor, facts: ShapeFacts, depth: int = 0) -> Option
         picked = list(dims)[slice(int(node.attrs.get("start", 0)),
                                   None if node.attrs.get("end") is None else int(node.attrs["end"]))]
         return np.array([d if isinstance(d, int) else None for d in picked] or np.zeros(0), dtype=object)
-    ins = [static_value(t, facts, depth + 1) if not t.is_empty() else None for t in node.inputs[1:]]
     first = static_value(node.inputs[0], facts, depth + 1) if node.inputs else None
     if first is None:
         return None
     if node.op == "Size":   # the element count: known even where the entries are not (a rank test)
         return np.array(first.size, dtype=object)
+    ins = [static_value(t, facts, depth + 1) if not t.is_empty() else None for t in node.inputs[1:]]
     if node.op == "Cast" and int(node.attrs.get("to", 0)) == onnx.TensorProto.BOOL and _integral(_known(first)):
         return _obj(first.astype(bool))
     if node.op == "Identity" or (node.op == "Cast" and _integral(first)):
@@ -202,6 +204,10 @@ def evaluate_node(node: gs.Node, feeds: Dict[str, np.ndarray], opset: int) -> Op
         return [np.asarray(v) for v in ReferenceEvaluator(model).run(None, feeds)]
     except Exception:   # an op or type the reference evaluator lacks: the value stays computed
         return None
+
+
+def _elements(shape) -> int:
+    return int(np.prod(shape)) if shape is not None else 0
 
 
 def _obj(value) -> np.ndarray:

@@ -243,8 +243,8 @@ def inline_decided(graph: gs.Graph, facts: ShapeFacts, names: NameMaker) -> List
     done: List[Inlined] = []
     dropped = set()   # the untaken branches, with all their subgraphs
     for g, node, scope, value in decided:
-        if id(g) in dropped or not any(n is node for n in g.nodes):   # moved just now: next round
-            continue
+        if id(g) in dropped or not any(n is node for n in g.nodes) or len(branches(node)) != 2:
+            continue     # dropped, or moved just now (next round), or an If without its two branches
         target, condition = _label(node), node.inputs[0].name
         untaken = node.attrs["else_branch" if value else "then_branch"]
         dropped.update(id(b) for b in gs_graphs(untaken))

@@ -3,8 +3,9 @@
 A model that takes, say, a sample rate (8000 or 16000) branches on it with If nodes. Freezing the
 input to one value makes it an initializer of that name, evaluates each If condition that now
 depends on constants only, and puts the taken branch's nodes in place of the If (repeatedly: a
-nested If whose condition the outer branch decides goes too). The frozen inputs leave the graph's
-inputs, as asked; nothing else in the signature changes.
+nested If whose condition the outer branch decides goes too, and one inside a branch that stays;
+graphfix.if_inlining, which unify-if uses too). The frozen inputs leave the graph's inputs, as
+asked; nothing else in the signature changes.
 
 The result is checked against the model *fed* with the value: the same model with the input turned
 into an initializer and nothing else changed (``feed_as_constant``), which needs no proof.
@@ -23,13 +24,14 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import onnx
-from onnx import AttributeProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from .checks.inputs import declared_dims_text, graph_inputs
 from .errors import UsageError
+from .graph_utils import NameMaker, graph_protos, to_graph, to_model
+from .if_inlining import ShapeFacts, inline_decided
 
-MAX_ROUNDS = 16          # nested Ifs inlined per round; a bound, not a limit reached in practice
-MAX_CONE = 64            # nodes evaluated to decide one condition
+MAX_ROUNDS = 16          # rounds of inlining (a nested If waits for the next); a bound, not a limit reached
 
 
 def parse_freeze(items) -> Optional[Dict[str, object]]:
@@ -153,182 +155,29 @@ def fed_reference(model_path: str, freeze, inputs=None):
 
 
 def freeze_inputs(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> Tuple[onnx.ModelProto, List[dict]]:
-    """(specialized model, changes as report records). Ifs whose condition the frozen values decide
-    are replaced by their taken branch, nested ones included."""
+    """(specialized model, changes as report records). Ifs whose condition the frozen values (or
+    static input dims) decide are replaced by their taken branch, nested ones included, also inside
+    branches that stay (graphfix.if_inlining, which unify-if uses too)."""
     fed = feed_as_constant(model, values)
     changes = input_changes(values)
-    out = onnx.ModelProto()
-    out.CopyFrom(fed)
-    counter = [0]
-    taken = {n.name for n in out.graph.node if n.name}   # node names stay unique (the checker wants it)
+    if not any(n.op_type == "If" for g in graph_protos(fed.graph) for n in g.node):
+        return fed, changes
+    graph = to_graph(fed)
+    names = NameMaker(graph, "freeze")
+    inlined = []
     for _ in range(MAX_ROUNDS):
-        decided = _decided_conditions(out)
-        if not decided:
+        done = inline_decided(graph, ShapeFacts.of(graph), names)
+        if not done:
             break
-        nodes: List[onnx.NodeProto] = []
-        for node in out.graph.node:
-            if node.op_type == "If" and node.input[0] in decided:
-                branch = "then_branch" if decided[node.input[0]] else "else_branch"
-                body = next(a.g for a in node.attribute if a.name == branch)
-                inlined, inits = _inline(node, body, counter, taken)
-                nodes.extend(inlined)
-                out.graph.initializer.extend(inits)
-                changes.append({"action": "inline-if", "target": node.name or node.output[0],
-                                "details": {"condition": node.input[0], "branch": branch, "nodes": len(inlined)}})
-            else:
-                nodes.append(node)
-        del out.graph.node[:]
-        out.graph.node.extend(nodes)
-    return out, changes
+        inlined.extend(done)
+    if not inlined:
+        return fed, changes
+    changes.extend({"action": "inline-if", "target": d.target,
+                    "details": {"condition": d.condition, "branch": d.branch, "nodes": d.nodes,
+                                **({"inside": d.scope} if d.scope else {})}} for d in inlined)
+    return to_model(graph, fed), changes
 
 
 def input_changes(values: Mapping[str, np.ndarray]) -> List[dict]:
     return [{"action": "freeze-input", "target": name, "details": {"value": v.tolist(), "dtype": str(v.dtype)}}
             for name, v in sorted(values.items())]
-
-
-def _decided_conditions(model: onnx.ModelProto) -> Dict[str, bool]:
-    """If conditions of the main graph computable from initializers and the shapes of static
-    inputs alone -> their value."""
-    g = model.graph
-    producers = {o: n for n in g.node for o in n.output if o}
-    consts = {t.name for t in g.initializer}
-    static = _static_input_dims(model)
-    wanted = [n.input[0] for n in g.node if n.op_type == "If" and n.input and n.input[0]]
-    decided: Dict[str, bool] = {}
-    for cond in dict.fromkeys(wanted):
-        cone = _constant_cone(cond, producers, consts, static)
-        if cone is None:
-            continue
-        value = _evaluate(model, cond, cone, static)
-        if value is not None and value.size == 1:
-            decided[cond] = bool(value.reshape(-1)[0])
-    return decided
-
-
-def _static_input_dims(model: onnx.ModelProto) -> Dict[str, List[int]]:
-    """Graph inputs whose dims are all static (after --static-shapes) -> their dims."""
-    out = {}
-    for vi in graph_inputs(model):
-        t = vi.type.tensor_type
-        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
-            out[vi.name] = [d.dim_value for d in t.shape.dim]
-    return out
-
-
-def _constant_cone(name: str, producers, consts, static) -> Optional[List[onnx.NodeProto]]:
-    """Nodes computing `name` from initializers and Shapes of static inputs only (in graph order),
-    or None."""
-    seen, order, stack = set(), [], [name]
-    while stack:
-        t = stack.pop()
-        if t in consts or t in seen:
-            continue
-        seen.add(t)
-        node = producers.get(t)
-        if node is not None and node.op_type == "Shape" and node.input[0] in static:
-            order.append(node)       # a leaf: its value is known (see _evaluate)
-            continue
-        if node is None or any(a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute) \
-                or node.op_type.startswith("Random") or len(order) >= MAX_CONE:
-            return None        # a graph input, a subgraph, randomness: not decided here
-        order.append(node)
-        stack.extend(i for i in node.input if i)
-    position = {id(n): i for i, n in enumerate(producers.values())}
-    return sorted({id(n): n for n in order}.values(), key=lambda n: position.get(id(n), 0))
-
-
-def _evaluate(model: onnx.ModelProto, name: str, cone: List[onnx.NodeProto], static) -> Optional[np.ndarray]:
-    from .checks.ort import run_ort
-    from .graph_utils import OUTPUT_IR_VERSION
-    cone = [_shape_as_constant(n, static) if n.op_type == "Shape" and n.input[0] in static else n for n in cone]
-    needed = {i for n in cone for i in n.input}
-    inits = [t for t in model.graph.initializer if t.name in needed or t.name == name]
-    if not cone:   # the condition is an initializer itself
-        t = next((t for t in inits if t.name == name), None)
-        from .mapped_data import values
-        return values(t) if t is not None else None
-    graph = helper.make_graph(cone, "cond", [], [helper.make_tensor_value_info(name, onnx.TensorProto.BOOL, None)],
-                              inits)
-    mini = helper.make_model(graph, opset_imports=list(model.opset_import))
-    mini.ir_version = min(model.ir_version or OUTPUT_IR_VERSION, OUTPUT_IR_VERSION)
-    try:
-        return np.asarray(run_ort(mini, {})[name])
-    except Exception:
-        return None    # ONNX Runtime cannot decide it: the If stays
-
-
-def _shape_as_constant(node: onnx.NodeProto, static) -> onnx.NodeProto:
-    """Shape(x) of a static input as the Constant it is (start/end as in Shape-15)."""
-    attrs = {a.name: a.i for a in node.attribute}
-    dims = np.array(static[node.input[0]], np.int64)[attrs.get("start", 0):attrs.get("end", None)]
-    return helper.make_node("Constant", [], [node.output[0]], value=numpy_helper.from_array(dims, "value"))
-
-
-def _inline(node: onnx.NodeProto, body: onnx.GraphProto, counter,
-            taken: set) -> Tuple[List[onnx.NodeProto], List[onnx.TensorProto]]:
-    """The branch's nodes and initializers in place of the If: names made unique (node names
-    against `taken`, which grows), its outputs written to the If's outputs."""
-    counter[0] += 1
-    prefix = f"gf.freeze.{counter[0]}."
-    produced = {o for n in body.node for o in n.output if o}
-    local = produced | {t.name for t in body.initializer}
-    rename: Dict[str, str] = {name: prefix + name for name in sorted(local)}
-    extra: List[onnx.NodeProto] = []
-    mapped = set()
-    for branch_out, if_out in zip(body.output, node.output):
-        src = branch_out.name
-        if src in produced and src not in mapped:
-            mapped.add(src)
-            rename[src] = if_out                       # the producing node writes the If's output
-        else:                                          # an outer or repeated value: copy it
-            extra.append(helper.make_node("Identity", [rename.get(src, src)], [if_out],
-                                          name=f"{node.name or 'if'}/{prefix}out.{len(extra)}"))
-    nodes = []
-    for n in body.node:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(n)
-        copy.name = _unique(f"{node.name or 'if'}/{n.name or n.op_type}", taken)
-        _rename_refs(copy, rename)
-        nodes.append(copy)
-    inits = []
-    for t in body.initializer:
-        copy = onnx.TensorProto()
-        copy.CopyFrom(t)
-        copy.name = rename[t.name]
-        inits.append(copy)
-    return nodes + extra, inits
-
-
-def _unique(name: str, taken: set) -> str:
-    """`name`, or `name.2`, `name.3`, ... when taken (unnamed nodes of one op in a branch, nested Ifs)."""
-    out, k = name, 1
-    while out in taken:
-        k += 1
-        out = f"{name}.{k}"
-    taken.add(out)
-    return out
-
-
-def _rename_refs(node: onnx.NodeProto, rename: Mapping[str, str]) -> None:
-    """Rename a node's inputs and outputs, and what its subgraphs read from the outer scope."""
-    for i, name in enumerate(node.input):
-        node.input[i] = rename.get(name, name)
-    for i, name in enumerate(node.output):
-        node.output[i] = rename.get(name, name)
-    for attr in node.attribute:
-        for g in ([attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)):
-            _rename_outer(g, rename)
-
-
-def _rename_outer(g: onnx.GraphProto, rename: Mapping[str, str]) -> None:
-    own = {o for n in g.node for o in n.output} | {t.name for t in g.initializer} | {i.name for i in g.input}
-    outer = {k: v for k, v in rename.items() if k not in own}
-    for n in g.node:
-        for i, name in enumerate(n.input):
-            n.input[i] = outer.get(name, name)
-        for attr in n.attribute:
-            for sub in ([attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)):
-                _rename_outer(sub, outer)
-    for o in g.output:
-        o.name = outer.get(o.name, o.name)

@@ -218,8 +218,6 @@ def _freeze(model: onnx.ModelProto, freeze, check: str, shapes, given, seed: int
                                         "frozen without inlining"
         frozen, rec.changes, pinned = fed, input_changes(values), []
     rec.changes = pinned + rec.changes
-    rec.counts = {"inputs_frozen": len(values), "ifs_inlined": sum(c["action"] == "inline-if" for c in rec.changes),
-                  **({"inputs_pinned": len(pinned)} if pinned else {})}
     problems = check_rewrite(fed, frozen)
     if not problems and check in ("ort", "trt") and frozen is not fed:
         from .checks.ort import compare_models
@@ -233,6 +231,9 @@ def _freeze(model: onnx.ModelProto, freeze, check: str, shapes, given, seed: int
         rec.status, rec.error = ROLLED_BACK, "; ".join(problems) + "; inputs frozen without inlining" + \
             ("; sizes not pinned" if pinned else "")
         frozen, rec.changes = fed, input_changes(values)
+    pinned_now = sum(c["action"] == "static-shape" for c in rec.changes)   # counted after any rollback
+    rec.counts = {"inputs_frozen": len(values), "ifs_inlined": sum(c["action"] == "inline-if" for c in rec.changes),
+                  **({"inputs_pinned": pinned_now} if pinned_now else {})}
     rec.seconds = time.perf_counter() - t0
     return rec, fed, frozen, shapes, given
 

@@ -60,12 +60,13 @@ def weightless_model(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 @contextmanager
-def weightless_graph(graph) -> Iterator[Callable[..., None]]:
+def weightless_graph(graph, subgraphs: bool = False) -> Iterator[Callable[..., None]]:
     """While inside, big constants of the gs.Graph `graph` export as dims and type only (no bytes).
 
     Yields `fill(model)`, which puts the bytes into a model exported inside, tensor by tensor: one
     copy of the weights, where graphsurgeon's export makes two (make_graph, then make_model).
-    The constants' values are put back on exit.
+    The constants' values are put back on exit. ``subgraphs``: stubs in If/Loop bodies' graphs
+    too, for an export that only shape inference reads (never the checker, never filled).
     """
     import onnx_graphsurgeon as gs
     from onnx_graphsurgeon.ir.tensor import LazyValues
@@ -73,17 +74,17 @@ def weightless_graph(graph) -> Iterator[Callable[..., None]]:
     # only for graphs without subgraphs: an If/Loop body may read a big outer constant, and the stub
     # then reached ONNX's checker (silero_vad, a published model: every pass rolled back)
     graphs = list(_graphs(graph, gs))
-    for g in (graphs if len(graphs) == 1 else []):
-        for tensor in g.tensors().values():
-            values = getattr(tensor, "_values", None)
-            if isinstance(tensor, gs.Constant) and isinstance(values, (LazyValues, np.ndarray)) \
-                    and values.nbytes > BIG_TENSOR_BYTES:
-                stub = TensorProto(name=tensor.name, data_type=_onnx_type(values), dims=list(values.shape))
-                stub.data_location = TensorProto.EXTERNAL   # never read: inference needs type and dims
-                entry = stub.external_data.add()
-                entry.key, entry.value = "location", f"{_STUB}{len(swapped)}"
-                swapped.append((tensor, values))
-                tensor._values = LazyValues(stub)
+    tensors = {id(t): t for g in (graphs if len(graphs) == 1 or subgraphs else []) for t in g.tensors().values()}
+    for tensor in tensors.values():   # once each: a body reads the outer scope's own objects
+        values = getattr(tensor, "_values", None)
+        if isinstance(tensor, gs.Constant) and isinstance(values, (LazyValues, np.ndarray)) \
+                and values.nbytes > BIG_TENSOR_BYTES:
+            stub = TensorProto(name=tensor.name, data_type=_onnx_type(values), dims=list(values.shape))
+            stub.data_location = TensorProto.EXTERNAL   # never read: inference needs type and dims
+            entry = stub.external_data.add()
+            entry.key, entry.value = "location", f"{_STUB}{len(swapped)}"
+            swapped.append((tensor, values))
+            tensor._values = LazyValues(stub)
 
     fill = _Filler(swapped)
     try:

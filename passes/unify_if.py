@@ -27,30 +27,25 @@ measured shows it refused.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from graphfix.graph_utils import NameMaker, graph_protos, toposort
+from graphfix.graph_utils import NameMaker, toposort
+from graphfix.if_inlining import Dim, ShapeFacts, branches, evaluate_node, ifs, inline_decided, static_value
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.registry import register_pass
 from graphfix.remedies import fixes_finding
 from graphfix.target import TrtRange
 
 MAX_ROUNDS = 16          # rounds of (shape inference -> decide -> inline); nested Ifs need one each
-Dim = Union[int, str, None]   # static size, symbol, unknown
 SAME_SHAPE_ERROR = "IIfConditionalOutputLayer inputs must have the same shape"
 # Where outputs of one rank but different dims pass: the 11.x parser (TensorRT-RTX 1.7, measured: it
 # parsed and built if_static_dims_differ as it is, and wants equal ranks only). 10.13 still refused
 # [2] vs [1] (NVIDIA/TensorRT#4603).
 SAME_RANK_ACCEPTED = TrtRange(since="11.0")
-
-_COMPARE = {"Equal": np.equal, "Greater": np.greater, "Less": np.less, "GreaterOrEqual": np.greater_equal,
-            "LessOrEqual": np.less_equal, "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
-            "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Max": np.maximum, "Min": np.minimum}
-
 
 @register_pass
 class UnifyIf(Pass):
@@ -66,7 +61,7 @@ class UnifyIf(Pass):
 
     def run(self, graph: gs.Graph) -> PassResult:
         result = PassResult()
-        if not any(True for _ in _ifs(graph)):
+        if not any(True for _ in ifs(graph)):
             return result           # no shape inference for models without If
         names = NameMaker(graph, "unify-if")
         for _ in range(MAX_ROUNDS):
@@ -76,23 +71,18 @@ class UnifyIf(Pass):
                 result.change("fold-in-branches", graph.name or "graph", {"tensors": folded})
                 result.count("branch_values_folded", folded)
                 facts = ShapeFacts.of(graph)
-            decided = [(g, n, v) for g, n in _ifs(graph) for v in [decide(n, facts)] if v is not None]
-            if not decided:
+            inlined = inline_decided(graph, facts, names)
+            if not inlined:
                 break
-            into_main = False
-            for g, node, value in decided:
-                if not _still_in(g, node):   # inside a branch inlined just now: next round
-                    continue
-                into_main |= g is graph
-                count = inline_branch(g, node, value, names)
-                result.change("inline-if", node.name or node.outputs[0].name,
-                              {"branch": "then_branch" if value else "else_branch", "nodes": count,
-                               "why": "the condition is a constant, or follows from static shapes"})
+            for done in inlined:
+                result.change("inline-if", done.target, {
+                    "branch": done.branch, "nodes": done.nodes,
+                    "why": "the condition is a constant, or follows from static shapes"})
                 result.count("ifs_inlined")
-            if into_main:
+            if any(not done.scope for done in inlined):
                 self._fold(graph, result)
         facts = ShapeFacts.of(graph)
-        for g, node in list(_ifs(graph)):
+        for g, node in list(ifs(graph)):
             plan = mismatch(node, facts)
             if plan is None:
                 continue
@@ -136,144 +126,6 @@ def explain(kind: str, detail) -> str:
             "run-time values, which no rewrite can give one shape; pin the input sizes "
             "(graphfix fix --static-shapes NAME:1x576, or export with static shapes) so the condition "
             "becomes a constant, or freeze the input the condition reads (graphfix fix --freeze NAME=VALUE)")
-
-
-# -- facts ----------------------------------------------------------------------------------------------
-
-class ShapeFacts:
-    """Dims (int, symbol or None) and element types by tensor name, from ONNX shape inference over the
-    whole model, subgraphs included, merged with graphsurgeon's own annotations."""
-
-    def __init__(self, dims: Dict[str, Optional[List[Dim]]], types: Dict[str, int]):
-        self._dims = dims
-        self.types = types
-
-    @classmethod
-    def of(cls, graph: gs.Graph) -> "ShapeFacts":
-        try:
-            model = gs.export_onnx(graph, do_type_check=False)
-            model = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
-        except Exception:   # a graph inference rejects: the annotations alone
-            return cls({}, {})
-        return cls.from_model(model)
-
-    @classmethod
-    def from_model(cls, model: onnx.ModelProto) -> "ShapeFacts":
-        dims: Dict[str, Optional[List[Dim]]] = {}
-        types: Dict[str, int] = {}
-        for g in graph_protos(model.graph):
-            for vi in list(g.input) + list(g.output) + list(g.value_info):
-                if vi.type.WhichOneof("value") != "tensor_type":
-                    continue
-                t = vi.type.tensor_type
-                types.setdefault(vi.name, t.elem_type)
-                if t.HasField("shape"):
-                    dims.setdefault(vi.name, [d.dim_value if d.HasField("dim_value") else
-                                              (d.dim_param or None) for d in t.shape.dim])
-            for init in g.initializer:
-                dims.setdefault(init.name, list(init.dims))
-                types.setdefault(init.name, init.data_type)
-        return cls(dims, types)
-
-    def dims(self, tensor: gs.Tensor) -> Optional[List[Dim]]:
-        if isinstance(tensor, gs.Constant):
-            return list(np.asarray(tensor.values).shape)
-        found = self._dims.get(tensor.name)
-        if found is not None:
-            return found
-        shape = getattr(tensor, "shape", None)
-        if shape is None:
-            return None
-        return [int(d) if isinstance(d, (int, np.integer)) and d >= 0 else (d if isinstance(d, str) else None)
-                for d in shape]
-
-    def elem_type(self, tensor: gs.Tensor) -> int:
-        if tensor.name in self.types:
-            return self.types[tensor.name]
-        dtype = getattr(tensor, "dtype", None)
-        try:
-            return int(onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))) if dtype is not None else 0
-        except (TypeError, KeyError, ValueError):
-            return 0
-
-
-# -- deciding conditions -----------------------------------------------------------------------------------
-
-def decide(node: gs.Node, facts: ShapeFacts) -> Optional[bool]:
-    """The value of an If condition that constants or static shapes fix; None otherwise. Constant
-    conditions are inlined too (TensorRT would import only the taken branch): until then ONNX shape
-    inference cannot tell the rank of the If's outputs, which later conditions often test."""
-    cond = node.inputs[0] if node.inputs else None
-    if cond is None or (not isinstance(cond, gs.Constant) and not cond.inputs):
-        return None
-    value = static_value(cond, facts)
-    if value is None or value.size != 1 or any(v is None for v in value.flat):
-        return None
-    return bool(value.reshape(-1)[0])
-
-
-def static_value(tensor: gs.Tensor, facts: ShapeFacts, depth: int = 0) -> Optional[np.ndarray]:
-    """The value of a small integer/bool tensor as far as constants and static dims give it: an object
-    array whose unknown entries are None (a partly static Shape), or None when even its length is
-    unknown."""
-    if depth > 32:
-        return None
-    if isinstance(tensor, gs.Constant):
-        return np.asarray(tensor.values).astype(object)
-    if not tensor.inputs:
-        return None                       # a graph (or branch) input: run-time
-    node = tensor.inputs[0]
-    ins = [static_value(t, facts, depth + 1) if not t.is_empty() else None for t in node.inputs[1:]]
-    if node.op == "Constant":
-        value = node.attrs.get("value")
-        if isinstance(value, gs.Constant):
-            return np.asarray(value.values).astype(object)
-        for key in ("value_int", "value_ints"):
-            if key in node.attrs:
-                return np.asarray(node.attrs[key], dtype=np.int64).astype(object)
-        return None
-    if node.op == "Shape":
-        dims = facts.dims(node.inputs[0])
-        if dims is None:
-            return None
-        picked = list(dims)[slice(int(node.attrs.get("start", 0)),
-                                  None if node.attrs.get("end") is None else int(node.attrs["end"]))]
-        return np.array([d if isinstance(d, int) else None for d in picked] or np.zeros(0), dtype=object)
-    first = static_value(node.inputs[0], facts, depth + 1) if node.inputs else None
-    if first is None:
-        return None
-    if node.op == "Size":   # the element count: known even where the entries are not (a rank test)
-        return np.array(first.size, dtype=object)
-    if node.op in ("Identity", "Cast"):
-        if node.op == "Cast" and int(node.attrs.get("to", 0)) == onnx.TensorProto.BOOL:
-            return None if any(v is None for v in first.flat) else _obj(first.astype(bool))
-        return first
-    if node.op in ("Squeeze", "Unsqueeze", "Reshape", "Flatten"):   # scalars <-> 1-element vectors
-        return first.reshape(()) if node.op == "Squeeze" and first.size == 1 else first.reshape(-1)
-    if node.op == "Gather" and ins and ins[0] is not None and int(node.attrs.get("axis", 0)) == 0 \
-            and first.ndim == 1 and not any(v is None for v in ins[0].flat):
-        idx = ins[0].astype(np.int64)
-        if np.any(idx < -first.size) or np.any(idx >= first.size):
-            return None
-        return np.asarray(first[np.where(idx < 0, idx + first.size, idx)], dtype=object)
-    if node.op == "Concat" and all(v is not None for v in ins):
-        return np.concatenate([first.reshape(-1)] + [v.reshape(-1) for v in ins])
-    if node.op == "Not":
-        return None if _known(first) is None else _obj(np.logical_not(first.astype(bool)))
-    if node.op in _COMPARE and len(ins) == 1 and ins[0] is not None:
-        a, b = _known(first), _known(ins[0])
-        if a is None or b is None:
-            return None
-        return _obj(_COMPARE[node.op](a.astype(np.int64), b.astype(np.int64)))
-    return None
-
-
-def _obj(value) -> np.ndarray:
-    return np.asarray(value, dtype=object)
-
-
-def _known(value: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    return None if value is None or any(v is None for v in value.flat) else value
 
 
 # -- branch shapes -------------------------------------------------------------------------------------------
@@ -354,11 +206,11 @@ def fold_branch_shape_arithmetic(graph: gs.Graph, facts: ShapeFacts, opset: int)
     (pads of an STFT's reflect Pad, Reshape targets, axes) become constants, so that shape inference
     sees through them. fold-constants does this for the main graph; branches are left to here."""
     folded = 0
-    todo = [b for n in graph.nodes for b in _branches(n)]
+    todo = [b for n in graph.nodes for b in branches(n)]
     while todo:
         body = todo.pop(0)
         for node in list(body.nodes):
-            todo.extend(_branches(node))
+            todo.extend(branches(node))
             value = _branch_value(node, facts, opset)
             if value is None:
                 continue
@@ -383,7 +235,8 @@ def _branch_value(node: gs.Node, facts: ShapeFacts, opset: int) -> Optional[np.n
         return value if value is not None and _small_integer(value) else None
     if node.op in ("Shape", "Size"):
         value = static_value(node.outputs[0], facts)
-        return None if _known(value) is None else np.asarray(value.tolist(), dtype=np.int64)
+        known = value is not None and not any(v is None for v in value.flat)
+        return np.asarray(value.tolist(), dtype=np.int64) if known else None
     feeds = {}
     for t in node.inputs:
         if t.is_empty():
@@ -393,18 +246,8 @@ def _branch_value(node: gs.Node, facts: ShapeFacts, opset: int) -> Optional[np.n
         feeds[t.name] = np.asarray(t.values)
     if not feeds:
         return None
-    try:
-        from onnx.reference import ReferenceEvaluator
-        from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
-        proto = OnnxExporter.export_node(node)
-        inputs = [onnx.helper.make_tensor_value_info(k, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-                  for k, v in feeds.items()]
-        g = onnx.helper.make_graph([proto], "value", inputs, [onnx.helper.make_empty_tensor_value_info(proto.output[0])])
-        model = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", opset)])
-        value = np.asarray(ReferenceEvaluator(model).run(None, feeds)[0])
-    except Exception:   # an op or type the reference evaluator lacks: the value stays computed
-        return None
-    return value if _small_integer(value) else None
+    values = evaluate_node(node, feeds, opset)
+    return values[0] if values is not None and _small_integer(values[0]) else None
 
 
 def _small_integer(value: np.ndarray) -> bool:
@@ -412,52 +255,6 @@ def _small_integer(value: np.ndarray) -> bool:
 
 
 # -- rewrites -----------------------------------------------------------------------------------------------
-
-def inline_branch(graph: gs.Graph, node: gs.Node, value: bool, names: NameMaker) -> int:
-    """Put the taken branch's nodes where the If was; its outputs are written to the If's outputs."""
-    body: gs.Graph = node.attrs["then_branch" if value else "else_branch"]
-    position = graph.nodes.index(node)
-    outs = list(node.outputs)
-    produced = {id(t) for n in body.nodes for t in n.outputs}
-    rename: Dict[int, gs.Tensor] = {}
-    extra: List[gs.Node] = []
-    for branch_out, if_out in zip(body.outputs, outs):
-        if id(branch_out) in produced and id(branch_out) not in rename:
-            rename[id(branch_out)] = if_out
-        else:   # an outer value, a constant, or one value returned twice
-            extra.append((branch_out, if_out))
-    node.inputs.clear()
-    node.outputs.clear()
-    moved = list(body.nodes)
-    for n in moved:
-        for i, t in enumerate(n.outputs):
-            if id(t) in rename:
-                n.outputs[i] = rename[id(t)]
-    _replace_reads(moved, rename)
-    taken = {n.name for n in graph.nodes if n is not node and n.name}
-    for n in moved:                  # node names stay unique in the graph they move into
-        if n.name in taken:
-            n.name = names(n.name)
-        taken.add(n.name)
-    identities = [gs.Node("Identity", names("Identity"), inputs=[rename.get(id(src), src)], outputs=[dst])
-                  for src, dst in extra]
-    body.nodes = []
-    graph.nodes[position:position + 1] = moved + identities
-    return len(moved)
-
-
-def _replace_reads(nodes: Sequence[gs.Node], rename: Dict[int, gs.Tensor]) -> None:
-    """Inputs (nested subgraphs' outer reads and outputs too) that name a renamed tensor."""
-    todo = list(nodes)
-    while todo:
-        n = todo.pop()
-        for i, t in enumerate(n.inputs):
-            if id(t) in rename:
-                n.inputs[i] = rename[id(t)]
-        for sub in (v for v in n.attrs.values() if isinstance(v, gs.Graph)):
-            sub.outputs = [rename.get(id(t), t) for t in sub.outputs]
-            todo.extend(sub.nodes)
-
 
 def pad_outputs(graph: gs.Graph, node: gs.Node, facts: ShapeFacts, names: NameMaker) -> None:
     """Each differing output: the smaller branch pads to the larger static dims; after the If,
@@ -501,34 +298,6 @@ def pad_outputs(graph: gs.Graph, node: gs.Node, facts: ShapeFacts, names: NameMa
     graph.nodes[position + 1:position + 1] = after
 
 
-# -- walking ------------------------------------------------------------------------------------------------
-
-def _ifs(graph: gs.Graph) -> Iterator[Tuple[gs.Graph, gs.Node]]:
-    """(owning graph, If node) for every If of the main graph and of If branches, outer ones first.
-    Loop/Scan bodies are left alone: shapes inferred there for loop-carried values may change from
-    one iteration to the next."""
-    todo = [graph]
-    while todo:
-        g = todo.pop(0)
-        for node in list(g.nodes):
-            if _is_if(node):
-                yield g, node
-            todo.extend(_branches(node))
-
-
-def _is_if(node: gs.Node) -> bool:
-    return node.op == "If" and (getattr(node, "domain", None) or "") in ("", "ai.onnx")
-
-
-def _branches(node: gs.Node) -> List[gs.Graph]:
-    return [node.attrs[k] for k in ("then_branch", "else_branch")
-            if _is_if(node) and isinstance(node.attrs.get(k), gs.Graph)]
-
-
-def _still_in(graph: gs.Graph, node: gs.Node) -> bool:
-    return any(n is node for n in graph.nodes)
-
-
 def _opset(graph: gs.Graph) -> int:
     return int(graph.opset or 0)
 
@@ -561,5 +330,5 @@ def if_shape_problems(model: onnx.ModelProto, target=None) -> Dict[str, Tuple[bo
 
 def _problems(graph: gs.Graph) -> Dict[str, Tuple[str, list]]:
     facts = ShapeFacts.of(graph)
-    return {node.outputs[0].name: found for _, node in _ifs(graph) if node.outputs
+    return {node.outputs[0].name: found for _, node in ifs(graph) if node.outputs
             for found in [mismatch(node, facts)] if found is not None}

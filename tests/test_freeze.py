@@ -187,3 +187,48 @@ def test_static_shapes_on_the_command_line(tmp_path, capsys):
     assert "If" not in [n.op_type for n in onnx.load(out).graph.node]
     assert main(["fix", src, "-o", out, "--static-shapes", "x:4"]) == 2
     assert "--static-shapes: x has rank 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("gain, branch", [(0.5, "then_branch"), (0.125, "else_branch")])
+def test_an_if_nested_in_a_branch_that_stays_is_decided_by_a_float_value(gain, branch):
+    """The inner If sits in the branch of an If on x (run-time): it is inlined there, the outer one
+    stays. Its condition compares the frozen float 0.5 (or 0.125) with 0.25: computed exactly."""
+    from graphfix.fixtures.dynamic_inputs import gain_config_in_branch
+    model = gain_config_in_branch()
+    values = frozen_values(model, {"gain": gain, "mode": 1})
+    frozen, changes = freeze_inputs(model, values)
+    assert [(c["action"], c["target"]) for c in changes] == [("freeze-input", "gain"), ("freeze-input", "mode"),
+                                                              ("inline-if", "inner")]
+    assert changes[2]["details"] == {"condition": "on", "branch": branch, "nodes": 1, "inside": "outer/then_branch"}
+    outer = [n for n in frozen.graph.node if n.op_type == "If"]
+    assert len(outer) == 1 and [i.name for i in frozen.graph.input] == ["x"]
+    then_ops = [n.op_type for a in outer[0].attribute if a.name == "then_branch" for n in a.g.node]
+    assert "If" not in then_ops and ("Mul" if branch == "then_branch" else "Sub") in then_ops
+    onnx.checker.check_model(frozen, full_check=True)
+    fed = feed_as_constant(model, values)
+    for x in (X.reshape(2, 5)[:, :3], -np.abs(X.reshape(2, 5)[:, :3]) - 1):   # both outer branches
+        np.testing.assert_array_equal(run_ort(frozen, {"x": x})["y"], run_ort(fed, {"x": x})["y"])
+    again, more = freeze_inputs(frozen, {})
+    assert more == [] and again.SerializeToString() == frozen.SerializeToString()
+
+
+def test_a_rolled_back_freeze_counts_only_what_stayed(monkeypatch):
+    """A freeze whose check fails keeps the inputs frozen and nothing else: its counts say so (no
+    inlined If, no pinned input), as its changes do."""
+    import graphfix.freeze as freeze
+    real = freeze.freeze_inputs
+
+    def wrong(model, values):   # inlines, then breaks the taken branch's factor
+        out, changes = real(model, values)
+        for t in out.graph.initializer:
+            if t.name == "two":
+                t.CopyFrom(onnx.numpy_helper.from_array(np.array([5.0], np.float32), "two"))
+        return out, changes
+
+    monkeypatch.setattr(freeze, "freeze_inputs", wrong)
+    fixed, report = graphfix.fix(sample_rate_config(), trt="8.6", freeze={"sr": 16000}, static_shapes={"n": 6})
+    rec = report.passes[0]
+    assert rec.status == "rolled-back" and "differ" in rec.error
+    assert rec.counts == {"inputs_frozen": 1, "ifs_inlined": 0}
+    assert [c["action"] for c in rec.changes] == ["freeze-input"]
+    np.testing.assert_allclose(run_ort(fixed, {"x": X})["y"], X * 2, rtol=1e-6)

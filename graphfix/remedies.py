@@ -72,6 +72,8 @@ class Remedy:
     warnings: bool = False                    # parser-error rows: the parser's warnings count too
     prerequisite: Optional[Tuple[str, str]] = None  # (pass, why) that must run with this one
     why: str = ""
+    ops_label: str = ""                       # missing-op rows: shown instead of the op list (docs stay
+                                              # the same whatever onnx version computed the list)
     applies: Optional[Callable[[Site], bool]] = field(default=None, compare=False)
     pass_name: str = ""                       # set when collected: the pass that applies the fix
     rule: Optional[str] = None                # set when collected from a rewrite rule: its name
@@ -121,7 +123,7 @@ class Remedy:
                 text += " (" + ", ".join(f"{k} = {v!r}" for k, v in self.params) + ")"
         elif self.kind == MISSING_OP:
             domain = f"{self.domain}::" if self.domain else ""
-            text = "no importer for " + ", ".join(domain + o for o in self.ops)
+            text = "no importer for " + (self.ops_label or ", ".join(domain + o for o in self.ops))
             if self.fallback:
                 text += " (where no rule rewrites it)"
         else:
@@ -152,11 +154,12 @@ def fixes_finding(kind: str, *, ops: Iterable[str] = (), params: Optional[Dict[s
 
 def fixes_missing_op(ops: Iterable[str], *, domain: str = "", fallback: bool = False,
                      trt: TrtRange = TrtRange(), flag: Optional[str] = None,
-                     applies: Optional[Callable[[Site], bool]] = None, why: str = "") -> Remedy:
+                     applies: Optional[Callable[[Site], bool]] = None, ops_label: str = "",
+                     why: str = "") -> Remedy:
     """A row: this pass rewrites `ops` away where the target's parser has no importer for them (and
-    where `applies(site)` holds, when given)."""
+    where `applies(site)` holds, when given); `ops_label` names them in docs instead of the list."""
     return Remedy(MISSING_OP, ops=tuple(sorted(ops)), domain=domain, fallback=fallback, trt=trt, flag=flag,
-                  applies=applies, why=why)
+                  applies=applies, ops_label=ops_label, why=why)
 
 
 def fixes_parser_error(pattern: str, *, why: str, op_kind: Optional[str] = None, exclusive: bool = False,
@@ -353,7 +356,8 @@ def markdown() -> str:
             what += " (conditional)" if row.applies is not None else ""
         elif row.kind == MISSING_OP:
             domain = f"{row.domain}::" if row.domain else ""
-            what = ", ".join(domain + o for o in row.ops) + (" (where no rule rewrites it)" if row.fallback else "")
+            what = (row.ops_label or ", ".join(domain + o for o in row.ops)) \
+                + (" (where no rule rewrites it)" if row.fallback else "")
         else:
             what = "`" + row.what.replace("|", "\\|") + "`"
         versions = str(row._rule.needed) if row._rule is not None else str(row.trt)

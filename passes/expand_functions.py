@@ -45,6 +45,7 @@ class ExpandFunctions(Pass):
         after=("fold-constants",),
         before=("unify-if",),
         remedies=(fixes_missing_op(function_ops(), fallback=True, applies=lambda site: _ranks_known(site),
+                                   ops_label="the ops the installed onnx defines as functions of other ops",
                                    why="inlines the op's ONNX function body"),
                   *(fixes_finding(check, ops=ops, applies=lambda site: _ranks_known(site),
                                   why="inlines the op's ONNX function body (all outputs)")

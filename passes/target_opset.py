@@ -4,7 +4,8 @@ torch.onnx's dynamo exporter writes opset 18 and above; TensorRT 8.6 parses opse
 reads opset-18 forms with its opset-17 code (Reduce axes as an input, Split num_outputs, Pad axes,
 Resize axes ...). Every node whose operator version is newer than the target gets a rule: the form
 that changed is rewritten (checked against the target's schema), ops that did not exist yet are
-decomposed (Gelu, GroupNormalization, Mish, Swish, RMSNormalization), and anything else is reported
+decomposed (Gelu, GroupNormalization, Mish, Swish; RMSNormalization is decompose-ops' rule, which runs
+before this pass), and anything else is reported
 with the model left at its opset. onnx.version_converter is not used: its downgrade adapters are
 missing (Split 18->17, Pad 18->17, GroupNormalization, Gelu; on onnx 1.19 every 19->18 one) or wrong
 (Reduce 18->17 ignores noop_with_empty_axes; AveragePool 19->18 and Pad 19->18 accept dilations and
@@ -345,43 +346,6 @@ def _compute_type(dt: np.dtype, stash_type: int):
     return np.dtype(np.float32) if stash_type == 1 and dt != np.float32 else dt
 
 
-@_decompose_only_if_missing
-def lower_rms_norm(node: gs.Node, change: NodeChange) -> Optional[Step]:
-    """RMSNormalization (23) -> x / sqrt(mean(x^2) + eps) * scale, over axes [axis, rank)."""
-    x, scale = node.inputs[0], node.inputs[1]
-    axis = int(node.attrs.get("axis", -1))
-    eps = float(node.attrs.get("epsilon", 1e-5))
-    dt = _np_dtype(change, x)
-    ct = _compute_type(dt, int(node.attrs.get("stash_type", 1)))
-    if axis < 0:
-        axes = list(range(axis, 0))
-    else:
-        rank = change.facts.rank(x)
-        if rank is None:
-            raise Unconvertible("input rank unknown; needed for a positive axis")
-        axes = list(range(axis, rank))
-
-    def build(outputs) -> List[gs.Node]:
-        nodes, xf = [], x
-        if ct != dt:
-            xf = change.var("x_f32")
-            nodes.append(change.make("Cast", [x], [xf], {"to": onnx.TensorProto.FLOAT}))
-        t = {k: change.var(k) for k in ("sq", "mean", "var_eps", "rms", "inv", "normed", "normed_t")}
-        nodes += [change.make("Mul", [xf, xf], [t["sq"]]),
-                  change.reduce("ReduceMean", t["sq"], axes, t["mean"]),
-                  change.make("Add", [t["mean"], change.const(np.array(eps, ct), hint="eps")], [t["var_eps"]]),
-                  change.make("Sqrt", [t["var_eps"]], [t["rms"]]),
-                  change.make("Reciprocal", [t["rms"]], [t["inv"]]),
-                  change.make("Mul", [xf, t["inv"]], [t["normed"]])]
-        normed = t["normed"]
-        if ct != dt:
-            nodes.append(change.make("Cast", [normed], [t["normed_t"]],
-                                     {"to": onnx.helper.np_dtype_to_tensor_dtype(dt)}))
-            normed = t["normed_t"]
-        return nodes + [change.make("Mul", [normed, scale], outputs)]
-    return change.replace(build, f"decomposed over axes {axes}")
-
-
 def lower_group_norm(node: gs.Node, change: NodeChange) -> Optional[Step]:
     """GroupNormalization (18; 21 made scale/bias per channel) -> InstanceNormalization over groups.
 
@@ -465,7 +429,6 @@ LOWER_RULES.update({
     "Gelu": lower_gelu,
     "Mish": lower_mish,
     "Swish": lower_swish,
-    "RMSNormalization": lower_rms_norm,
     "GroupNormalization": lower_group_norm,
 })
 

@@ -1,8 +1,8 @@
 """RMSNormalization (opset 23) -> Mul/ReduceMean/Add/Sqrt/Reciprocal/Mul/Mul, in the model's opset form.
 
-No importer before TensorRT 10.15 (profiles). On 8.6/9.x/10.0-10.10 target-opset would also lower it
-while bringing the opset down, but TensorRT 10.11-10.14 parse opset 23 as it is, so nothing else
-removes it there; this rule runs before target-opset on every target that lacks it.
+No importer before TensorRT 10.15 (profiles). This rule is its one decomposition: it runs before
+target-opset on every target that lacks it (10.11-10.14 parse opset 23 as it is, and target-opset has
+no RMSNormalization lowering of its own).
 Semantics: the ONNX function body and onnx.reference: over axes [axis, rank),
 y = Cast_back(x_s * 1 / sqrt(mean(x_s^2) + epsilon)) * scale, where x_s is x in the stash type
 (stash_type = 1: FLOAT; a FLOAT16/BFLOAT16 input is cast up and the normalized value cast back

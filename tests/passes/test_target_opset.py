@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 import pytest
 
+import graphfix
+
 from graphfix.checks.ort import ort_can_load
 from graphfix.checks.structural import check_rewrite
 from graphfix.fixtures import build
@@ -20,13 +22,15 @@ EXPORTED = os.path.join(os.path.dirname(__file__), "..", "..", "fixtures", "expo
 LOWERED = ["opset18_reduce_axes_input", "opset18_split_num_outputs", "opset18_split_dynamic",
            "opset19_pad_axes", "opset19_resize_axes", "opset18_scatter", "opset18_group_norm",
            "opset21_group_norm", "opset21_group_norm_dynamic", "opset20_gelu", "opset20_grid_sample", "opset18_mish",
-           "opset23_rms_norm", "opset24_swish", "opset18_if_subgraph", "opset18_dynamo_block",
+           "opset24_swish", "opset18_if_subgraph", "opset18_dynamo_block",
            "opset22_pool_ceil_same_size"]
 REFUSED = {"opset18_reduce_computed_axes_refused": ("mean_dynamic_axes", "computed at run time"),
            "opset19_pad_wrap_refused": ("pad_wrap", "mode='wrap'"),
            "opset19_resize_half_pixel_symmetric_refused": ("resize_hps", "half_pixel_symmetric"),
            "opset18_scatter_max_refused": ("scatter_max", "reduction='max'"),
            "opset18_col2im_refused": ("col2im", "Col2Im does not exist before opset 18"),
+           # decompose-ops' rms-normalization rule runs before this pass and is the one decomposition
+           "opset23_rms_norm": ("rms_norm", "RMSNormalization does not exist before opset 23"),
            "opset22_pool_ceil_last_window_refused": (
                "avg_pool_ceil", "ceil_mode=1: output spatial size [1, 1] at AveragePool-22 but [2, 2] at "
                                 "AveragePool-11 (opset 22 drops a last window that starts in the right padding)"),
@@ -194,10 +198,12 @@ def test_mish_decomposed_and_cast_saturate_default_dropped():
     assert attrs(node(after, "cast_saturate")) == {"to": onnx.TensorProto.FLOAT16}
 
 
-def test_rms_norm_and_swish_decomposed():
-    _, rms, _ = lowered("opset23_rms_norm")
-    assert ops(rms) == ["Mul", "ReduceMean", "Add", "Sqrt", "Reciprocal", "Mul", "Mul"]
-    assert attrs(rms.graph.node[1])["axes"] == [-1]
+def test_rms_norm_decomposed_by_the_pipeline_and_swish_here():
+    """RMSNormalization has one decomposition, decompose-ops' rule; in the pipeline it runs first and
+    this pass lowers what it emits."""
+    fixed, _ = graphfix.fix(lowered("opset23_rms_norm")[0], trt="8.6", check="none")
+    assert ops(fixed) == ["Mul", "ReduceMean", "Add", "Sqrt", "Reciprocal", "Mul", "Mul"] and opset(fixed) == 17
+    assert attrs(fixed.graph.node[1])["axes"] == [-1]
     _, swish, _ = lowered("opset24_swish")
     assert ops(swish) == ["Mul", "Sigmoid", "Mul"]
 
@@ -295,7 +301,8 @@ def test_per_axis_zero_point_follows_the_scale_and_uint8_data_is_left_alone():
 def test_trt10_keeps_opset_18_to_20_and_idioms():
     before, after, result = lowered("opset18_dynamo_block", trt="10.0")
     assert not result.modified and ops(after) == ops(before) and opset(after) == 18
-    before, after, result = lowered("opset23_rms_norm", trt="10.0")   # TensorRT 10 parses up to 20
+    before = lowered("opset23_rms_norm")[0]                   # TensorRT 10 parses up to 20
+    after, _ = graphfix.fix(before, trt="10.0", check="none")   # decompose-ops, then this pass
     assert opset(after) == 20
     reduce_node = node(after, next(n.name for n in after.graph.node if n.op_type == "ReduceMean"))
     assert len(reduce_node.input) == 2                                # opset-18+ form: axes input

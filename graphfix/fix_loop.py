@@ -56,13 +56,18 @@ def passes_for_error(error: Dict[str, Optional[str]]) -> List[str]:
 
     An op that a rewrite rule starts from goes to that rule's pass (RoiAlign -> plugins, FastGelu ->
     decompose-contrib), whatever the message says: the parser reports both as a missing plugin.
-    Otherwise the message decides (graphfix.remedies parser-error rows)."""
-    from .remedies import passes_for_message, passes_for_missing_op
+    Otherwise the message decides (graphfix.remedies parser-error rows), joined by expand-functions
+    where ONNX defines the op as a function (NegativeLogLikelihoodLoss: its body)."""
+    from .remedies import conditional_fallbacks_for_missing_op, passes_for_message, passes_for_missing_op
+    from .registry import PIPELINE_ORDER
     message, op = error.get("message") or "", _op_of(error)
     by_rule = passes_for_missing_op(op, error.get("domain"), fallbacks=False) if op else []
     if by_rule:
         return by_rule
-    return passes_for_message(message, None if op is None else _is_standard_op(op))
+    names = set(passes_for_message(message, None if op is None else _is_standard_op(op)))
+    if op and _is_standard_op(op):
+        names.update(conditional_fallbacks_for_missing_op(op, error.get("domain")))
+    return [p for p in PIPELINE_ORDER if p in names]
 
 
 @dataclass

@@ -292,6 +292,18 @@ def fix_for_missing_op(op: str, domain: Optional[str], site: Site, target: Optio
     return fallbacks[0] if fallbacks else None
 
 
+def conditional_fallbacks_for_missing_op(op: str, domain: Optional[str] = None,
+                                        target: Optional[TrtVersion] = None) -> List[str]:
+    """The passes (pipeline order) whose fallback rows for `op` judge each node themselves
+    (``applies``: expand-functions, for the ops ONNX defines as functions), where no other row claims
+    the op (target-opset lowers Gelu, Mish, CastLike...): the fix loop adds them, as `check` names
+    them where its node allows."""
+    rows = [r for r in table() if r.kind == MISSING_OP and r.matches_op(op, domain) and r.needed(target)]
+    if any(r.applies is None for r in rows):
+        return []
+    return _in_pipeline_order(r.pass_name for r in rows if r.fallback)
+
+
 def _holds(row: Remedy, site: Site) -> bool:
     return row.applies is None or row.applies(site)
 

@@ -41,6 +41,9 @@ def err(message, op=None, node=None):
     (err("Concat: all inputs must have the same type, got INT32 and INT64", op="Concat"), ["int64-to-int32"]),
     (err("[myelin] ForeignNode requires bool I/O but node /Where has BOOL input"), ["cast-bool"]),
     (err("UNSUPPORTED_NODE: No importer registered for op: GridSample", op="GridSample"), ["target-opset"]),
+    # an op ONNX defines as a function, that no rule or lowering owns: its body joins the plan
+    (err("UNSUPPORTED_NODE: No importer registered for op: NegativeLogLikelihoodLoss",
+         op="NegativeLogLikelihoodLoss"), ["expand-functions", "target-opset"]),
     (err("This version of TensorRT only supports opset 17 and below"), ["target-opset"]),
     (err("UNSUPPORTED_NODE: No importer registered for op: FancyCustom", op="FancyCustom"), []),
     (err('Assertion failed: inputs.at(1).is_weights() && "The axes input must be an initializer"',

@@ -328,6 +328,16 @@ def _subgraphs(node: gs.Node) -> List[gs.Graph]:
     return [v for v in node.attrs.values() if isinstance(v, gs.Graph)]
 
 
+def nodes_deep(graph: gs.Graph) -> Iterator[gs.Node]:
+    """The graph's nodes and those of every subgraph (If branches, Loop bodies), nested ones too."""
+    todo = [graph]
+    while todo:
+        g = todo.pop()
+        for node in g.nodes:
+            yield node
+            todo.extend(_subgraphs(node))
+
+
 def _names_read_inside(node: gs.Node) -> List[str]:
     """Every tensor name read by the nodes of `node`'s subgraphs, nested ones included."""
     names: List[str] = []

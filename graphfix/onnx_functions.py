@@ -43,6 +43,16 @@ def function_ops() -> tuple:
                          if s.domain in ("", "ai.onnx") and (s.has_function or s.has_context_dependent_function)}))
 
 
+def value_types(model: onnx.ModelProto) -> Dict[str, onnx.TypeProto]:
+    """value name -> its type: graph inputs, outputs and initializers, and what shape
+    inference (with data propagation: ranks behind computed Reshape targets) finds in between."""
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    types = {vi.name: vi.type for vi in list(inferred.graph.input) + list(inferred.graph.value_info)
+             + list(inferred.graph.output)}
+    types.update((t.name, helper.make_tensor_type_proto(t.data_type, list(t.dims))) for t in model.graph.initializer)
+    return types
+
+
 def function_body(node: onnx.NodeProto, input_types: Sequence[Optional[onnx.TypeProto]], opset: int
                   ) -> onnx.FunctionProto:
     """The body onnx defines for `node` at `opset` (the newest body version not above it)."""
@@ -107,9 +117,7 @@ def _inline_round(model: onnx.ModelProto, opset: int, wanted: Callable[[onnx.Nod
     nodes = [n for n in model.graph.node if wanted(n)]
     if not nodes:
         return None
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    types = {vi.name: vi.type for vi in list(inferred.graph.value_info) + list(inferred.graph.input)
-             + list(inferred.graph.output)}
+    types = value_types(model)
     functions: List[onnx.FunctionProto] = []
     for i, n in enumerate(nodes):
         _fill_default_attributes(n, opset)

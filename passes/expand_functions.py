@@ -18,13 +18,13 @@ rows are the table of remedies' fallbacks.
 """
 from __future__ import annotations
 
-from typing import Dict, Set
+from typing import Set
 
 import onnx
 import onnx_graphsurgeon as gs
 
-from graphfix.graph_utils import NameMaker
-from graphfix.onnx_functions import NoFunctionBody, expanded_model, function_ops, has_function_body
+from graphfix.graph_utils import NameMaker, nodes_deep
+from graphfix.onnx_functions import NoFunctionBody, expanded_model, function_ops, has_function_body, value_types
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.registry import register_pass
 from graphfix.remedies import fixes_finding, fixes_missing_op
@@ -61,15 +61,13 @@ class ExpandFunctions(Pass):
                       and self._lacks(n.op, profile) is not None and has_function_body(n.op, opset)]
         if not candidates:
             return result
+        from graphfix.diagnosis import flagged_checks
+        from graphfix.plugin_rules.ops_base import refusals
         model = gs.export_onnx(graph, do_type_check=False)
-        flagged = _flagged_nodes(model, profile)
-        refused = _refused_by_their_rules(model, self.context.target) \
+        flagged = flagged_checks(model, profile)
+        refused = refusals(model, self.context.target) \
             if any(self._lacks(n.op, profile) == "owned" for n in candidates) else {}
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)   # ranks behind computed Reshape targets
-        types = {vi.name: vi.type for vi in list(inferred.graph.input) + list(inferred.graph.value_info)
-                 + list(inferred.graph.output) if vi.type.HasField("tensor_type")}
-        types.update((t.name, onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims)))
-                     for t in model.graph.initializer)
+        types = value_types(model)
         protos = {n.name: n for n in model.graph.node}
         names = NameMaker(graph, PASS_NAME)
         also_expand = lambda n: self._lacks(n.op_type, profile) == "missing" and has_function_body(n.op_type, opset)  # noqa: E731
@@ -123,22 +121,6 @@ def _ranks_known(site) -> bool:
     return all(site.facts.rank(name) is not None for name in site.ref.node.input if name)
 
 
-def _refused_by_their_rules(model: onnx.ModelProto, target) -> Dict[str, str]:
-    """node name -> why the dedicated rewrite rule of its op (decompose-ops) leaves it alone."""
-    from graphfix.plugin_rules.ops_base import refusals
-    return refusals(model, target)
-
-
-def _flagged_nodes(model: onnx.ModelProto, profile) -> Dict[str, Set[str]]:
-    """node name -> the profile checks that flag it as an error or wrong result."""
-    from graphfix.diagnosis import static_findings
-    out: Dict[str, Set[str]] = {}
-    for f in static_findings(model, profile):
-        if f.node is not None and f.severity in ("error", "wrong-result"):
-            out.setdefault(f.node, set()).add(f.rule)
-    return out
-
-
 def _splice(graph: gs.Graph, node: gs.Node, body: onnx.ModelProto, names: NameMaker) -> int:
     """Replace `node` by the nodes of `body` (whose inputs and outputs carry the node's tensor names);
     every other tensor and node of the body, in its subgraphs too, gets a fresh name. Returns how many
@@ -148,7 +130,7 @@ def _splice(graph: gs.Graph, node: gs.Node, body: onnx.ModelProto, names: NameMa
     node.inputs.clear()
     node.outputs.clear()
     renamed: Set[int] = set()
-    for n in _nodes_deep(inner):
+    for n in nodes_deep(inner):
         n.name = names(n.op)
         for wires in (n.inputs, n.outputs):
             for i, t in enumerate(wires):
@@ -160,12 +142,3 @@ def _splice(graph: gs.Graph, node: gs.Node, body: onnx.ModelProto, names: NameMa
     graph.nodes.extend(inner.nodes)
     return len(inner.nodes)
 
-
-def _nodes_deep(graph: gs.Graph):
-    """The graph's nodes, then those of every subgraph attribute (If branches, Loop bodies)."""
-    stack = [graph]
-    while stack:
-        g = stack.pop()
-        for n in g.nodes:
-            yield n
-            stack.extend(v for v in n.attrs.values() if isinstance(v, gs.Graph))

@@ -12,7 +12,7 @@ of remedies (graphfix.remedies), which the passes and rewrite rules declare. Mod
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List, Set
 
 import onnx
 
@@ -29,6 +29,16 @@ from .result import PROBLEM_SEVERITIES, SCHEMA, SEVERITY_ORDER, CheckResult, Fin
 def static_findings(model: onnx.ModelProto, profile: Profile, fp16: bool = False) -> List[Finding]:
     """The findings of `profile` on `model`, in the checker's order (no loading, no validation)."""
     return Checker(model, profile, fp16=fp16).run()
+
+
+def flagged_checks(model: onnx.ModelProto, profile: Profile) -> Dict[str, Set[str]]:
+    """node display name -> the checks whose error or wrong-result findings name it (what the
+    rewrite passes act on: decompose-ops' rules, expand-functions)."""
+    out: Dict[str, Set[str]] = {}
+    for f in static_findings(model, profile):
+        if f.node is not None and f.severity in PROBLEM_SEVERITIES:
+            out.setdefault(f.node, set()).add(f.rule)
+    return out
 
 
 def check_model(src, trt=None, real_parser: bool = False, fp16: bool = False) -> CheckResult:
@@ -48,5 +58,6 @@ def check_model(src, trt=None, real_parser: bool = False, fp16: bool = False) ->
 
 
 __all__ = ["Finding", "CheckResult", "ModelFacts", "NodeRef", "Checker", "check_model", "static_findings",
+           "flagged_checks",
            "run_real_parser", "run_rtx_parser", "format_table", "PREDICATES", "SCHEMA", "PROBLEM_SEVERITIES",
            "SEVERITY_ORDER", "KNOWN_TRT_PLUGINS"]

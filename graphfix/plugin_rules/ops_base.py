@@ -39,14 +39,11 @@ def node_display(graph: gs.Graph, node: gs.Node) -> str:
 @contextlib.contextmanager
 def profile_findings(graph: gs.Graph, target):
     """Within the block, rules know which nodes the target's profile flags (and with which check)."""
-    from ..diagnosis import static_findings
+    from ..diagnosis import flagged_checks
     from ..profiles import load_profile
     _FLAGGED.clear()
     try:
-        model = gs.export_onnx(graph, do_type_check=False)
-        for f in static_findings(model, load_profile(target)):
-            if f.node is not None and f.severity in ("error", "wrong-result"):
-                _FLAGGED.setdefault(f.node, set()).add(f.rule)
+        _FLAGGED.update(flagged_checks(gs.export_onnx(graph, do_type_check=False), load_profile(target)))
         yield
     finally:
         _FLAGGED.clear()

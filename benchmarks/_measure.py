@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -35,3 +36,9 @@ def run_child(argv: List[str], timeout: float, cwd: str, env: Optional[Dict[str,
     return {"seconds": round(wall, 2), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
             "max_rss_mib": round(rss_kib / 1024, 1), "returncode": proc.returncode,
             "timed_out": wall > timeout, "log_tail": tail if proc.returncode else ""}
+
+
+def machine_facts(**extra) -> Dict:
+    """Where a benchmark ran, for its JSON: platform, CPUs, `extra`, and the load average at the end."""
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), **extra,
+            "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None}

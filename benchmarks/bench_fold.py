@@ -31,7 +31,7 @@ import sys
 import tempfile
 from typing import Dict, List, Optional
 
-from _measure import run_child
+from _measure import machine_facts, run_child
 
 LAYERS = {"1k": 10, "10k": 99, "100k": 990}   # transformer_like(L) has 101 * L + 1 nodes
 
@@ -164,8 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
+    result = {"machine": machine_facts(),
               "versions": versions(), "method": "each tool in its own subprocess of the same Python, run "
               "one after the other; wall time includes start-up, imports, load and save; peak memory is the "
               "child's max RSS (os.wait4)", "results": rows}

@@ -27,7 +27,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -35,7 +34,7 @@ import time
 from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _measure import run_child  # noqa: E402
+from _measure import machine_facts, run_child  # noqa: E402
 from bench_fold import LAYERS, POLYGRAPHY_CHILD, op_counts, versions  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -162,8 +161,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     import graphfix
-    result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "started": started,
-                          "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
+    result = {"machine": machine_facts(started=started),
               "graphfix": args.after or graphfix.__file__, "before": args.before, "versions": versions(),
               "method": "each tool in its own subprocess of the same Python, one after the other; wall and CPU "
                         "time include start-up, imports, load and save; peak memory is the child's max RSS "

@@ -16,6 +16,8 @@ import onnx
 import onnx.inliner
 from onnx import helper
 
+from .onnx_values import DEFAULT_DOMAINS
+
 LOCAL_DOMAIN = "gf.functions"    # the bodies' domain while they are model-local functions
 MAX_DEPTH = 4                    # function ops inside bodies inside bodies...
 
@@ -40,7 +42,7 @@ def has_function_body(op_type: str, opset: int) -> bool:
 def function_ops() -> tuple:
     """Every standard op that some opset defines as a function (the rows of the table of remedies)."""
     return tuple(sorted({s.name for s in onnx.defs.get_all_schemas_with_history()
-                         if s.domain in ("", "ai.onnx") and (s.has_function or s.has_context_dependent_function)}))
+                         if s.domain in DEFAULT_DOMAINS and (s.has_function or s.has_context_dependent_function)}))
 
 
 def value_types(model: onnx.ModelProto) -> Dict[str, onnx.TypeProto]:
@@ -104,7 +106,7 @@ def expanded_model(node: onnx.NodeProto, value_types: Dict[str, onnx.TypeProto],
         if inlined is None:
             break
         model = inlined
-        wanted = lambda n: n.domain in ("", "ai.onnx") and also_expand(n)   # noqa: E731
+        wanted = lambda n: n.domain in DEFAULT_DOMAINS and also_expand(n)   # noqa: E731
     if any(n.domain == LOCAL_DOMAIN for n in model.graph.node) or any(also_expand(n) for n in model.graph.node):
         raise NoFunctionBody(f"{node.op_type}: function ops nested deeper than {MAX_DEPTH}")
     return model

@@ -286,10 +286,15 @@ def fix_for_missing_op(op: str, domain: Optional[str], site: Site, target: Optio
     names = _in_pipeline_order(r.pass_name for r in rows)
     if names and not any(_refused(r, site) or not _holds(r, site) for r in rows if r.pass_name == names[0]):
         return names[0]
-    fallbacks = _in_pipeline_order(r.pass_name for r in table() if r.fallback and r.applies is not None
-                                   and r.matches_op(op, domain) and r.needed(target)
-                                   and r.pass_name not in names[:1] and r.applies(site))
+    fallbacks = _in_pipeline_order(r.pass_name for r in _judging_fallback_rows(op, domain, target)
+                                   if r.pass_name not in names[:1] and r.applies(site))
     return fallbacks[0] if fallbacks else None
+
+
+def _judging_fallback_rows(op: str, domain: Optional[str], target: Optional[TrtVersion]) -> List[Remedy]:
+    """Fallback missing-op rows for `op` that judge each node themselves (``applies``)."""
+    return [r for r in table() if r.kind == MISSING_OP and r.fallback and r.applies is not None
+            and r.matches_op(op, domain) and r.needed(target)]
 
 
 def conditional_fallbacks_for_missing_op(op: str, domain: Optional[str] = None,
@@ -298,10 +303,10 @@ def conditional_fallbacks_for_missing_op(op: str, domain: Optional[str] = None,
     (``applies``: expand-functions, for the ops ONNX defines as functions), where no other row claims
     the op (target-opset lowers Gelu, Mish, CastLike...): the fix loop adds them, as `check` names
     them where its node allows."""
-    rows = [r for r in table() if r.kind == MISSING_OP and r.matches_op(op, domain) and r.needed(target)]
-    if any(r.applies is None for r in rows):
+    if any(r.applies is None for r in table() if r.kind == MISSING_OP and r.matches_op(op, domain)
+           and r.needed(target)):
         return []
-    return _in_pipeline_order(r.pass_name for r in rows if r.fallback)
+    return _in_pipeline_order(r.pass_name for r in _judging_fallback_rows(op, domain, target))
 
 
 def _holds(row: Remedy, site: Site) -> bool:

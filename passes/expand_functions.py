@@ -24,6 +24,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from graphfix.graph_utils import NameMaker, nodes_deep
+from graphfix.opset import is_default_domain
 from graphfix.onnx_functions import NoFunctionBody, expanded_model, function_ops, has_function_body, value_types
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.registry import register_pass
@@ -57,7 +58,7 @@ class ExpandFunctions(Pass):
         opset = int(graph.opset)
         from graphfix.profiles import load_profile
         profile = load_profile(self.context.target)
-        candidates = [n for n in graph.nodes if (n.domain or "") in ("", "ai.onnx")
+        candidates = [n for n in graph.nodes if is_default_domain(n)
                       and self._lacks(n.op, profile) is not None and has_function_body(n.op, opset)]
         if not candidates:
             return result

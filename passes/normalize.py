@@ -17,6 +17,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from graphfix.graph_utils import OUTPUT_IR_VERSION, NameMaker, remove_dead_nodes, toposort_if_needed
+from graphfix.opset import is_default_domain
 from graphfix.pass_api import Pass, PassInfo, PassResult
 from graphfix.registry import register_pass
 from graphfix.remedies import fixes_finding
@@ -65,8 +66,8 @@ class Normalize(Pass):
     def _spell_out_defaults(self, graph: gs.Graph, result: PassResult) -> None:
         from graphfix.profiles import load_profile
         profile = load_profile(self.context.target)
-        for node in graph.nodes:
-            for rule in (profile.op(node.op) or {}).get("rules", []) if (node.domain or "") in ("", "ai.onnx") else ():
+        for node in (n for n in graph.nodes if is_default_domain(n)):
+            for rule in (profile.op(node.op) or {}).get("rules", []):
                 if rule.get("check") == "attr_missing" and rule["attr"] not in node.attrs:
                     node.attrs[rule["attr"]] = rule["onnx_default"]
                     result.change("write-default", node.name, {"attribute": rule["attr"], "value": rule["onnx_default"],
